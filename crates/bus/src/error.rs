@@ -1,0 +1,51 @@
+//! The bus's error type.
+
+/// What went wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid bus url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("failed to create topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+/// The bus's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether retrying the same operation later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Kafka(error) => error
+                .rdkafka_error_code()
+                .is_some_and(|code| is_transient(code)),
+            Error::InvalidUrl { .. } | Error::CreateTopic { .. } | Error::Closed => false,
+        }
+    }
+}
+
+fn is_transient(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        code,
+        Code::QueueFull
+            | Code::MessageTimedOut
+            | Code::BrokerTransportFailure
+            | Code::AllBrokersDown
+            | Code::RequestTimedOut
+            | Code::NetworkException
+            | Code::NotEnoughReplicas
+            | Code::NotEnoughReplicasAfterAppend
+            | Code::LeaderNotAvailable
+            | Code::NotLeaderForPartition
+            | Code::CoordinatorNotAvailable
+            | Code::NotCoordinator
+            | Code::RebalanceInProgress
+            | Code::UnknownTopicOrPartition
+            | Code::Transport
+    )
+}

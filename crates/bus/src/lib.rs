@@ -1,0 +1,113 @@
+//! Wharf's event bus: [`Publisher`] publishes records keyed by device and
+//! acknowledges them only once they are durable; [`Subscriber`] consumes as a
+//! consumer group with explicit offset commits. Two implementations, chosen by
+//! URL through [`Bus::connect`]: `memory://` (in-process, for `wharf up`) and
+//! `kafka://host:port[,…]` (rdkafka). rdkafka is used only in this crate.
+//!
+//! # Layout
+//! - [`record`]: [`Record`] (outgoing), [`Message`] (incoming), offsets.
+//! - [`config`]: [`BusConfig`], the `[bus]` configuration section.
+//! - [`memory`]: [`MemoryBus`], the in-process bus.
+//! - [`kafka`]: [`KafkaBus`], the Kafka bus.
+//! - [`any`]: [`Bus`], either of the two, chosen by URL.
+//! - [`offsets`]: [`OffsetTracker`], consumed positions awaiting commit.
+//!
+//! # Invariants
+//! - Records with the same key go to the same partition and are delivered in
+//!   the order they were enqueued.
+//! - A consumer that restarts without committing sees the uncommitted
+//!   records again (at-least-once); after a commit it does not.
+//! - Every queue is bounded: publishers wait when the bus cannot keep up.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub mod any;
+pub mod config;
+mod error;
+pub mod kafka;
+pub mod memory;
+pub mod offsets;
+pub mod record;
+
+pub use any::{Bus, BusConsumer};
+pub use config::BusConfig;
+pub use error::{Error, Result};
+pub use kafka::KafkaBus;
+pub use memory::MemoryBus;
+pub use offsets::OffsetTracker;
+pub use record::{CommitOffset, Delivered, Message, Record, TopicSpec};
+
+/// Publishes records; each is acknowledged once durable.
+pub trait Publisher: Send + Sync {
+    /// Queues `record` behind every record queued before it, waiting while the
+    /// bus's queue is full (backpressure). The returned [`PendingAck`]
+    /// resolves once the record is durable.
+    fn enqueue(&self, record: Record) -> impl Future<Output = Result<PendingAck>> + Send;
+
+    /// Queues `record` and waits until it is durable.
+    fn publish(&self, record: Record) -> impl Future<Output = Result<Delivered>> + Send {
+        async move { self.enqueue(record).await?.await }
+    }
+
+    /// Creates the topics that do not exist yet.
+    fn ensure_topics(&self, topics: &[TopicSpec]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Consumes topics as a member of a consumer group.
+pub trait Subscriber: Send + Sync {
+    /// The consumer this subscriber hands out.
+    type Consumer: Consumer;
+
+    /// Joins `group` and consumes `topics`, starting at the group's committed
+    /// offsets, or at the earliest retained record when there are none.
+    fn subscribe(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> impl Future<Output = Result<Self::Consumer>> + Send;
+
+    /// Whether records and committed offsets outlive this process. The
+    /// in-process bus starts empty on every start, so offsets a consumer
+    /// stored elsewhere during an earlier run do not apply to it.
+    fn is_persistent(&self) -> bool;
+}
+
+/// One member of a consumer group.
+pub trait Consumer: Send {
+    /// The next record of any partition assigned to this member.
+    fn recv(&mut self) -> impl Future<Output = Result<Message>> + Send;
+
+    /// Commits positions: each offset is the next record to read.
+    fn commit(&mut self, offsets: &[CommitOffset]) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Resolves once an enqueued record is durable.
+pub struct PendingAck(Pin<Box<dyn Future<Output = Result<Delivered>> + Send>>);
+
+impl PendingAck {
+    /// An acknowledgement that is already known.
+    pub fn ready(result: Result<Delivered>) -> Self {
+        PendingAck(Box::pin(std::future::ready(result)))
+    }
+
+    /// An acknowledgement that `future` will deliver.
+    pub fn from_future(future: impl Future<Output = Result<Delivered>> + Send + 'static) -> Self {
+        PendingAck(Box::pin(future))
+    }
+}
+
+impl Future for PendingAck {
+    type Output = Result<Delivered>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for PendingAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PendingAck")
+    }
+}

@@ -1,0 +1,256 @@
+//! The event types. Each is a fact that happened, named in the past tense;
+//! the enum variant name is the envelope's `type`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::payload::{self, Encoding, Payload, PayloadOut};
+
+/// Every event Wharf services exchange.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Event {
+    DeviceConnected(DeviceConnected),
+    DeviceDisconnected(DeviceDisconnected),
+    FrameReceived(FrameReceived),
+    CommandRequested(CommandRequested),
+    CommandDispatched(CommandDispatched),
+    CommandDelivered(CommandDelivered),
+    CommandFailed(CommandFailed),
+}
+
+impl Event {
+    /// The envelope `type` of this event.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::DeviceConnected(_) => "DeviceConnected",
+            Event::DeviceDisconnected(_) => "DeviceDisconnected",
+            Event::FrameReceived(_) => "FrameReceived",
+            Event::CommandRequested(_) => "CommandRequested",
+            Event::CommandDispatched(_) => "CommandDispatched",
+            Event::CommandDelivered(_) => "CommandDelivered",
+            Event::CommandFailed(_) => "CommandFailed",
+        }
+    }
+
+    /// Decodes the `data` of an event of type `kind`; `None` for a type this
+    /// version does not know.
+    pub(crate) fn decode(kind: &str, data: &str) -> Option<serde_json::Result<Event>> {
+        fn parse<'a, T: Deserialize<'a>>(
+            data: &'a str,
+            wrap: fn(T) -> Event,
+        ) -> serde_json::Result<Event> {
+            serde_json::from_str(data).map(wrap)
+        }
+        Some(match kind {
+            "DeviceConnected" => parse(data, Event::DeviceConnected),
+            "DeviceDisconnected" => parse(data, Event::DeviceDisconnected),
+            "FrameReceived" => parse(data, Event::FrameReceived),
+            "CommandRequested" => parse(data, Event::CommandRequested),
+            "CommandDispatched" => parse(data, Event::CommandDispatched),
+            "CommandDelivered" => parse(data, Event::CommandDelivered),
+            "CommandFailed" => parse(data, Event::CommandFailed),
+            _ => return None,
+        })
+    }
+}
+
+/// How a device is connected to the Socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Websocket,
+}
+
+impl Transport {
+    /// The name used in events, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+        }
+    }
+}
+
+/// A device authenticated and holds a connection to a Socket instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceConnected {
+    pub model: String,
+    pub transport: Transport,
+    /// The Socket instance holding the connection: where commands must go.
+    pub instance: String,
+    /// Tells this connection apart from earlier and later ones of the device.
+    pub connection: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// A device's connection ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceDisconnected {
+    pub model: String,
+    pub transport: Transport,
+    pub instance: String,
+    /// The connection that ended; a newer connection of the device is unaffected.
+    pub connection: Uuid,
+    pub reason: String,
+}
+
+/// A device sent a frame.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "FrameWire")]
+pub struct FrameReceived {
+    pub model: String,
+    /// Where on the connection the frame arrived (an MQTT topic); `None` for
+    /// transports with a single channel.
+    pub channel: Option<String>,
+    pub payload: Payload,
+}
+
+#[derive(Deserialize)]
+struct FrameWire {
+    model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    channel: Option<String>,
+    payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+}
+
+impl TryFrom<FrameWire> for FrameReceived {
+    type Error = String;
+
+    fn try_from(wire: FrameWire) -> Result<Self, String> {
+        Ok(FrameReceived {
+            model: wire.model,
+            channel: wire.channel,
+            payload: payload::from_wire(wire.payload, wire.encoding)?,
+        })
+    }
+}
+
+impl Serialize for FrameReceived {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            model: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            channel: &'a Option<String>,
+            payload: PayloadOut<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            encoding: Option<Encoding>,
+        }
+        let (payload, encoding) = payload::to_wire(&self.payload);
+        Out {
+            model: &self.model,
+            channel: &self.channel,
+            payload,
+            encoding,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Something (a rule, an app) asked for a command to be sent to a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandRequested {
+    pub model: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Map<String, Value>,
+}
+
+/// The Commander rendered a command and sent it to the Socket instance that
+/// holds the device. Published on that instance's deliveries topic (which
+/// is how the frame travels) and on the command-status topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "DispatchWire")]
+pub struct CommandDispatched {
+    /// The id of the `CommandRequested` event.
+    pub command_id: Uuid,
+    pub command: String,
+    pub instance: String,
+    /// The bytes to write to the device.
+    pub frame: Payload,
+}
+
+#[derive(Deserialize)]
+struct DispatchWire {
+    command_id: Uuid,
+    command: String,
+    instance: String,
+    payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encoding: Option<Encoding>,
+}
+
+impl TryFrom<DispatchWire> for CommandDispatched {
+    type Error = String;
+
+    fn try_from(wire: DispatchWire) -> Result<Self, String> {
+        Ok(CommandDispatched {
+            command_id: wire.command_id,
+            command: wire.command,
+            instance: wire.instance,
+            frame: payload::from_wire(wire.payload, wire.encoding)?,
+        })
+    }
+}
+
+impl Serialize for CommandDispatched {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            command_id: &'a Uuid,
+            command: &'a str,
+            instance: &'a str,
+            payload: PayloadOut<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            encoding: Option<Encoding>,
+        }
+        let (payload, encoding) = payload::to_wire(&self.frame);
+        Out {
+            command_id: &self.command_id,
+            command: &self.command,
+            instance: &self.instance,
+            payload,
+            encoding,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The Socket wrote a command's frame to the device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandDelivered {
+    pub command_id: Uuid,
+    pub instance: String,
+}
+
+/// A command could not be delivered; terminal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandFailed {
+    pub command_id: Uuid,
+    pub reason: FailureReason,
+    /// A sentence for humans; `reason` is what programs should match on.
+    pub detail: String,
+}
+
+/// Why a command failed, as a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No Socket instance holds a connection for the device.
+    DeviceNotConnected,
+    /// The connection ended or failed while the frame was being written.
+    WriteFailed,
+    /// No profile is configured for the device's model.
+    UnknownModel,
+    /// The model's profile has no such command.
+    UnknownCommand,
+    /// The profile's template could not be rendered with the arguments.
+    RenderFailed,
+    /// A reason this version does not know.
+    #[serde(other)]
+    Other,
+}
