@@ -1,0 +1,101 @@
+//! [`Bus`]: the implementation a URL selects, behind one type the services
+//! hold.
+
+use crate::config::{BusConfig, BusUrl};
+use crate::error::Result;
+use crate::kafka::{KafkaBus, KafkaConsumer};
+use crate::memory::{MemoryBus, MemoryConsumer};
+use crate::record::{CommitOffset, Message, Record, TopicSpec};
+use crate::{Consumer, PendingAck, Publisher, Subscriber};
+
+/// The in-process or the Kafka bus.
+#[derive(Clone)]
+pub enum Bus {
+    Memory(MemoryBus),
+    Kafka(KafkaBus),
+}
+
+impl Bus {
+    /// Builds the bus `config.url` names. A `memory://` URL gets a fresh,
+    /// empty bus; to share one in-process bus, clone the returned value.
+    pub fn connect(config: &BusConfig) -> Result<Self> {
+        Ok(match BusUrl::parse(&config.url)? {
+            BusUrl::Memory => Bus::Memory(MemoryBus::new(
+                config.partitions.max(1) as usize,
+                config.memory_capacity,
+            )),
+            BusUrl::Kafka { .. } => Bus::Kafka(KafkaBus::connect(config)?),
+        })
+    }
+
+    /// Waits until everything published so far is durable, up to `timeout`.
+    pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
+        match self {
+            Bus::Memory(_) => Ok(()),
+            Bus::Kafka(bus) => bus.flush(timeout).await,
+        }
+    }
+}
+
+impl Publisher for Bus {
+    async fn enqueue(&self, record: Record) -> Result<PendingAck> {
+        match self {
+            Bus::Memory(bus) => bus.enqueue(record).await,
+            Bus::Kafka(bus) => bus.enqueue(record).await,
+        }
+    }
+
+    async fn ensure_topics(&self, topics: &[TopicSpec]) -> Result<()> {
+        match self {
+            Bus::Memory(bus) => bus.ensure_topics(topics).await,
+            Bus::Kafka(bus) => bus.ensure_topics(topics).await,
+        }
+    }
+}
+
+impl Subscriber for Bus {
+    type Consumer = BusConsumer;
+
+    async fn subscribe(&self, group: &str, topics: &[String]) -> Result<BusConsumer> {
+        Ok(match self {
+            Bus::Memory(bus) => BusConsumer::Memory(bus.subscribe(group, topics).await?),
+            Bus::Kafka(bus) => BusConsumer::Kafka(bus.subscribe(group, topics).await?),
+        })
+    }
+
+    fn is_persistent(&self) -> bool {
+        match self {
+            Bus::Memory(bus) => bus.is_persistent(),
+            Bus::Kafka(bus) => bus.is_persistent(),
+        }
+    }
+}
+
+/// A consumer of either bus.
+pub enum BusConsumer {
+    Memory(MemoryConsumer),
+    Kafka(KafkaConsumer),
+}
+
+impl Consumer for BusConsumer {
+    async fn recv(&mut self) -> Result<Message> {
+        match self {
+            BusConsumer::Memory(consumer) => consumer.recv().await,
+            BusConsumer::Kafka(consumer) => consumer.recv().await,
+        }
+    }
+
+    async fn commit(&mut self, offsets: &[CommitOffset]) -> Result<()> {
+        match self {
+            BusConsumer::Memory(consumer) => consumer.commit(offsets).await,
+            BusConsumer::Kafka(consumer) => consumer.commit(offsets).await,
+        }
+    }
+
+    fn assignment(&self) -> Result<Vec<(String, i32)>> {
+        match self {
+            BusConsumer::Memory(consumer) => consumer.assignment(),
+            BusConsumer::Kafka(consumer) => consumer.assignment(),
+        }
+    }
+}

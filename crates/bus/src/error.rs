@@ -46,6 +46,5 @@ fn is_transient(code: rdkafka::types::RDKafkaErrorCode) -> bool {
             | Code::NotCoordinator
             | Code::RebalanceInProgress
             | Code::UnknownTopicOrPartition
-            | Code::Transport
     )
 }

@@ -81,6 +81,9 @@ pub trait Consumer: Send {
 
     /// Commits positions: each offset is the next record to read.
     fn commit(&mut self, offsets: &[CommitOffset]) -> impl Future<Output = Result<()>> + Send;
+
+    /// The partitions currently assigned to this member, as (topic, partition).
+    fn assignment(&self) -> Result<Vec<(String, i32)>>;
 }
 
 /// Resolves once an enqueued record is durable.

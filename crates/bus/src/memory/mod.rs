@@ -293,6 +293,19 @@ impl Consumer for MemoryConsumer {
         self.shared.notify();
         Ok(())
     }
+
+    fn assignment(&self) -> Result<Vec<(String, i32)>> {
+        let state = self.shared.lock();
+        let group = state
+            .groups
+            .get(&self.group)
+            .expect("a group exists while it has members");
+        Ok(group
+            .assignment(self.member)
+            .into_iter()
+            .map(|(topic, partition)| (topic, partition as i32))
+            .collect())
+    }
 }
 
 impl Drop for MemoryConsumer {
@@ -309,5 +322,55 @@ impl Drop for MemoryConsumer {
             }
         }
         self.shared.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn publishers_wait_while_a_lagging_group_holds_a_full_partition() {
+        let bus = MemoryBus::new(1, 16);
+        let mut consumer = bus.subscribe("g", &["t".to_owned()]).await.unwrap();
+        // The group commits once, so its progress now bounds the topic.
+        bus.publish(Record::new("t", "k", vec![0])).await.unwrap();
+        let first = consumer.recv().await.unwrap();
+        consumer.commit(&[first.next_position()]).await.unwrap();
+
+        for i in 0..16u8 {
+            bus.publish(Record::new("t", "k", vec![i])).await.unwrap();
+        }
+        let blocked = tokio::time::timeout(
+            Duration::from_millis(200),
+            bus.publish(Record::new("t", "k", vec![99])),
+        )
+        .await;
+        assert!(blocked.is_err(), "a full partition must make publishers wait");
+        assert_eq!(bus.retained("t"), 16);
+
+        let next = consumer.recv().await.unwrap();
+        consumer.commit(&[next.next_position()]).await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            bus.publish(Record::new("t", "k", vec![99])),
+        )
+        .await
+        .expect("a commit makes room")
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_topic_nobody_commits_on_keeps_only_its_latest_records() {
+        let bus = MemoryBus::new(1, 16);
+        for i in 0..100u8 {
+            bus.publish(Record::new("status", "k", vec![i])).await.unwrap();
+        }
+        assert_eq!(bus.retained("status"), 16);
+        let mut reader = bus.subscribe("reader", &["status".to_owned()]).await.unwrap();
+        let oldest = reader.recv().await.unwrap();
+        assert_eq!((oldest.offset, oldest.payload.clone()), (84, vec![84]));
     }
 }

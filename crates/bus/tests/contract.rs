@@ -1,0 +1,208 @@
+//! The bus contract, written once and run against every implementation:
+//! the in-process bus and Kafka (a real Kafka-protocol broker at
+//! `KAFKA_BROKERS`; `scripts/test` starts one).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use wharf_bus::{
+    BusConfig, Consumer, KafkaBus, MemoryBus, Message, Publisher, Record, Subscriber, TopicSpec,
+};
+
+/// Long enough for a Kafka rebalance; a healthy run never waits this long.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn unique(name: &str) -> String {
+    format!("contract-{name}-{}", uuid::Uuid::now_v7().simple())
+}
+
+async fn publish_numbered<B: Publisher>(bus: &B, topic: &str, keys: &[&str], per_key: usize) {
+    let mut acks = Vec::new();
+    for i in 0..per_key {
+        for key in keys {
+            let payload = format!("{key}:{i}").into_bytes();
+            let record = Record::new(topic, *key, payload).with_header("type", "Test");
+            acks.push(bus.enqueue(record).await.expect("enqueue"));
+        }
+    }
+    for ack in acks {
+        ack.await.expect("record acknowledged");
+    }
+}
+
+async fn recv_n<C: Consumer>(consumer: &mut C, n: usize) -> Vec<Message> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let message = tokio::time::timeout(PATIENCE, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} records arrived", out.len()))
+            .expect("recv");
+        out.push(message);
+    }
+    out
+}
+
+/// Asserts that nothing more arrives within a short wait.
+async fn assert_quiet<C: Consumer>(consumer: &mut C) {
+    if let Ok(message) = tokio::time::timeout(Duration::from_secs(3), consumer.recv()).await {
+        panic!("unexpected record {message:?}");
+    }
+}
+
+fn sequence(message: &Message) -> (String, usize) {
+    let text = String::from_utf8(message.payload.clone()).unwrap();
+    let (key, i) = text.split_once(':').unwrap();
+    (key.to_owned(), i.parse().unwrap())
+}
+
+pub async fn ordered_per_key<B: Publisher + Subscriber>(bus: B) {
+    let topic = unique("order");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    let keys = ["a", "b", "c", "d", "e"];
+    publish_numbered(&bus, &topic, &keys, 100).await;
+
+    let mut consumer = bus.subscribe(&unique("g"), &[topic]).await.unwrap();
+    let messages = recv_n(&mut consumer, 500).await;
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for message in &messages {
+        assert_eq!(message.key.as_deref(), Some(sequence(message).0.as_str()));
+        assert!(message.headers.contains(&("type".into(), "Test".into())));
+        let (key, i) = sequence(message);
+        let expected = next.entry(key.clone()).or_default();
+        assert_eq!(i, *expected, "key {key} out of order");
+        *expected += 1;
+    }
+    assert!(next.values().all(|n| *n == 100), "{next:?}");
+}
+
+pub async fn redelivers_uncommitted_after_restart<B: Publisher + Subscriber>(bus: B) {
+    let topic = unique("redeliver");
+    let group = unique("g");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 2)]).await.unwrap();
+    publish_numbered(&bus, &topic, &["a", "b"], 5).await;
+
+    let mut first = bus.subscribe(&group, std::slice::from_ref(&topic)).await.unwrap();
+    let seen = recv_n(&mut first, 10).await;
+    drop(first); // crashed before committing
+
+    let mut second = bus.subscribe(&group, &[topic]).await.unwrap();
+    let again = recv_n(&mut second, 10).await;
+    let ids = |messages: &[Message]| -> HashSet<(i32, i64)> {
+        messages.iter().map(|m| (m.partition, m.offset)).collect()
+    };
+    assert_eq!(ids(&seen), ids(&again), "every uncommitted record comes back");
+}
+
+pub async fn no_redelivery_after_commit<B: Publisher + Subscriber>(bus: B) {
+    let topic = unique("commit");
+    let group = unique("g");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 2)]).await.unwrap();
+    publish_numbered(&bus, &topic, &["a", "b"], 5).await;
+
+    let mut first = bus.subscribe(&group, std::slice::from_ref(&topic)).await.unwrap();
+    let mut tracker = wharf_bus::OffsetTracker::default();
+    for message in recv_n(&mut first, 10).await {
+        tracker.consumed(&message);
+    }
+    first.commit(&tracker.take()).await.unwrap();
+    drop(first);
+
+    publish_numbered(&bus, &topic, &["late"], 3).await;
+    let mut second = bus.subscribe(&group, &[topic]).await.unwrap();
+    let after = recv_n(&mut second, 3).await;
+    for message in &after {
+        assert_eq!(sequence(message).0, "late", "a committed record came back");
+    }
+    assert_quiet(&mut second).await;
+}
+
+pub async fn group_members_split_partitions<B: Publisher + Subscriber>(bus: B) {
+    let topic = unique("split");
+    let group = unique("g");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    let topics = [topic.clone()];
+    let mut a = bus.subscribe(&group, &topics).await.unwrap();
+    let mut b = bus.subscribe(&group, &topics).await.unwrap();
+
+    // Poll both until the group has settled with the partitions split.
+    let settled = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let _ = tokio::time::timeout(Duration::from_millis(100), a.recv()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), b.recv()).await;
+            let (left, right) = (a.assignment().unwrap(), b.assignment().unwrap());
+            if !left.is_empty() && !right.is_empty() && left.len() + right.len() == 4 {
+                return (left, right);
+            }
+        }
+    })
+    .await
+    .expect("the group never split its partitions between two members");
+    let (left, right): (HashSet<_>, HashSet<_>) =
+        (settled.0.into_iter().collect(), settled.1.into_iter().collect());
+    assert!(left.is_disjoint(&right), "{left:?} / {right:?}");
+
+    let keys: Vec<String> = (0..40).map(|i| format!("device-{i}")).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    publish_numbered(&bus, &topic, &key_refs, 5).await;
+
+    let mut received_a = Vec::new();
+    let mut received_b = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while received_a.len() + received_b.len() < 200 {
+            tokio::select! {
+                m = a.recv() => received_a.push(m.unwrap()),
+                m = b.recv() => received_b.push(m.unwrap()),
+            }
+        }
+    })
+    .await
+    .expect("not every record arrived");
+    assert!(!received_a.is_empty() && !received_b.is_empty());
+    for m in &received_a {
+        assert!(left.contains(&(m.topic.clone(), m.partition)), "{m:?} went to the wrong member");
+    }
+    for m in &received_b {
+        assert!(right.contains(&(m.topic.clone(), m.partition)), "{m:?} went to the wrong member");
+    }
+}
+
+fn kafka_bus() -> KafkaBus {
+    let brokers = std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts a Kafka-protocol broker");
+    KafkaBus::connect(&BusConfig {
+        url: format!("kafka://{brokers}"),
+        ..BusConfig::default()
+    })
+    .expect("kafka bus")
+}
+
+macro_rules! contract {
+    ($name:ident, $bus:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn ordered_per_key() {
+                super::ordered_per_key($bus).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn redelivers_uncommitted_after_restart() {
+                super::redelivers_uncommitted_after_restart($bus).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn no_redelivery_after_commit() {
+                super::no_redelivery_after_commit($bus).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn group_members_split_partitions() {
+                super::group_members_split_partitions($bus).await;
+            }
+        }
+    };
+}
+
+contract!(memory, MemoryBus::new(4, 10_000));
+contract!(kafka, kafka_bus());
