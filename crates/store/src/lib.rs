@@ -1,0 +1,219 @@
+//! Wharf's database access: device state and consumer offsets, on SQLite
+//! (the default, a file under `data/`) or PostgreSQL, chosen by URL. Queries
+//! are checked at runtime, not at compile time, so building needs no
+//! database. sqlx is used only in this crate.
+//!
+//! # Layout
+//! - [`config`]: [`StoreConfig`], the `[store]` configuration section.
+//! - [`migrations`]: the embedded schema, one set per backend.
+//! - [`device_state`]: [`DeviceStateRow`] and its reads.
+//! - [`offsets`]: [`StoredOffset`] and its reads.
+//! - [`Store::commit_batch`]: states and offsets written in one transaction.
+//!
+//! # Invariants
+//! - A batch of device states and the consumer offsets that produced them
+//!   commit together or not at all: the database never holds state without
+//!   the offsets, nor offsets without the state.
+
+pub mod config;
+pub mod device_state;
+mod error;
+pub mod migrations;
+pub mod offsets;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
+
+pub use config::StoreConfig;
+pub use device_state::DeviceStateRow;
+pub use error::{Error, Result};
+pub use offsets::StoredOffset;
+
+/// Rows per multi-row statement; keeps binds under both backends' limits.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url`, or why it is not one Wharf supports.
+    pub fn of_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl(redact(url)))
+        }
+    }
+}
+
+/// A connection pool on the configured database, migrated on connect.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creating an SQLite file and its directory when missing, and
+    /// applies pending migrations.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        install_default_drivers();
+        let backend = Backend::of_url(&config.url)?;
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite(&config.url)?,
+            Backend::Postgres => config.url.clone(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.connect_timeout)
+            .connect(&url)
+            .await
+            .map_err(|source| Error::Connect {
+                url: redact(&config.url),
+                source,
+            })?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers (the API, tests) run beside the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        migrations::run(&pool, backend).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Writes `states` and `offsets` for `group` in one transaction.
+    pub async fn commit_batch(
+        &self,
+        group: &str,
+        states: &[DeviceStateRow],
+        offsets: &[StoredOffset],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for chunk in states.chunks(ROWS_PER_STATEMENT) {
+            device_state::upsert(&mut tx, chunk).await?;
+        }
+        for chunk in offsets.chunks(ROWS_PER_STATEMENT) {
+            offsets::upsert(&mut tx, group, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pool, for this crate's query modules.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// Adds `mode=rwc` so SQLite creates the file, and creates its directory.
+fn prepare_sqlite(url: &str) -> Result<String> {
+    let rest = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(Error::UnsupportedUrl(format!(
+            "{url}: Wharf needs a file database, like sqlite://data/wharf.db"
+        )));
+    }
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+                dir: dir.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// Hides the password of a database URL in messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `columns` placeholders.
+pub(crate) fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut sql = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://wharf:secret@db:5432/wharf"),
+            "postgres://wharf:***@db:5432/wharf"
+        );
+        assert_eq!(redact("sqlite://data/wharf.db"), "sqlite://data/wharf.db");
+    }
+
+    #[test]
+    fn numbers_placeholders_row_by_row() {
+        assert_eq!(values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
+
+    #[test]
+    fn refuses_unknown_and_in_memory_urls() {
+        assert!(Backend::of_url("mysql://x").is_err());
+        assert_eq!(Backend::of_url("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert!(prepare_sqlite("sqlite::memory:").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Store scenarios, written once and run on SQLite and on PostgreSQL (at
+//! `WHARF_TEST_POSTGRES_URL`; `scripts/test` starts one).
+
+use serde_json::json;
+use wharf_store::{Backend, DeviceStateRow, Store, StoreConfig, StoredOffset};
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn state(device: &str, count: i64, temperature: i64) -> DeviceStateRow {
+    DeviceStateRow {
+        device: device.to_owned(),
+        model: "demo-thermostat".into(),
+        reported: json!({"temperature": temperature, "unit": "C"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        message_count: count,
+        last_seen_ms: Some(1_764_000_000_000 + count),
+    }
+}
+
+fn offset(topic: &str, partition: i32, next_offset: i64) -> StoredOffset {
+    StoredOffset {
+        topic: topic.to_owned(),
+        partition,
+        next_offset,
+    }
+}
+
+async fn state_and_offsets_round_trip(config: StoreConfig) {
+    let store = Store::connect(&config).await.unwrap();
+    let (a, b, group) = (unique("a"), unique("b"), unique("receiver"));
+    store
+        .commit_batch(
+            &group,
+            &[state(&a, 3, 35), state(&b, 1, 20)],
+            &[offset("events", 0, 10), offset("events", 1, 4)],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(store.load_device_state(&a).await.unwrap(), Some(state(&a, 3, 35)));
+    assert_eq!(store.load_device_state(&b).await.unwrap(), Some(state(&b, 1, 20)));
+    assert_eq!(store.load_device_state(&unique("nobody")).await.unwrap(), None);
+    let mut offsets = store.load_offsets(&group).await.unwrap();
+    offsets.sort_by_key(|o| o.partition);
+    assert_eq!(offsets, vec![offset("events", 0, 10), offset("events", 1, 4)]);
+}
+
+async fn later_batches_replace_earlier_ones(config: StoreConfig) {
+    let store = Store::connect(&config).await.unwrap();
+    let (a, group) = (unique("a"), unique("receiver"));
+    store
+        .commit_batch(&group, &[state(&a, 1, 20)], &[offset("events", 0, 1)])
+        .await
+        .unwrap();
+    store
+        .commit_batch(&group, &[state(&a, 2, 36)], &[offset("events", 0, 2)])
+        .await
+        .unwrap();
+    let row = store.load_device_state(&a).await.unwrap().unwrap();
+    assert_eq!((row.message_count, row.reported["temperature"].clone()), (2, json!(36)));
+    assert_eq!(store.load_offsets(&group).await.unwrap(), vec![offset("events", 0, 2)]);
+}
+
+async fn large_batches_span_several_statements(config: StoreConfig) {
+    let store = Store::connect(&config).await.unwrap();
+    let group = unique("receiver");
+    let prefix = unique("fleet");
+    let rows: Vec<DeviceStateRow> = (0..1203)
+        .map(|i| state(&format!("{prefix}-{i}"), i, 20))
+        .collect();
+    store
+        .commit_batch(&group, &rows, &[offset("events", 0, 1203)])
+        .await
+        .unwrap();
+    for row in &rows {
+        let stored = store.load_device_state(&row.device).await.unwrap();
+        assert_eq!(stored.as_ref(), Some(row), "{} was not written", row.device);
+    }
+}
+
+async fn reset_forgets_only_that_group(config: StoreConfig) {
+    let store = Store::connect(&config).await.unwrap();
+    let (mine, other) = (unique("mine"), unique("other"));
+    store.commit_batch(&mine, &[], &[offset("t", 0, 5)]).await.unwrap();
+    store.commit_batch(&other, &[], &[offset("t", 0, 7)]).await.unwrap();
+    store.reset_offsets(&mine).await.unwrap();
+    assert!(store.load_offsets(&mine).await.unwrap().is_empty());
+    assert_eq!(store.load_offsets(&other).await.unwrap(), vec![offset("t", 0, 7)]);
+}
+
+async fn reconnecting_keeps_data_and_skips_applied_migrations(config: StoreConfig) {
+    let device = unique("a");
+    {
+        let store = Store::connect(&config).await.unwrap();
+        store
+            .commit_batch("g", &[state(&device, 9, 30)], &[])
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let store = Store::connect(&config).await.unwrap();
+    let row = store.load_device_state(&device).await.unwrap().unwrap();
+    assert_eq!(row.message_count, 9);
+}
+
+fn sqlite() -> StoreConfig {
+    let dir = std::env::temp_dir().join(unique("wharf-store"));
+    StoreConfig {
+        url: format!("sqlite://{}/wharf.db", dir.display()),
+        ..StoreConfig::default()
+    }
+}
+
+fn postgres() -> StoreConfig {
+    let url = std::env::var("WHARF_TEST_POSTGRES_URL").expect(
+        "WHARF_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL",
+    );
+    assert_eq!(Backend::of_url(&url).unwrap(), Backend::Postgres);
+    StoreConfig {
+        url,
+        ..StoreConfig::default()
+    }
+}
+
+macro_rules! scenarios {
+    ($name:ident, $config:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn state_and_offsets_round_trip() {
+                super::state_and_offsets_round_trip($config).await;
+            }
+
+            #[tokio::test]
+            async fn later_batches_replace_earlier_ones() {
+                super::later_batches_replace_earlier_ones($config).await;
+            }
+
+            #[tokio::test]
+            async fn large_batches_span_several_statements() {
+                super::large_batches_span_several_statements($config).await;
+            }
+
+            #[tokio::test]
+            async fn reset_forgets_only_that_group() {
+                super::reset_forgets_only_that_group($config).await;
+            }
+
+            #[tokio::test]
+            async fn reconnecting_keeps_data_and_skips_applied_migrations() {
+                super::reconnecting_keeps_data_and_skips_applied_migrations($config).await;
+            }
+        }
+    };
+}
+
+scenarios!(sqlite, sqlite());
+scenarios!(postgres, postgres());
