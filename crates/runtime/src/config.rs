@@ -1,0 +1,192 @@
+//! Configuration: a TOML file plus `WHARF_` environment overrides
+//! (`WHARF_BUS__URL` sets `bus.url`), validated before anything starts.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// The exit code for a bad configuration (`EX_CONFIG` would be 78; the
+/// project uses 64, `EX_USAGE`, for every start-up refusal).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// A configuration that can list what is wrong with it.
+pub trait Validate {
+    /// Every problem, one line each, naming the key: `bus.url: …`.
+    fn problems(&self) -> Vec<String>;
+}
+
+/// Why a configuration was refused: one line per problem.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.problems.join("\n"))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Loads `T` from its defaults, then `file` (when given), then the
+/// environment (`WHARF_SECTION__KEY=value`), and validates it.
+pub fn load_config<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
+    load_config_from(file, std::env::vars())
+}
+
+/// [`load_config`] with explicit environment variables (for tests).
+pub fn load_config_from<T>(
+    file: Option<&Path>,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T, ConfigError>
+where
+    T: DeserializeOwned + Validate,
+{
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError {
+                problems: vec![format!("config file {} does not exist", file.display())],
+            });
+        }
+        builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+    }
+    let vars: config::Map<String, String> = vars
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("WHARF_") && key != "WHARF_CONFIG")
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("WHARF")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(vars)),
+    );
+    let loaded: T = builder
+        .build()
+        .and_then(|config| config.try_deserialize())
+        .map_err(|error| ConfigError {
+            problems: vec![error.to_string()],
+        })?;
+    let problems = loaded.problems();
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// Returns the configuration, or prints each problem on its own line and
+/// exits with [`EXIT_CONFIG`].
+pub fn exit_on_bad_config<T>(result: Result<T, ConfigError>) -> T {
+    match result {
+        Ok(config) => config,
+        Err(error) => {
+            for problem in &error.problems {
+                eprintln!("invalid configuration: {problem}");
+            }
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
+/// The config file named by `--config` or, failing that, `WHARF_CONFIG`.
+pub fn config_path(flag: Option<&Path>) -> Option<std::path::PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("WHARF_CONFIG").map(Into::into))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        bus: Bus,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Bus {
+        url: String,
+        partitions: i32,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Sample { bus: Bus::default() }
+        }
+    }
+
+    impl Default for Bus {
+        fn default() -> Self {
+            Bus {
+                url: "memory://".into(),
+                partitions: 8,
+            }
+        }
+    }
+
+    impl Validate for Sample {
+        fn problems(&self) -> Vec<String> {
+            let mut problems = Vec::new();
+            if self.bus.partitions < 1 {
+                problems.push("bus.partitions: must be at least 1".into());
+            }
+            if self.bus.url.is_empty() {
+                problems.push("bus.url: must not be empty".into());
+            }
+            problems
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_overrides_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("wharf-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("wharf.toml");
+        std::fs::write(&file, "[bus]\nurl = \"kafka://a:9092\"\npartitions = 3\n").unwrap();
+        let sample: Sample = load_config_from(
+            Some(&file),
+            env(&[("WHARF_BUS__PARTITIONS", "12"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(sample.bus.url, "kafka://a:9092");
+        assert_eq!(sample.bus.partitions, 12);
+    }
+
+    #[test]
+    fn lists_every_problem() {
+        let error = load_config_from::<Sample>(
+            None,
+            env(&[("WHARF_BUS__PARTITIONS", "0"), ("WHARF_BUS__URL", "")]),
+        )
+        .unwrap_err();
+        assert_eq!(error.problems.len(), 2, "{error}");
+    }
+
+    #[test]
+    fn names_unknown_keys_and_missing_files() {
+        let error =
+            load_config_from::<Sample>(None, env(&[("WHARF_BUS__PARTITONS", "3")])).unwrap_err();
+        assert!(error.to_string().contains("partitons"), "{error}");
+        let error =
+            load_config_from::<Sample>(Some(Path::new("/nonexistent/wharf.toml")), env(&[]))
+                .unwrap_err();
+        assert!(error.to_string().contains("does not exist"), "{error}");
+    }
+}

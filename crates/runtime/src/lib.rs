@@ -1,0 +1,28 @@
+//! What every Wharf binary needs around its service: configuration loaded
+//! from TOML plus `WHARF_` environment overrides and validated up front,
+//! `tracing` set-up, an operations HTTP endpoint (`/healthz`, `/readyz`,
+//! `/metrics`), and a shutdown signal handed to services as a
+//! [`CancellationToken`](tokio_util::sync::CancellationToken).
+//!
+//! # Layout
+//! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`].
+//! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
+//! - [`ops`]: [`Readiness`], [`serve_ops`].
+//! - [`shutdown`]: [`shutdown_on_signal`].
+//!
+//! # Invariants
+//! - Libraries never read signals or the environment: binaries do, here, and
+//!   pass values down.
+
+pub mod config;
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, load_config};
+pub use ops::{ReadyFlag, Readiness, serve_ops};
+pub use shutdown::shutdown_on_signal;
+pub use telemetry::{LogConfig, LogFormat, init_tracing};
+
+/// The Prometheus registry every service registers its metrics in.
+pub use prometheus_client::registry::Registry;
