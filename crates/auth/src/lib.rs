@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`DeviceClaims`]: what a token says.
 //! - [`TokenIssuer`] / [`TokenVerifier`]: sign and check with one shared secret.
+//! - [`AuthConfig`]: the `[auth]` configuration section.
 //! - [`generate_secret`]: a fresh random secret for development set-ups.
 //!
 //! # Invariants
@@ -33,6 +34,28 @@ pub struct DeviceClaims {
     pub exp: u64,
     /// Issue time, seconds since the Unix epoch.
     pub iat: u64,
+}
+
+/// The `[auth]` configuration section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HS256 secret device tokens are signed with. Services refuse to
+    /// start without one; `wharf up` generates one when it is empty.
+    pub secret: String,
+}
+
+impl AuthConfig {
+    /// Every problem with this section, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        if self.secret.len() < MIN_SECRET_LEN {
+            vec![format!(
+                "auth.secret: must be at least {MIN_SECRET_LEN} characters (set WHARF_AUTH__SECRET; `wharf token secret` prints a fresh one)"
+            )]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// Why a token was refused; also the `reason` label of auth-failure metrics.

@@ -22,6 +22,20 @@ impl Record {
         }
     }
 
+    /// The record carrying `envelope` on `topic`: keyed by the device, with
+    /// `type` and `device` repeated as headers for cheap filtering.
+    pub fn event(topic: impl Into<String>, envelope: &wharf_events::Envelope) -> Self {
+        Record {
+            topic: topic.into(),
+            key: envelope.device.clone(),
+            payload: envelope.to_json(),
+            headers: vec![
+                ("type".to_owned(), envelope.kind().to_owned()),
+                ("device".to_owned(), envelope.device.clone()),
+            ],
+        }
+    }
+
     /// Adds a header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((key.into(), value.into()));

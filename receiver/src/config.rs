@@ -1,0 +1,84 @@
+//! The Receiver's configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use wharf_bus::BusConfig;
+use wharf_runtime::{LogConfig, Validate};
+use wharf_store::StoreConfig;
+
+use crate::rules::{RuleConfig, Rules};
+
+/// Everything `wharf-receiver` reads: `[bus]`, `[store]`, `[log]`,
+/// `[receiver]` and `[[receiver.rules]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReceiverSettings {
+    pub bus: BusConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub receiver: ReceiverConfig,
+}
+
+/// The `[receiver]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Consumer group of the device-events topic; also the key of the
+    /// offsets stored with the state.
+    pub group: String,
+    /// The `source` of the events the Receiver emits.
+    pub instance_id: String,
+    /// How often dirty device states are written back.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Write back early once this many devices are dirty.
+    pub flush_max_dirty: usize,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub ops_listen: SocketAddr,
+    pub rules: Vec<RuleConfig>,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            group: "wharf-receiver".into(),
+            instance_id: "receiver".into(),
+            flush_interval: Duration::from_secs(1),
+            flush_max_dirty: 10_000,
+            ops_listen: ([0, 0, 0, 0], 9102).into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Every problem with this section, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.group.is_empty() {
+            problems.push("receiver.group: must not be empty".into());
+        }
+        if self.flush_interval.is_zero() {
+            problems.push("receiver.flush_interval: must be longer than 0s".into());
+        }
+        if self.flush_max_dirty == 0 {
+            problems.push("receiver.flush_max_dirty: must be at least 1".into());
+        }
+        if let Err(rule_problems) = Rules::compile(&self.rules) {
+            problems.extend(rule_problems);
+        }
+        problems
+    }
+}
+
+impl Validate for ReceiverSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = self.bus.problems();
+        problems.extend(self.store.problems());
+        problems.extend(self.log.problems());
+        problems.extend(self.receiver.problems());
+        problems
+    }
+}
