@@ -20,8 +20,9 @@ pub struct CommanderSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CommanderConfig {
-    /// Consumer group of the command-requests topic.
-    pub group: String,
+    /// Consumer group of the command-requests topic;
+    /// `<topic prefix>.commander` when not set.
+    pub group: Option<String>,
     /// The `source` of the events the Commander emits.
     pub instance_id: String,
     /// Directory of device profiles, one `MODEL.toml` per model.
@@ -35,7 +36,7 @@ pub struct CommanderConfig {
 impl Default for CommanderConfig {
     fn default() -> Self {
         CommanderConfig {
-            group: "wharf-commander".into(),
+            group: None,
             instance_id: "commander".into(),
             profiles_dir: "profiles".into(),
             dedupe_window: 100_000,
@@ -45,20 +46,22 @@ impl Default for CommanderConfig {
 }
 
 impl CommanderConfig {
+    /// The consumer group: configured, or derived from the topic prefix so
+    /// deployments sharing a broker never share a group.
+    pub fn group_name(&self, topics: &wharf_events::Topics) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("{}.commander", topics.prefix()))
+    }
+
     /// Every problem with this section, one line each.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.group.is_empty() {
+        if self.group.as_ref().is_some_and(String::is_empty) {
             problems.push("commander.group: must not be empty".into());
         }
         if self.dedupe_window == 0 {
             problems.push("commander.dedupe_window: must be at least 1".into());
-        }
-        if !self.profiles_dir.is_dir() {
-            problems.push(format!(
-                "commander.profiles_dir: {} is not a directory",
-                self.profiles_dir.display()
-            ));
         }
         problems
     }
@@ -69,6 +72,13 @@ impl Validate for CommanderSettings {
         let mut problems = self.bus.problems();
         problems.extend(self.log.problems());
         problems.extend(self.commander.problems());
+        if let Err(profile_problems) = crate::Profiles::load_dir(&self.commander.profiles_dir) {
+            problems.extend(
+                profile_problems
+                    .into_iter()
+                    .map(|problem| format!("commander.profiles_dir: {problem}")),
+            );
+        }
         problems
     }
 }

@@ -80,19 +80,20 @@ impl Commander {
         ])
         .await
         .context("failed to create the commander's topics")?;
+        let group = config.group_name(&topics);
         let requests = bus
-            .subscribe(&config.group, &[topics.command_requests()])
+            .subscribe(&group, &[topics.command_requests()])
             .await
             .context("failed to subscribe to the command requests")?;
         // A group of its own that never commits: every start reads the whole
         // (compacted) presence topic.
-        let presence_group = format!("{}-presence-{}", config.group, wharf_events::new_id().simple());
+        let presence_group = format!("{group}.presence.{}", wharf_events::new_id().simple());
         let presence_feed = bus
             .subscribe(&presence_group, &[topics.presence()])
             .await
             .context("failed to subscribe to presence")?;
         readiness.flag("commander").set(true);
-        info!(profiles = profiles.len(), group = %config.group, "commander ready");
+        info!(profiles = profiles.len(), %group, "commander ready");
         Ok(Commander {
             recent: RecentIds::new(config.dedupe_window),
             config,

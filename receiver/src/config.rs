@@ -25,9 +25,9 @@ pub struct ReceiverSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReceiverConfig {
-    /// Consumer group of the device-events topic; also the key of the
-    /// offsets stored with the state.
-    pub group: String,
+    /// Consumer group of the device-events topic, and the key of the offsets
+    /// stored with the state; `<topic prefix>.receiver` when not set.
+    pub group: Option<String>,
     /// The `source` of the events the Receiver emits.
     pub instance_id: String,
     /// How often dirty device states are written back.
@@ -43,7 +43,7 @@ pub struct ReceiverConfig {
 impl Default for ReceiverConfig {
     fn default() -> Self {
         ReceiverConfig {
-            group: "wharf-receiver".into(),
+            group: None,
             instance_id: "receiver".into(),
             flush_interval: Duration::from_secs(1),
             flush_max_dirty: 10_000,
@@ -54,10 +54,18 @@ impl Default for ReceiverConfig {
 }
 
 impl ReceiverConfig {
+    /// The consumer group: configured, or derived from the topic prefix so
+    /// deployments sharing a broker never share a group.
+    pub fn group_name(&self, topics: &wharf_events::Topics) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("{}.receiver", topics.prefix()))
+    }
+
     /// Every problem with this section, one line each.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.group.is_empty() {
+        if self.group.as_ref().is_some_and(String::is_empty) {
             problems.push("receiver.group: must not be empty".into());
         }
         if self.flush_interval.is_zero() {

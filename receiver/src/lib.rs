@@ -52,6 +52,7 @@ use write_behind::WriteBehind;
 /// A Receiver subscribed to the device events, ready to run.
 pub struct Receiver {
     config: ReceiverConfig,
+    group: String,
     rules: Rules,
     bus: Bus,
     topics: Topics,
@@ -84,25 +85,27 @@ impl Receiver {
         ])
         .await
         .context("failed to create the receiver's topics")?;
+        let group = config.group_name(&topics);
         if !bus.is_persistent() {
             // The in-process bus starts empty: offsets of an earlier run
             // point into logs that no longer exist.
             store
-                .reset_offsets(&config.group)
+                .reset_offsets(&group)
                 .await
                 .context("failed to reset stored offsets")?;
         }
         let stored = store
-            .load_offsets(&config.group)
+            .load_offsets(&group)
             .await
             .context("failed to load stored offsets")?;
         let consumer = bus
-            .subscribe(&config.group, &[topics.device_events()])
+            .subscribe(&group, &[topics.device_events()])
             .await
             .context("failed to subscribe to the device events")?;
         readiness.flag("receiver").set(true);
-        info!(rules = rules.len(), group = %config.group, "receiver ready");
+        info!(rules = rules.len(), %group, "receiver ready");
         Ok(Receiver {
+            group,
             rules,
             bus,
             topics,
@@ -200,7 +203,7 @@ impl Receiver {
             .filter_map(|device| self.actors.get(device).map(|actor| actor.state().clone()))
             .collect();
         self.store
-            .commit_batch(&self.config.group, &states, &batch.offsets)
+            .commit_batch(&self.group, &states, &batch.offsets)
             .await
             .context("failed to write back device states")?;
         let commits = self.write_behind.stored_batch(&batch);

@@ -84,7 +84,9 @@ impl Socket {
         ])
         .await
         .context("failed to create the socket's topics")?;
-        let group = format!("wharf-socket-{}", config.instance_id);
+        // Scoped by the topic prefix: deployments sharing a broker must not
+        // share the group.
+        let group = format!("{}.socket.{}", topics.prefix(), config.instance_id);
         let deliveries = bus
             .subscribe(&group, &[deliveries_topic])
             .await

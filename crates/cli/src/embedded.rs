@@ -1,0 +1,262 @@
+//! The all-in-one wiring behind `wharf up`: the Socket, the Receiver and the
+//! Commander in one process, sharing one bus (in-process by default), one
+//! store (SQLite under the data directory by default) and one operations
+//! endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+use wharf_auth::AuthConfig;
+use wharf_bus::{Bus, BusConfig};
+use wharf_commander::{Commander, CommanderConfig, Profiles};
+use wharf_receiver::{Receiver, ReceiverConfig};
+use wharf_runtime::{LogConfig, Readiness, Registry, Validate};
+use wharf_socket::{Socket, SocketConfig};
+use wharf_store::{Store, StoreConfig};
+
+use crate::{demo, secret};
+
+/// A service's run future, boxed so the three can share one supervisor.
+type ServiceRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Everything `wharf up` reads. The same sections as the separate
+/// services, plus `[up]`; the defaults run without any file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UpSettings {
+    pub bus: BusConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    pub socket: SocketConfig,
+    pub receiver: ReceiverConfig,
+    pub commander: CommanderConfig,
+    pub up: UpConfig,
+}
+
+/// The `[up]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpConfig {
+    /// Where the SQLite database and the generated secret live.
+    pub data_dir: PathBuf,
+    /// One operations endpoint for all three services.
+    pub ops_listen: SocketAddr,
+    /// Add the demo profile and rule (`demo-thermostat`, `fan`).
+    pub demo: bool,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        UpConfig {
+            data_dir: "data".into(),
+            ops_listen: ([127, 0, 0, 1], 9100).into(),
+            demo: true,
+        }
+    }
+}
+
+impl Default for UpSettings {
+    fn default() -> Self {
+        UpSettings {
+            bus: BusConfig {
+                url: "memory://".into(),
+                ..BusConfig::default()
+            },
+            store: StoreConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            socket: SocketConfig::default(),
+            receiver: ReceiverConfig::default(),
+            commander: CommanderConfig::default(),
+            up: UpConfig::default(),
+        }
+    }
+}
+
+impl UpSettings {
+    /// Puts the database under `data_dir` unless a store URL was configured.
+    pub fn use_data_dir(&mut self, data_dir: PathBuf) {
+        if self.store.url == StoreConfig::default().url {
+            self.store.url = format!("sqlite://{}/wharf.db", data_dir.display());
+        }
+        self.up.data_dir = data_dir;
+    }
+
+    /// The demo profile (when enabled) plus every profile in
+    /// `commander.profiles_dir`, when that directory exists.
+    fn profiles(&self) -> Result<Profiles, Vec<String>> {
+        let mut sources = Vec::new();
+        if self.up.demo {
+            sources.push(("built-in demo profile".to_owned(), demo::PROFILE.to_owned()));
+        }
+        let dir = &self.commander.profiles_dir;
+        if dir.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|error| vec![format!("cannot read {}: {error}", dir.display())])?
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+                .collect();
+            files.sort();
+            for path in files {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|error| vec![format!("cannot read {}: {error}", path.display())])?;
+                // The shipped demo profile duplicates the built-in one.
+                if !(self.up.demo && text == demo::PROFILE) {
+                    sources.push((path.display().to_string(), text));
+                }
+            }
+        }
+        Profiles::from_sources(&sources)
+    }
+}
+
+impl Validate for UpSettings {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = self.bus.problems();
+        problems.extend(self.store.problems());
+        if !self.auth.secret.is_empty() {
+            problems.extend(self.auth.problems());
+        }
+        problems.extend(self.log.problems());
+        problems.extend(self.socket.problems());
+        problems.extend(self.receiver.problems());
+        problems.extend(self.commander.problems());
+        if let Err(profile_problems) = self.profiles() {
+            problems.extend(profile_problems.into_iter().map(|p| format!("profiles: {p}")));
+        }
+        problems
+    }
+}
+
+/// A running all-in-one Wharf.
+pub struct Embedded {
+    /// Where devices connect (`ws://{ws_addr}/v1/ws`).
+    pub ws_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub ops_addr: SocketAddr,
+    /// The secret device tokens are signed with.
+    pub secret: String,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Embedded {
+    /// Waits until every service has stopped; the first error, if any.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("wharf up panicked")?
+    }
+}
+
+/// Starts all three services; they stop when `shutdown` is cancelled or
+/// one of them fails. The Socket stops first, so the disconnects it
+/// publishes reach the others before they stop.
+pub async fn start(mut settings: UpSettings, shutdown: CancellationToken) -> anyhow::Result<Embedded> {
+    let secret = secret::load_or_create(&settings.auth.secret, &settings.up.data_dir)?;
+    let profiles = settings
+        .profiles()
+        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    if settings.up.demo {
+        settings.receiver.rules.push(demo::fan_rule());
+    }
+    let topics = settings.bus.topics();
+    let partitions = settings.bus.partitions;
+    let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let store = Store::connect(&settings.store)
+        .await
+        .context("failed to open the store")?;
+    let mut registry = Registry::default();
+    let readiness = Readiness::default();
+    let socket = Socket::bind(
+        settings.socket,
+        &secret,
+        bus.clone(),
+        topics.clone(),
+        partitions,
+        &mut registry,
+        &readiness,
+    )
+    .await?;
+    let receiver = Receiver::bind(
+        settings.receiver,
+        bus.clone(),
+        topics.clone(),
+        partitions,
+        store.clone(),
+        &mut registry,
+        &readiness,
+    )
+    .await?;
+    let commander = Commander::bind(
+        settings.commander,
+        profiles,
+        bus,
+        topics,
+        partitions,
+        &mut registry,
+        &readiness,
+    )
+    .await?;
+    let ops = TcpListener::bind(settings.up.ops_listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", settings.up.ops_listen))?;
+    let ws_addr = socket.local_addr()?;
+    let ops_addr = ops.local_addr()?;
+
+    let failed = CancellationToken::new();
+    let socket_stop = CancellationToken::new();
+    let rest_stop = CancellationToken::new();
+    let supervise = |name: &'static str, run: ServiceRun| {
+        let failed = failed.clone();
+        tokio::spawn(async move {
+            let result = run.await;
+            if let Err(error) = &result {
+                error!(service = name, error = format!("{error:#}"), "service failed");
+                failed.cancel();
+            }
+            result
+        })
+    };
+    let socket_task = supervise("socket", Box::pin(socket.run(socket_stop.clone())));
+    let receiver_task = supervise("receiver", Box::pin(receiver.run(rest_stop.clone())));
+    let commander_task = supervise("commander", Box::pin(commander.run(rest_stop.clone())));
+    let ops_stop = CancellationToken::new();
+    let ops_task = tokio::spawn(wharf_runtime::serve_ops(
+        ops,
+        Arc::new(registry),
+        readiness,
+        ops_stop.clone(),
+    ));
+
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = failed.cancelled() => {}
+        }
+        socket_stop.cancel();
+        let socket = socket_task.await;
+        rest_stop.cancel();
+        let receiver = receiver_task.await;
+        let commander = commander_task.await;
+        ops_stop.cancel();
+        let _ = ops_task.await;
+        store.close().await;
+        for result in [socket, receiver, commander] {
+            result.context("a service panicked")??;
+        }
+        Ok(())
+    });
+    Ok(Embedded {
+        ws_addr,
+        ops_addr,
+        secret,
+        task,
+    })
+}

@@ -1,0 +1,13 @@
+//! The `wharf` command. `wharf up` runs the Socket, the Receiver and the
+//! Commander in one process on the in-process bus and SQLite, with a demo
+//! device model and rule built in; `wharf token` mints device tokens.
+//!
+//! # Layout
+//! - [`embedded`]: the all-in-one wiring behind `wharf up` (also used by
+//!   the end-to-end tests).
+//! - [`secret`]: the token secret kept in the data directory.
+//! - [`demo`]: the built-in demo profile and rule.
+
+pub mod demo;
+pub mod embedded;
+pub mod secret;

@@ -1,0 +1,157 @@
+//! `wharf`: run everything in one process, mint device tokens.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use wharf_auth::{AuthConfig, TokenIssuer};
+use wharf_cli::embedded::{self, UpSettings};
+use wharf_cli::{demo, secret};
+use wharf_runtime::Validate;
+
+#[derive(Parser)]
+#[command(name = "wharf", version, about = "Connect fleets of devices to business logic")]
+struct Cli {
+    /// TOML configuration file (also WHARF_CONFIG); WHARF_* variables override it.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Socket, the Receiver and the Commander in one process, on the
+    /// in-process bus and SQLite, with a demo device model and rule.
+    Up {
+        /// Where the database and the generated token secret live.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Device tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a token for a device, signed with auth.secret (or the secret
+    /// `wharf up` keeps in its data directory).
+    Issue {
+        /// The device id (the token's `sub`).
+        #[arg(long)]
+        device: String,
+        /// The device model, which selects its command profile.
+        #[arg(long)]
+        model: String,
+        /// How long the token is valid: 30d, 12h, 90m…
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The data directory of `wharf up`, used when auth.secret is not set.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Print a fresh random secret for auth.secret.
+    Secret,
+}
+
+/// What `wharf token issue` reads from the configuration.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TokenSettings {
+    auth: AuthConfig,
+}
+
+impl Validate for TokenSettings {
+    fn problems(&self) -> Vec<String> {
+        if self.auth.secret.is_empty() {
+            Vec::new()
+        } else {
+            self.auth.problems()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let path = wharf_runtime::config_path(cli.config.as_deref());
+    match cli.command {
+        Command::Up { data_dir } => {
+            let mut settings: UpSettings =
+                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+            settings.use_data_dir(data_dir);
+            wharf_runtime::init_tracing(&settings.log);
+            up(settings).await
+        }
+        Command::Token { command } => match command {
+            TokenCommand::Secret => {
+                println!("{}", wharf_auth::generate_secret());
+                Ok(())
+            }
+            TokenCommand::Issue {
+                device,
+                model,
+                ttl,
+                data_dir,
+            } => {
+                let settings: TokenSettings =
+                    wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+                let secret = match settings.auth.secret {
+                    configured if !configured.is_empty() => configured,
+                    _ => secret::load_kept(&data_dir)?.with_context(|| {
+                        format!(
+                            "no secret: set auth.secret (WHARF_AUTH__SECRET) or run `wharf up` once to create {}",
+                            secret::secret_file(&data_dir).display()
+                        )
+                    })?,
+                };
+                println!("{}", TokenIssuer::new(&secret).issue(&device, &model, ttl)?);
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn up(settings: UpSettings) -> anyhow::Result<()> {
+    let demo_enabled = settings.up.demo;
+    let bus_url = settings.bus.url.clone();
+    let store_url = wharf_store::redact(&settings.store.url);
+    let shutdown = wharf_runtime::shutdown_on_signal();
+    let wharf = embedded::start(settings, shutdown).await?;
+    let host = |addr: std::net::SocketAddr| {
+        if addr.ip().is_unspecified() {
+            format!("127.0.0.1:{}", addr.port())
+        } else {
+            addr.to_string()
+        }
+    };
+    println!("Wharf is up (bus {bus_url}, store {store_url})");
+    println!("  devices connect to  ws://{}{}", host(wharf.ws_addr), wharf_socket::WS_PATH);
+    println!("  health and metrics  http://{}/metrics", host(wharf.ops_addr));
+    if demo_enabled {
+        let token = TokenIssuer::new(&wharf.secret).issue(
+            demo::DEVICE,
+            demo::MODEL,
+            Duration::from_secs(30 * 24 * 3600),
+        )?;
+        println!(
+            "  demo device token   ({} of model {}, valid 30 days):",
+            demo::DEVICE,
+            demo::MODEL
+        );
+        println!("{token}");
+        println!("  try it: send {{\"temperature\": 35}} and the fan command comes back:");
+        println!(
+            "    websocat -H 'Authorization: Bearer {token}' ws://{}{}",
+            host(wharf.ws_addr),
+            wharf_socket::WS_PATH
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+    wharf.wait().await
+}

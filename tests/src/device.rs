@@ -1,0 +1,66 @@
+//! A WebSocket device, played by tokio-tungstenite over a real socket.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A connected WebSocket device.
+pub struct WsDevice {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsDevice {
+    /// Connects to `url` with `Authorization: Bearer <token>`.
+    pub async fn connect(url: &str, token: &str) -> Result<Self, Error> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("a token is a header value"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(WsDevice { ws })
+    }
+
+    /// Connects with `token`, returning the HTTP status of a refusal.
+    pub async fn refused_status(url: &str, token: &str) -> StatusCode {
+        match Self::connect(url, token).await {
+            Ok(_) => panic!("the connection was accepted"),
+            Err(Error::Http(response)) => response.status(),
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        }
+    }
+
+    /// Sends one text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::text(text.to_owned()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// The next text frame, within `timeout`.
+    pub async fn next_text(&mut self, timeout: Duration) -> String {
+        loop {
+            let message = tokio::time::timeout(timeout, self.ws.next())
+                .await
+                .expect("a frame arrived in time")
+                .expect("the connection is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,31 @@
+//! Helpers for the end-to-end scenarios in `tests/tests`: where the broker
+//! and the database are, unique names, service processes, and a WebSocket
+//! device played by tokio-tungstenite.
+//!
+//! # Layout
+//! - [`env`]: the broker and database the scenarios run against.
+//! - [`process`]: the service binaries, started as real processes.
+//! - [`device`]: [`WsDevice`], a WebSocket device.
+//! - [`http`]: a minimal GET for the operations endpoints.
+//! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
+
+pub mod device;
+pub mod env;
+pub mod http;
+pub mod process;
+pub mod wait;
+
+pub use device::WsDevice;
+pub use wait::wait_until;
+
+/// A name no other test run uses: for topic prefixes, groups, devices.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    dir
+}

@@ -1,0 +1,159 @@
+//! The walking skeleton's round trip, run twice: in one process on the
+//! in-process bus (the `wharf up` wiring) and as three separate processes on
+//! Kafka. A WebSocket device with a valid token sends `{"temperature": 35}`
+//! and receives the demo `fan` command; the device's state row then holds
+//! the temperature and the message count; bad tokens get HTTP 401.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wharf_auth::TokenIssuer;
+use wharf_cli::embedded::{self, UpSettings};
+use wharf_store::{Store, StoreConfig};
+use wharf_tests::env::{free_port, kafka_brokers};
+use wharf_tests::process::Service;
+use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
+
+/// Long enough for a Kafka consumer group to form; a healthy run is faster.
+const PATIENCE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_in_one_process_on_the_memory_bus() {
+    let data = temp_dir("wharf-up");
+    let mut settings = UpSettings::default();
+    settings.use_data_dir(data.clone());
+    settings.socket.listen = "127.0.0.1:0".parse().unwrap();
+    settings.up.ops_listen = "127.0.0.1:0".parse().unwrap();
+    let shutdown = CancellationToken::new();
+    let wharf = embedded::start(settings, shutdown.clone()).await.unwrap();
+
+    let url = format!("ws://{}/v1/ws", wharf.ws_addr);
+    round_trip(&url, &wharf.secret, &data.join("wharf.db")).await;
+    assert_ops_endpoint(wharf.ops_addr, &["wharf_socket_", "wharf_receiver_", "wharf_commander_"]).await;
+
+    shutdown.cancel();
+    wharf.wait().await.expect("wharf up stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trip_as_three_processes_on_kafka() {
+    let dir = temp_dir("wharf-processes");
+    let secret = wharf_auth::generate_secret();
+    let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let ops: Vec<SocketAddr> = (0..3).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
+    let prefix = unique("e2e");
+    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commander/profiles");
+    let config = format!(
+        r#"
+[bus]
+url = "kafka://{brokers}"
+topic_prefix = "{prefix}"
+partitions = 4
+
+[store]
+url = "sqlite://{db}"
+
+[auth]
+secret = "{secret}"
+
+[socket]
+instance_id = "socket-a"
+listen = "{ws}"
+ops_listen = "{socket_ops}"
+
+[receiver]
+flush_interval = "200ms"
+ops_listen = "{receiver_ops}"
+
+[[receiver.rules]]
+model = "demo-thermostat"
+when = {{ field = "temperature", op = ">", value = 30 }}
+command = "fan"
+args = {{ on = true }}
+
+[commander]
+profiles_dir = "{profiles}"
+ops_listen = "{commander_ops}"
+"#,
+        brokers = kafka_brokers(),
+        db = dir.join("wharf.db").display(),
+        socket_ops = ops[0],
+        receiver_ops = ops[1],
+        commander_ops = ops[2],
+        profiles = profiles.display(),
+    );
+    let config_path = dir.join("wharf.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let _services: Vec<Service> = ["wharf-socket", "wharf-receiver", "wharf-commander"]
+        .iter()
+        .map(|name| Service::start(name, &config_path, &dir))
+        .collect();
+    for addr in &ops {
+        wait_until(PATIENCE, "every service to be ready", || async {
+            http::get(*addr, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await;
+    }
+
+    round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
+    assert_ops_endpoint(ops[0], &["wharf_socket_frames_received_total"]).await;
+    assert_ops_endpoint(ops[1], &["wharf_receiver_events_applied_total"]).await;
+    assert_ops_endpoint(ops[2], &["wharf_commander_requests_total"]).await;
+}
+
+async fn round_trip(url: &str, secret: &str, db: &Path) {
+    let device = unique("thermo");
+    let issuer = TokenIssuer::new(secret);
+    let token = issuer.issue(&device, "demo-thermostat", HOUR).unwrap();
+
+    let mut thermostat = WsDevice::connect(url, &token).await.expect("a valid token connects");
+    thermostat.send_text(r#"{"temperature": 35}"#).await;
+    let command: Value = serde_json::from_str(&thermostat.next_text(PATIENCE).await).unwrap();
+    assert_eq!(command["cmd"], json!("fan"), "{command}");
+    assert_eq!(command["on"], json!(true), "{command}");
+    assert!(command["id"].is_string(), "the frame carries the command id: {command}");
+
+    let store = Store::connect(&StoreConfig {
+        url: format!("sqlite://{}", db.display()),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let row = wait_until(PATIENCE, "the device's state row with its frame", || async {
+        let row = store.load_device_state(&device).await.unwrap()?;
+        (row.message_count > 0).then_some(row)
+    })
+    .await;
+    assert_eq!(row.reported["temperature"], json!(35));
+    assert_eq!(row.message_count, 1);
+    assert_eq!(row.model, "demo-thermostat");
+    thermostat.close().await;
+
+    let forged = TokenIssuer::new("a-secret-wharf-never-configured")
+        .issue(&device, "demo-thermostat", HOUR)
+        .unwrap();
+    assert_eq!(WsDevice::refused_status(url, &forged).await, 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expired = issuer.issue_at(&device, "demo-thermostat", now - 7200, now - 3600).unwrap();
+    assert_eq!(WsDevice::refused_status(url, &expired).await, 401);
+    assert_eq!(WsDevice::refused_status(url, "").await, 401);
+}
+
+async fn assert_ops_endpoint(addr: SocketAddr, expected: &[&str]) {
+    let (status, _) = http::get(addr, "/healthz").await.expect("healthz answers");
+    assert_eq!(status, 200);
+    let (status, body) = http::get(addr, "/readyz").await.expect("readyz answers");
+    assert_eq!(status, 200, "{body}");
+    let (status, metrics) = http::get(addr, "/metrics").await.expect("metrics answer");
+    assert_eq!(status, 200);
+    for name in expected {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+}
