@@ -164,18 +164,27 @@ impl Commander {
             debug!(id = %envelope.id, "dropping a duplicate request");
             return Ok(());
         }
-        let outcome = self.route(&envelope, request);
         let status = self.topics.command_status();
-        match outcome {
-            Ok((instance, dispatched)) => {
+        match self.route(&envelope, request) {
+            Route::Dispatch {
+                instance,
+                dispatched,
+            } => {
                 let deliveries = self.topics.deliveries(&instance);
-                let to_socket = self.bus.enqueue(Record::event(deliveries, &dispatched)).await?;
+                let to_socket = self
+                    .bus
+                    .enqueue(Record::event(deliveries, &dispatched))
+                    .await?;
                 let to_status = self.bus.enqueue(Record::event(status, &dispatched)).await?;
-                to_socket.await.context("a dispatch did not reach the bus")?;
-                to_status.await.context("a dispatch status did not reach the bus")?;
+                to_socket
+                    .await
+                    .context("a dispatch did not reach the bus")?;
+                to_status
+                    .await
+                    .context("a dispatch status did not reach the bus")?;
                 self.metrics.count("dispatched");
             }
-            Err(failed) => {
+            Route::Fail(failed) => {
                 self.bus
                     .publish(Record::event(status, &failed))
                     .await
@@ -186,13 +195,8 @@ impl Commander {
         Ok(())
     }
 
-    /// Renders the command and finds the Socket instance holding the device:
-    /// the dispatch and its instance, or the failure.
-    fn route(
-        &self,
-        envelope: &Envelope,
-        request: &CommandRequested,
-    ) -> Result<(String, Envelope), Envelope> {
+    /// Renders the command and finds the Socket instance holding the device.
+    fn route(&self, envelope: &Envelope, request: &CommandRequested) -> Route {
         let source = &self.config.instance_id;
         let fail = |(reason, detail): (wharf_events::FailureReason, String)| {
             debug!(id = %envelope.id, device = %envelope.device, ?reason, %detail, "command failed");
@@ -206,16 +210,23 @@ impl Commander {
                 }),
             )
         };
-        let frame = self
-            .profiles
-            .render(&request.model, &request.command, &request.args, envelope.id)
-            .map_err(fail)?;
-        let instance = self.presence.instance_of(&envelope.device).ok_or_else(|| {
-            fail((
+        let frame =
+            match self
+                .profiles
+                .render(&request.model, &request.command, &request.args, envelope.id)
+            {
+                Ok(frame) => frame,
+                Err(failure) => return Route::Fail(fail(failure)),
+            };
+        let Some(instance) = self.presence.instance_of(&envelope.device) else {
+            return Route::Fail(fail((
                 wharf_events::FailureReason::DeviceNotConnected,
-                format!("{} is not connected to any socket instance", envelope.device),
-            ))
-        })?;
+                format!(
+                    "{} is not connected to any socket instance",
+                    envelope.device
+                ),
+            )));
+        };
         let dispatched = envelope.derive(
             "dispatched",
             source,
@@ -226,8 +237,20 @@ impl Commander {
                 frame,
             }),
         );
-        Ok((instance.to_owned(), dispatched))
+        Route::Dispatch {
+            instance: instance.to_owned(),
+            dispatched,
+        }
     }
+}
+
+/// Where a request goes: to a Socket instance, or to a failure status.
+enum Route {
+    Dispatch {
+        instance: String,
+        dispatched: Envelope,
+    },
+    Fail(Envelope),
 }
 
 /// Runs the Commander as its own process: loads the profiles, connects to

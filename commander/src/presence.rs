@@ -23,14 +23,13 @@ impl Presence {
                     (connected.instance.clone(), connected.connection),
                 );
             }
-            Event::DeviceDisconnected(disconnected) => {
+            Event::DeviceDisconnected(disconnected)
                 if self
                     .by_device
                     .get(&envelope.device)
-                    .is_some_and(|(_, connection)| *connection == disconnected.connection)
-                {
-                    self.by_device.remove(&envelope.device);
-                }
+                    .is_some_and(|(_, connection)| *connection == disconnected.connection) =>
+            {
+                self.by_device.remove(&envelope.device);
             }
             _ => {}
         }
@@ -38,7 +37,9 @@ impl Presence {
 
     /// The Socket instance holding `device`, if it is connected.
     pub(crate) fn instance_of(&self, device: &str) -> Option<&str> {
-        self.by_device.get(device).map(|(instance, _)| instance.as_str())
+        self.by_device
+            .get(device)
+            .map(|(instance, _)| instance.as_str())
     }
 
     pub(crate) fn len(&self) -> usize {

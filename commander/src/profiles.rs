@@ -63,7 +63,10 @@ impl Profiles {
     /// problem.
     pub fn load_dir(dir: &Path) -> Result<Self, Vec<String>> {
         let entries = std::fs::read_dir(dir).map_err(|error| {
-            vec![format!("cannot read profiles directory {}: {error}", dir.display())]
+            vec![format!(
+                "cannot read profiles directory {}: {error}",
+                dir.display()
+            )]
         })?;
         let mut files = Vec::new();
         for entry in entries.flatten() {
@@ -201,7 +204,12 @@ impl Template {
             .map_err(|error| format!("not valid JSON once filled in: {error}"))
     }
 
-    fn render(&self, command: &str, args: &Map<String, Value>, id: Uuid) -> Result<Payload, String> {
+    fn render(
+        &self,
+        command: &str,
+        args: &Map<String, Value>,
+        id: Uuid,
+    ) -> Result<Payload, String> {
         let mut text = String::new();
         for part in &self.parts {
             match part {
@@ -253,7 +261,9 @@ mod tests {
     fn says_what_is_missing() {
         let profiles = demo();
         let id = Uuid::nil();
-        let (reason, _) = profiles.render("toaster", "fan", &Map::new(), id).unwrap_err();
+        let (reason, _) = profiles
+            .render("toaster", "fan", &Map::new(), id)
+            .unwrap_err();
         assert_eq!(reason, FailureReason::UnknownModel);
         let (reason, detail) = profiles
             .render("demo-thermostat", "explode", &Map::new(), id)
@@ -270,13 +280,22 @@ mod tests {
     #[test]
     fn refuses_broken_profiles_at_load() {
         let broken = [
-            ("a.toml".to_owned(), "model = \"m\"\n[commands.x]\njson = '{\"on\": {{on}'\n".to_owned()),
-            ("b.toml".to_owned(), "model = \"n\"\n[commands.x]\njson = '{\"on\": {{on}} '\n".to_owned()),
+            (
+                "a.toml".to_owned(),
+                "model = \"m\"\n[commands.x]\njson = '{\"on\": {{on}'\n".to_owned(),
+            ),
+            (
+                "b.toml".to_owned(),
+                "model = \"n\"\n[commands.x]\njson = '{\"on\": {{on}} '\n".to_owned(),
+            ),
             ("c.toml".to_owned(), "modle = \"m\"\n".to_owned()),
         ];
         let problems = Profiles::from_sources(&broken).unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems[0].starts_with("a.toml: commands.x.json"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("a.toml: commands.x.json"),
+            "{problems:?}"
+        );
         assert!(problems[1].contains("not valid JSON"), "{problems:?}");
         assert!(problems[2].starts_with("c.toml"), "{problems:?}");
     }
@@ -285,6 +304,11 @@ mod tests {
     fn loads_the_shipped_profiles_directory() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
         let profiles = Profiles::load_dir(&dir).unwrap();
-        assert!(profiles.len() >= 1);
+        let on = args(json!({"on": true}));
+        assert!(
+            profiles
+                .render("demo-thermostat", "fan", &on, Uuid::nil())
+                .is_ok()
+        );
     }
 }

@@ -220,7 +220,10 @@ mod tests {
 
         let newer = br#"{"id":"0193a0c4-3c1e-7000-8000-000000000001","type":"CommandDelivered","v":9,"time":"2026-11-22T10:00:00.123Z","device":"d","source":"s","data":{}}"#;
         let err = Envelope::from_json(newer).unwrap_err();
-        assert!(matches!(err, DecodeError::UnsupportedVersion { found: 9 }), "{err}");
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion { found: 9 }),
+            "{err}"
+        );
 
         let bad_time = br#"{"id":"0193a0c4-3c1e-7000-8000-000000000001","type":"CommandDelivered","v":1,"time":"yesterday","device":"d","source":"s","data":{}}"#;
         let err = Envelope::from_json(bad_time).unwrap_err();
@@ -228,6 +231,10 @@ mod tests {
 
         let bad_data = br#"{"id":"0193a0c4-3c1e-7000-8000-000000000001","type":"CommandDelivered","v":1,"time":"2026-11-22T10:00:00.123Z","device":"d","source":"s","data":{"command_id":5}}"#;
         let err = Envelope::from_json(bad_data).unwrap_err();
-        assert!(err.to_string().starts_with("malformed data of CommandDelivered event"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("malformed data of CommandDelivered event"),
+            "{err}"
+        );
     }
 }

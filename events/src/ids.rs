@@ -25,7 +25,10 @@ mod tests {
         let cause = new_id();
         assert_eq!(derive_id(cause, "rule:hot"), derive_id(cause, "rule:hot"));
         assert_ne!(derive_id(cause, "rule:hot"), derive_id(cause, "rule:cold"));
-        assert_ne!(derive_id(cause, "rule:hot"), derive_id(new_id(), "rule:hot"));
+        assert_ne!(
+            derive_id(cause, "rule:hot"),
+            derive_id(new_id(), "rule:hot")
+        );
         assert_eq!(derive_id(cause, "x").get_version_num(), 5);
     }
 

@@ -118,7 +118,10 @@ mod tests {
         assert!(Topics::new("").is_err());
         assert!(Topics::new("a b").is_err());
         let err = Topics::check_instance_id("pod/0").unwrap_err();
-        assert!(err.to_string().contains("socket instance id \"pod/0\""), "{err}");
+        assert!(
+            err.to_string().contains("socket instance id \"pod/0\""),
+            "{err}"
+        );
         assert!(Topics::check_instance_id("socket-0").is_ok());
     }
 }

@@ -139,8 +139,16 @@ mod tests {
     fn merges_reported_values_and_counts_frames() {
         let mut actor = DeviceActor::new("thermo-42", None);
         let rules = Rules::default();
-        actor.apply(&frame(Payload::Json(json!({"temperature": 20, "unit": "C"}))), &rules, "r");
-        let applied = actor.apply(&frame(Payload::Json(json!({"temperature": 21}))), &rules, "r");
+        actor.apply(
+            &frame(Payload::Json(json!({"temperature": 20, "unit": "C"}))),
+            &rules,
+            "r",
+        );
+        let applied = actor.apply(
+            &frame(Payload::Json(json!({"temperature": 21}))),
+            &rules,
+            "r",
+        );
         actor.apply(&frame(Payload::Binary(vec![1, 2])), &rules, "r");
         assert!(applied.changed);
         let state = actor.state();
@@ -171,8 +179,15 @@ mod tests {
     fn rules_look_only_at_what_the_frame_reported() {
         let rules = fan_rule();
         let mut actor = DeviceActor::new("thermo-42", None);
-        actor.apply(&frame(Payload::Json(json!({"temperature": 35}))), &rules, "r");
+        actor.apply(
+            &frame(Payload::Json(json!({"temperature": 35}))),
+            &rules,
+            "r",
+        );
         let later = actor.apply(&frame(Payload::Json(json!({"humidity": 40}))), &rules, "r");
-        assert!(later.replies.is_empty(), "an unrelated frame must not re-fire the rule");
+        assert!(
+            later.replies.is_empty(),
+            "an unrelated frame must not re-fire the rule"
+        );
     }
 }

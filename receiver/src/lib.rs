@@ -179,7 +179,11 @@ impl Receiver {
         for reply in applied.replies {
             debug!(device = %reply.device, kind = reply.kind(), id = %reply.id, "reply");
             let record = Record::event(self.topics.command_requests(), &reply);
-            let ack = self.bus.enqueue(record).await.context("failed to queue a reply")?;
+            let ack = self
+                .bus
+                .enqueue(record)
+                .await
+                .context("failed to queue a reply")?;
             self.pending_replies.push(ack);
             self.metrics.replies.inc();
         }
@@ -214,7 +218,9 @@ impl Receiver {
         }
         self.metrics.flushes.inc();
         self.metrics.flushed_states.inc_by(states.len() as u64);
-        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -43,13 +43,33 @@ impl ReceiverMetrics {
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         let r = registry.sub_registry_with_prefix("wharf_receiver");
-        r.register("events_applied", "Events applied to device actors", metrics.events_applied.clone());
-        r.register("events_skipped", "Events not applied, by reason", metrics.events_skipped.clone());
+        r.register(
+            "events_applied",
+            "Events applied to device actors",
+            metrics.events_applied.clone(),
+        );
+        r.register(
+            "events_skipped",
+            "Events not applied, by reason",
+            metrics.events_skipped.clone(),
+        );
         r.register("replies", "Reply events published", metrics.replies.clone());
-        r.register("actors", "Device actors held in memory", metrics.actors.clone());
-        r.register("state_loads", "Device states loaded from the store", metrics.state_loads.clone());
+        r.register(
+            "actors",
+            "Device actors held in memory",
+            metrics.actors.clone(),
+        );
+        r.register(
+            "state_loads",
+            "Device states loaded from the store",
+            metrics.state_loads.clone(),
+        );
         r.register("flushes", "Write-behind flushes", metrics.flushes.clone());
-        r.register("flushed_states", "Device states written by flushes", metrics.flushed_states.clone());
+        r.register(
+            "flushed_states",
+            "Device states written by flushes",
+            metrics.flushed_states.clone(),
+        );
         r.register_with_unit(
             "flush_duration",
             "Time a write-behind flush took",

@@ -91,9 +91,12 @@ impl Rules {
         let mut problems = Vec::new();
         for (index, config) in configs.iter().enumerate() {
             match Rule::compile(config) {
-                Ok(rule) if rules.iter().any(|r: &Rule| r.name == rule.name) => problems.push(
-                    format!("receiver.rules[{index}] ({}): another rule has this name", rule.name),
-                ),
+                Ok(rule) if rules.iter().any(|r: &Rule| r.name == rule.name) => {
+                    problems.push(format!(
+                        "receiver.rules[{index}] ({}): another rule has this name",
+                        rule.name
+                    ))
+                }
                 Ok(rule) => rules.push(rule),
                 Err(problem) => problems.push(format!("receiver.rules[{index}]: {problem}")),
             }
@@ -130,9 +133,10 @@ impl Rules {
 impl Rule {
     fn compile(config: &RuleConfig) -> Result<Self, String> {
         let ConditionConfig { field, op, value } = &config.when;
-        let label = config.name.clone().unwrap_or_else(|| {
-            format!("{}:{field}{op}{value}:{}", config.model, config.command)
-        });
+        let label = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{field}{op}{value}:{}", config.model, config.command));
         let fail = |problem: String| format!("rule {label}: {problem}");
         if config.model.is_empty() {
             return Err(fail("model must not be empty".into()));
@@ -143,11 +147,8 @@ impl Rule {
         if field.is_empty() || field.split('.').any(str::is_empty) {
             return Err(fail(format!("when.field {field:?} is not a field name")));
         }
-        let parsed = Op::parse(op).ok_or_else(|| {
-            fail(format!(
-                "when.op {op:?} is not one of >, >=, <, <=, ==, !="
-            ))
-        })?;
+        let parsed = Op::parse(op)
+            .ok_or_else(|| fail(format!("when.op {op:?} is not one of >, >=, <, <=, ==, !=")))?;
         if parsed.is_ordering() && !value.is_number() {
             return Err(fail(format!(
                 "when.op {op:?} compares numbers, but when.value is {value}"

@@ -48,8 +48,10 @@ impl WriteBehind {
 
     /// Records that `message` has been handled.
     pub(crate) fn consumed(&mut self, message: &Message) {
-        self.consumed
-            .insert((message.topic.clone(), message.partition), message.offset + 1);
+        self.consumed.insert(
+            (message.topic.clone(), message.partition),
+            message.offset + 1,
+        );
     }
 
     /// Marks a device's state as changed.

@@ -46,11 +46,22 @@ async fn deliver(shared: &Shared, message: &Message) -> anyhow::Result<()> {
     };
     let Event::CommandDispatched(command) = &envelope.event else {
         count(shared, "unexpected");
-        warn!(kind = envelope.kind(), offset = message.offset, "skipping an event that is not a delivery");
+        warn!(
+            kind = envelope.kind(),
+            offset = message.offset,
+            "skipping an event that is not a delivery"
+        );
         return Ok(());
     };
     let outcome = write_to_device(shared, &envelope.device, command).await;
-    count(shared, if outcome.is_ok() { "delivered" } else { "failed" });
+    count(
+        shared,
+        if outcome.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        },
+    );
     shared
         .events
         .delivery_outcome(&envelope, command, outcome)

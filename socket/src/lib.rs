@@ -135,9 +135,7 @@ impl Socket {
             shutdown.clone(),
         ));
         websocket::accept_loop(shared.clone(), listener, shutdown).await;
-        let result = delivering
-            .await
-            .context("the deliveries task panicked")?;
+        let result = delivering.await.context("the deliveries task panicked")?;
         shared.events.flush().await;
         result
     }

@@ -64,9 +64,15 @@ pub(crate) async fn accept_loop(
     sessions.wait().await;
 }
 
-async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+async fn session(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
     let mut claims = None;
+    #[allow(clippy::result_large_err)] // tungstenite's callback signature
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |request: &Request, response: Response| authorize(&shared, request, response, &mut claims),
@@ -74,13 +80,21 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shutd
     );
     let ws = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
         Err(_) => {
-            shared.metrics.handshake_failures.get_or_create(&[("reason", "timeout")]).inc();
+            shared
+                .metrics
+                .handshake_failures
+                .get_or_create(&[("reason", "timeout")])
+                .inc();
             debug!("handshake timed out");
             return;
         }
         Ok(Err(WsError::Http(_))) => return, // refused by `authorize`, already counted
         Ok(Err(error)) => {
-            shared.metrics.handshake_failures.get_or_create(&[("reason", "protocol")]).inc();
+            shared
+                .metrics
+                .handshake_failures
+                .get_or_create(&[("reason", "protocol")])
+                .inc();
             debug!(%error, "handshake failed");
             return;
         }
@@ -116,7 +130,12 @@ async fn session(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, shutd
         Err(error) => {
             warn!(%error, device = %who.device, "failed to publish the connect; closing");
             let mut ws = ws;
-            close(&mut ws, CloseCode::Error, "bus unavailable, try again later").await;
+            close(
+                &mut ws,
+                CloseCode::Error,
+                "bus unavailable, try again later",
+            )
+            .await;
             "bus unavailable"
         }
     };
@@ -205,16 +224,24 @@ async fn publish_frame(
     bytes: &[u8],
     in_flight: &mut VecDeque<PendingAck>,
 ) -> Result<(), &'static str> {
-    shared.metrics.frames_received.get_or_create(&TRANSPORT).inc();
+    shared
+        .metrics
+        .frames_received
+        .get_or_create(&TRANSPORT)
+        .inc();
     shared
         .metrics
         .frame_bytes_received
         .get_or_create(&TRANSPORT)
         .inc_by(bytes.len() as u64);
-    let ack = shared.events.frame(who, None, bytes).await.map_err(|error| {
-        frame_lost(shared, who, &error);
-        "bus unavailable"
-    })?;
+    let ack = shared
+        .events
+        .frame(who, None, bytes)
+        .await
+        .map_err(|error| {
+            frame_lost(shared, who, &error);
+            "bus unavailable"
+        })?;
     in_flight.push_back(ack);
     loop {
         let must_wait = in_flight.len() > shared.config.max_in_flight;
@@ -250,6 +277,8 @@ fn frame_lost(shared: &Shared, who: &DeviceIdentity, error: &wharf_bus::Error) {
 }
 
 /// Checks the path and the token while the handshake is under way.
+// The signature is tungstenite's handshake callback.
+#[allow(clippy::result_large_err)]
 fn authorize(
     shared: &Shared,
     request: &Request,
@@ -263,7 +292,10 @@ fn authorize(
             format!("no websocket endpoint at {path}; devices connect to {WS_PATH}"),
         ));
     }
-    match shared.verifier.verify(token_of(request).unwrap_or_default()) {
+    match shared
+        .verifier
+        .verify(token_of(request).unwrap_or_default())
+    {
         Ok(verified) => {
             *claims = Some(verified);
             Ok(response)
@@ -288,7 +320,9 @@ fn token_of(request: &Request) -> Option<&str> {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
         });
     from_header.or_else(|| {
         request

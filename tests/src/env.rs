@@ -4,9 +4,8 @@
 
 /// `host:port` of the Kafka-protocol broker (`KAFKA_BROKERS`).
 pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").expect(
-        "KAFKA_BROKERS is not set: run scripts/test, which starts a Kafka-protocol broker",
-    )
+    std::env::var("KAFKA_BROKERS")
+        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts a Kafka-protocol broker")
 }
 
 /// The PostgreSQL URL for tests (`WHARF_TEST_POSTGRES_URL`).

@@ -15,6 +15,8 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     stream.read_to_end(&mut response).await.ok()?;
     let text = String::from_utf8_lossy(&response);
     let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())?;
     Some((status, body))
 }

@@ -33,7 +33,11 @@ async fn round_trip_in_one_process_on_the_memory_bus() {
 
     let url = format!("ws://{}/v1/ws", wharf.ws_addr);
     round_trip(&url, &wharf.secret, &data.join("wharf.db")).await;
-    assert_ops_endpoint(wharf.ops_addr, &["wharf_socket_", "wharf_receiver_", "wharf_commander_"]).await;
+    assert_ops_endpoint(
+        wharf.ops_addr,
+        &["wharf_socket_", "wharf_receiver_", "wharf_commander_"],
+    )
+    .await;
 
     shutdown.cancel();
     wharf.wait().await.expect("wharf up stops cleanly");
@@ -44,7 +48,9 @@ async fn round_trip_as_three_processes_on_kafka() {
     let dir = temp_dir("wharf-processes");
     let secret = wharf_auth::generate_secret();
     let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let ops: Vec<SocketAddr> = (0..3).map(|_| ([127, 0, 0, 1], free_port()).into()).collect();
+    let ops: Vec<SocketAddr> = (0..3)
+        .map(|_| ([127, 0, 0, 1], free_port()).into())
+        .collect();
     let prefix = unique("e2e");
     let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commander/profiles");
     let config = format!(
@@ -94,7 +100,9 @@ ops_listen = "{commander_ops}"
         .collect();
     for addr in &ops {
         wait_until(PATIENCE, "every service to be ready", || async {
-            http::get(*addr, "/readyz").await.filter(|(status, _)| *status == 200)
+            http::get(*addr, "/readyz")
+                .await
+                .filter(|(status, _)| *status == 200)
         })
         .await;
     }
@@ -110,12 +118,17 @@ async fn round_trip(url: &str, secret: &str, db: &Path) {
     let issuer = TokenIssuer::new(secret);
     let token = issuer.issue(&device, "demo-thermostat", HOUR).unwrap();
 
-    let mut thermostat = WsDevice::connect(url, &token).await.expect("a valid token connects");
+    let mut thermostat = WsDevice::connect(url, &token)
+        .await
+        .expect("a valid token connects");
     thermostat.send_text(r#"{"temperature": 35}"#).await;
     let command: Value = serde_json::from_str(&thermostat.next_text(PATIENCE).await).unwrap();
     assert_eq!(command["cmd"], json!("fan"), "{command}");
     assert_eq!(command["on"], json!(true), "{command}");
-    assert!(command["id"].is_string(), "the frame carries the command id: {command}");
+    assert!(
+        command["id"].is_string(),
+        "the frame carries the command id: {command}"
+    );
 
     let store = Store::connect(&StoreConfig {
         url: format!("sqlite://{}", db.display()),
@@ -123,10 +136,14 @@ async fn round_trip(url: &str, secret: &str, db: &Path) {
     })
     .await
     .unwrap();
-    let row = wait_until(PATIENCE, "the device's state row with its frame", || async {
-        let row = store.load_device_state(&device).await.unwrap()?;
-        (row.message_count > 0).then_some(row)
-    })
+    let row = wait_until(
+        PATIENCE,
+        "the device's state row with its frame",
+        || async {
+            let row = store.load_device_state(&device).await.unwrap()?;
+            (row.message_count > 0).then_some(row)
+        },
+    )
     .await;
     assert_eq!(row.reported["temperature"], json!(35));
     assert_eq!(row.message_count, 1);
@@ -141,7 +158,9 @@ async fn round_trip(url: &str, secret: &str, db: &Path) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expired = issuer.issue_at(&device, "demo-thermostat", now - 7200, now - 3600).unwrap();
+    let expired = issuer
+        .issue_at(&device, "demo-thermostat", now - 7200, now - 3600)
+        .unwrap();
     assert_eq!(WsDevice::refused_status(url, &expired).await, 401);
     assert_eq!(WsDevice::refused_status(url, "").await, 401);
 }

@@ -244,7 +244,10 @@ mod tests {
             .unwrap();
         assert_eq!(verifier.verify(&forged), Err(AuthError::BadSignature));
 
-        assert!(matches!(verifier.verify("abc.def"), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            verifier.verify("abc.def"),
+            Err(AuthError::Malformed(_))
+        ));
         assert_eq!(verifier.verify("  "), Err(AuthError::Missing));
     }
 

@@ -59,7 +59,9 @@ impl BusUrl {
             return Ok(BusUrl::Memory);
         }
         let Some(rest) = url.strip_prefix("kafka://") else {
-            return Err(invalid("expected memory:// or kafka://host:port[,host:port]"));
+            return Err(invalid(
+                "expected memory:// or kafka://host:port[,host:port]",
+            ));
         };
         let rest = rest.trim_end_matches('/');
         if rest.is_empty() {

@@ -20,9 +20,7 @@ impl Error {
     /// Whether retrying the same operation later can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Kafka(error) => error
-                .rdkafka_error_code()
-                .is_some_and(|code| is_transient(code)),
+            Error::Kafka(error) => error.rdkafka_error_code().is_some_and(is_transient),
             Error::InvalidUrl { .. } | Error::CreateTopic { .. } | Error::Closed => false,
         }
     }

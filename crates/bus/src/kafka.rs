@@ -147,7 +147,12 @@ impl Publisher for KafkaBus {
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        for result in self.inner.admin.create_topics(&new_topics, &options).await? {
+        for result in self
+            .inner
+            .admin
+            .create_topics(&new_topics, &options)
+            .await?
+        {
             match result {
                 Ok(name) => debug!(topic = %name, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -15,8 +15,10 @@ pub struct OffsetTracker {
 impl OffsetTracker {
     /// Records that `message` has been handled.
     pub fn consumed(&mut self, message: &Message) {
-        self.next
-            .insert((message.topic.clone(), message.partition), message.offset + 1);
+        self.next.insert(
+            (message.topic.clone(), message.partition),
+            message.offset + 1,
+        );
         self.pending = true;
     }
 

@@ -57,7 +57,9 @@ fn sequence(message: &Message) -> (String, usize) {
 
 pub async fn ordered_per_key<B: Publisher + Subscriber>(bus: B) {
     let topic = unique("order");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    bus.ensure_topics(&[TopicSpec::new(&topic, 4)])
+        .await
+        .unwrap();
     let keys = ["a", "b", "c", "d", "e"];
     publish_numbered(&bus, &topic, &keys, 100).await;
 
@@ -78,10 +80,15 @@ pub async fn ordered_per_key<B: Publisher + Subscriber>(bus: B) {
 pub async fn redelivers_uncommitted_after_restart<B: Publisher + Subscriber>(bus: B) {
     let topic = unique("redeliver");
     let group = unique("g");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 2)]).await.unwrap();
+    bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
+        .await
+        .unwrap();
     publish_numbered(&bus, &topic, &["a", "b"], 5).await;
 
-    let mut first = bus.subscribe(&group, std::slice::from_ref(&topic)).await.unwrap();
+    let mut first = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .unwrap();
     let seen = recv_n(&mut first, 10).await;
     drop(first); // crashed before committing
 
@@ -90,16 +97,25 @@ pub async fn redelivers_uncommitted_after_restart<B: Publisher + Subscriber>(bus
     let ids = |messages: &[Message]| -> HashSet<(i32, i64)> {
         messages.iter().map(|m| (m.partition, m.offset)).collect()
     };
-    assert_eq!(ids(&seen), ids(&again), "every uncommitted record comes back");
+    assert_eq!(
+        ids(&seen),
+        ids(&again),
+        "every uncommitted record comes back"
+    );
 }
 
 pub async fn no_redelivery_after_commit<B: Publisher + Subscriber>(bus: B) {
     let topic = unique("commit");
     let group = unique("g");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 2)]).await.unwrap();
+    bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
+        .await
+        .unwrap();
     publish_numbered(&bus, &topic, &["a", "b"], 5).await;
 
-    let mut first = bus.subscribe(&group, std::slice::from_ref(&topic)).await.unwrap();
+    let mut first = bus
+        .subscribe(&group, std::slice::from_ref(&topic))
+        .await
+        .unwrap();
     let mut tracker = wharf_bus::OffsetTracker::default();
     for message in recv_n(&mut first, 10).await {
         tracker.consumed(&message);
@@ -119,7 +135,9 @@ pub async fn no_redelivery_after_commit<B: Publisher + Subscriber>(bus: B) {
 pub async fn group_members_split_partitions<B: Publisher + Subscriber>(bus: B) {
     let topic = unique("split");
     let group = unique("g");
-    bus.ensure_topics(&[TopicSpec::new(&topic, 4)]).await.unwrap();
+    bus.ensure_topics(&[TopicSpec::new(&topic, 4)])
+        .await
+        .unwrap();
     let topics = [topic.clone()];
     let mut a = bus.subscribe(&group, &topics).await.unwrap();
     let mut b = bus.subscribe(&group, &topics).await.unwrap();
@@ -137,8 +155,10 @@ pub async fn group_members_split_partitions<B: Publisher + Subscriber>(bus: B) {
     })
     .await
     .expect("the group never split its partitions between two members");
-    let (left, right): (HashSet<_>, HashSet<_>) =
-        (settled.0.into_iter().collect(), settled.1.into_iter().collect());
+    let (left, right): (HashSet<_>, HashSet<_>) = (
+        settled.0.into_iter().collect(),
+        settled.1.into_iter().collect(),
+    );
     assert!(left.is_disjoint(&right), "{left:?} / {right:?}");
 
     let keys: Vec<String> = (0..40).map(|i| format!("device-{i}")).collect();
@@ -159,10 +179,16 @@ pub async fn group_members_split_partitions<B: Publisher + Subscriber>(bus: B) {
     .expect("not every record arrived");
     assert!(!received_a.is_empty() && !received_b.is_empty());
     for m in &received_a {
-        assert!(left.contains(&(m.topic.clone(), m.partition)), "{m:?} went to the wrong member");
+        assert!(
+            left.contains(&(m.topic.clone(), m.partition)),
+            "{m:?} went to the wrong member"
+        );
     }
     for m in &received_b {
-        assert!(right.contains(&(m.topic.clone(), m.partition)), "{m:?} went to the wrong member");
+        assert!(
+            right.contains(&(m.topic.clone(), m.partition)),
+            "{m:?} went to the wrong member"
+        );
     }
 }
 

@@ -131,7 +131,11 @@ impl Validate for UpSettings {
         problems.extend(self.receiver.problems());
         problems.extend(self.commander.problems());
         if let Err(profile_problems) = self.profiles() {
-            problems.extend(profile_problems.into_iter().map(|p| format!("profiles: {p}")));
+            problems.extend(
+                profile_problems
+                    .into_iter()
+                    .map(|p| format!("profiles: {p}")),
+            );
         }
         problems
     }
@@ -158,7 +162,10 @@ impl Embedded {
 /// Starts all three services; they stop when `shutdown` is cancelled or
 /// one of them fails. The Socket stops first, so the disconnects it
 /// publishes reach the others before they stop.
-pub async fn start(mut settings: UpSettings, shutdown: CancellationToken) -> anyhow::Result<Embedded> {
+pub async fn start(
+    mut settings: UpSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Embedded> {
     let secret = secret::load_or_create(&settings.auth.secret, &settings.up.data_dir)?;
     let profiles = settings
         .profiles()
@@ -218,7 +225,11 @@ pub async fn start(mut settings: UpSettings, shutdown: CancellationToken) -> any
         tokio::spawn(async move {
             let result = run.await;
             if let Err(error) = &result {
-                error!(service = name, error = format!("{error:#}"), "service failed");
+                error!(
+                    service = name,
+                    error = format!("{error:#}"),
+                    "service failed"
+                );
                 failed.cancel();
             }
             result

@@ -12,7 +12,11 @@ use wharf_cli::{demo, secret};
 use wharf_runtime::Validate;
 
 #[derive(Parser)]
-#[command(name = "wharf", version, about = "Connect fleets of devices to business logic")]
+#[command(
+    name = "wharf",
+    version,
+    about = "Connect fleets of devices to business logic"
+)]
 struct Cli {
     /// TOML configuration file (also WHARF_CONFIG); WHARF_* variables override it.
     #[arg(long, short, global = true)]
@@ -131,8 +135,15 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
         }
     };
     println!("Wharf is up (bus {bus_url}, store {store_url})");
-    println!("  devices connect to  ws://{}{}", host(wharf.ws_addr), wharf_socket::WS_PATH);
-    println!("  health and metrics  http://{}/metrics", host(wharf.ops_addr));
+    println!(
+        "  devices connect to  ws://{}{}",
+        host(wharf.ws_addr),
+        wharf_socket::WS_PATH
+    );
+    println!(
+        "  health and metrics  http://{}/metrics",
+        host(wharf.ops_addr)
+    );
     if demo_enabled {
         let token = TokenIssuer::new(&wharf.secret).issue(
             demo::DEVICE,

@@ -23,8 +23,7 @@ pub fn load_or_create(configured: &str, data_dir: &Path) -> anyhow::Result<Strin
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
     let path = secret_file(data_dir);
-    write_private(&path, &secret)
-        .with_context(|| format!("failed to write {}", path.display()))?;
+    write_private(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(secret)
 }
 
@@ -76,7 +75,10 @@ mod tests {
         let first = load_or_create("", &dir).unwrap();
         let second = load_or_create("", &dir).unwrap();
         assert_eq!(first, second);
-        assert_eq!(load_or_create("configured-secret-value", &dir).unwrap(), "configured-secret-value");
+        assert_eq!(
+            load_or_create("configured-secret-value", &dir).unwrap(),
+            "configured-secret-value"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -106,7 +106,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Default, Deserialize)]
     #[serde(default)]
     struct Sample {
         bus: Bus,
@@ -117,12 +117,6 @@ mod tests {
     struct Bus {
         url: String,
         partitions: i32,
-    }
-
-    impl Default for Sample {
-        fn default() -> Self {
-            Sample { bus: Bus::default() }
-        }
     }
 
     impl Default for Bus {

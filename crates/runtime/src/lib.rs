@@ -8,7 +8,7 @@
 //! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`ops`]: [`Readiness`], [`serve_ops`].
-//! - [`shutdown`]: [`shutdown_on_signal`].
+//! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`].
 //!
 //! # Invariants
 //! - Libraries never read signals or the environment: binaries do, here, and
@@ -19,8 +19,10 @@ pub mod ops;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, load_config};
-pub use ops::{ReadyFlag, Readiness, serve_ops};
+pub use config::{
+    ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, load_config,
+};
+pub use ops::{Readiness, ReadyFlag, serve_ops};
 pub use shutdown::shutdown_on_signal;
 pub use telemetry::{LogConfig, LogFormat, init_tracing};
 

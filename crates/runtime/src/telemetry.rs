@@ -36,7 +36,10 @@ impl LogConfig {
     pub fn problems(&self) -> Vec<String> {
         match EnvFilter::try_new(&self.level) {
             Ok(_) => Vec::new(),
-            Err(error) => vec![format!("log.level: {:?} is not a filter: {error}", self.level)],
+            Err(error) => vec![format!(
+                "log.level: {:?} is not a filter: {error}",
+                self.level
+            )],
         }
     }
 }

@@ -34,17 +34,19 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connect { .. } => true,
-            Error::Database(error) => matches!(
-                error,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::WorkerCrashed
-                    | sqlx::Error::Protocol(_)
-            ) || error
-                .as_database_error()
-                .and_then(|db| db.code())
-                .is_some_and(|code| is_transient_code(&code)),
+            Error::Database(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Protocol(_)
+                ) || error
+                    .as_database_error()
+                    .and_then(|db| db.code())
+                    .is_some_and(|code| is_transient_code(&code))
+            }
             _ => false,
         }
     }
@@ -53,6 +55,8 @@ impl Error {
 /// SQLite busy/locked and PostgreSQL connection, serialization and shutdown
 /// classes.
 fn is_transient_code(code: &str) -> bool {
-    matches!(code, "5" | "6" | "40001" | "40P01" | "57P01" | "57P02" | "57P03")
-        || code.starts_with("08")
+    matches!(
+        code,
+        "5" | "6" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+    ) || code.starts_with("08")
 }

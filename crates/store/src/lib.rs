@@ -126,22 +126,20 @@ pub(crate) type Tx = Transaction<'static, Any>;
 
 /// Adds `mode=rwc` so SQLite creates the file, and creates its directory.
 fn prepare_sqlite(url: &str) -> Result<String> {
-    let rest = url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//");
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         return Err(Error::UnsupportedUrl(format!(
             "{url}: Wharf needs a file database, like sqlite://data/wharf.db"
         )));
     }
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
-                dir: dir.display().to_string(),
-                source,
-            })?;
-        }
+    if let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
     }
     Ok(if url.contains("mode=") {
         url.to_owned()
@@ -213,7 +211,10 @@ mod tests {
     #[test]
     fn refuses_unknown_and_in_memory_urls() {
         assert!(Backend::of_url("mysql://x").is_err());
-        assert_eq!(Backend::of_url("postgresql://x/y").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("postgresql://x/y").unwrap(),
+            Backend::Postgres
+        );
         assert!(prepare_sqlite("sqlite::memory:").is_err());
     }
 }

@@ -1,8 +1,8 @@
 //! The schema, embedded in the binary: one migration set per backend, so each
 //! can use its own dialect where they differ.
 
-use sqlx::{AnyPool, SqlSafeStr as _};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr as _};
 
 use crate::{Backend, Result};
 

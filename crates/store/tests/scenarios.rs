@@ -41,12 +41,24 @@ async fn state_and_offsets_round_trip(config: StoreConfig) {
         .await
         .unwrap();
 
-    assert_eq!(store.load_device_state(&a).await.unwrap(), Some(state(&a, 3, 35)));
-    assert_eq!(store.load_device_state(&b).await.unwrap(), Some(state(&b, 1, 20)));
-    assert_eq!(store.load_device_state(&unique("nobody")).await.unwrap(), None);
+    assert_eq!(
+        store.load_device_state(&a).await.unwrap(),
+        Some(state(&a, 3, 35))
+    );
+    assert_eq!(
+        store.load_device_state(&b).await.unwrap(),
+        Some(state(&b, 1, 20))
+    );
+    assert_eq!(
+        store.load_device_state(&unique("nobody")).await.unwrap(),
+        None
+    );
     let mut offsets = store.load_offsets(&group).await.unwrap();
     offsets.sort_by_key(|o| o.partition);
-    assert_eq!(offsets, vec![offset("events", 0, 10), offset("events", 1, 4)]);
+    assert_eq!(
+        offsets,
+        vec![offset("events", 0, 10), offset("events", 1, 4)]
+    );
 }
 
 async fn later_batches_replace_earlier_ones(config: StoreConfig) {
@@ -61,8 +73,14 @@ async fn later_batches_replace_earlier_ones(config: StoreConfig) {
         .await
         .unwrap();
     let row = store.load_device_state(&a).await.unwrap().unwrap();
-    assert_eq!((row.message_count, row.reported["temperature"].clone()), (2, json!(36)));
-    assert_eq!(store.load_offsets(&group).await.unwrap(), vec![offset("events", 0, 2)]);
+    assert_eq!(
+        (row.message_count, row.reported["temperature"].clone()),
+        (2, json!(36))
+    );
+    assert_eq!(
+        store.load_offsets(&group).await.unwrap(),
+        vec![offset("events", 0, 2)]
+    );
 }
 
 async fn large_batches_span_several_statements(config: StoreConfig) {
@@ -85,11 +103,20 @@ async fn large_batches_span_several_statements(config: StoreConfig) {
 async fn reset_forgets_only_that_group(config: StoreConfig) {
     let store = Store::connect(&config).await.unwrap();
     let (mine, other) = (unique("mine"), unique("other"));
-    store.commit_batch(&mine, &[], &[offset("t", 0, 5)]).await.unwrap();
-    store.commit_batch(&other, &[], &[offset("t", 0, 7)]).await.unwrap();
+    store
+        .commit_batch(&mine, &[], &[offset("t", 0, 5)])
+        .await
+        .unwrap();
+    store
+        .commit_batch(&other, &[], &[offset("t", 0, 7)])
+        .await
+        .unwrap();
     store.reset_offsets(&mine).await.unwrap();
     assert!(store.load_offsets(&mine).await.unwrap().is_empty());
-    assert_eq!(store.load_offsets(&other).await.unwrap(), vec![offset("t", 0, 7)]);
+    assert_eq!(
+        store.load_offsets(&other).await.unwrap(),
+        vec![offset("t", 0, 7)]
+    );
 }
 
 async fn reconnecting_keeps_data_and_skips_applied_migrations(config: StoreConfig) {
@@ -116,9 +143,8 @@ fn sqlite() -> StoreConfig {
 }
 
 fn postgres() -> StoreConfig {
-    let url = std::env::var("WHARF_TEST_POSTGRES_URL").expect(
-        "WHARF_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL",
-    );
+    let url = std::env::var("WHARF_TEST_POSTGRES_URL")
+        .expect("WHARF_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
     assert_eq!(Backend::of_url(&url).unwrap(), Backend::Postgres);
     StoreConfig {
         url,

@@ -76,8 +76,9 @@ mod tests {
     #[test]
     fn a_key_always_maps_to_the_same_partition() {
         assert_eq!(partition_for("thermo-42", 8), partition_for("thermo-42", 8));
-        let spread: std::collections::HashSet<usize> =
-            (0..100).map(|i| partition_for(&format!("d{i}"), 8)).collect();
+        let spread: std::collections::HashSet<usize> = (0..100)
+            .map(|i| partition_for(&format!("d{i}"), 8))
+            .collect();
         assert_eq!(spread.len(), 8);
     }
 }

@@ -70,7 +70,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain data behind, which is
         // still consistent at every await-free step; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Appends the record unless its partition is full of records a group
@@ -78,7 +80,9 @@ impl Shared {
     fn try_append(&self, record: &mut Option<Record>) -> Option<Delivered> {
         let mut state = self.lock();
         let pending = record.as_ref().expect("the record is appended once");
-        let count = state.topic_mut(&pending.topic, self.default_partitions).len();
+        let count = state
+            .topic_mut(&pending.topic, self.default_partitions)
+            .len();
         let tp = (pending.topic.clone(), partition_for(&pending.key, count));
         let group_holds_records = state.min_committed(&tp).is_some();
         let partition = &mut state.topic_mut(&tp.0, count)[tp.1];
@@ -97,7 +101,8 @@ impl Shared {
     }
 
     fn notify(&self) {
-        self.changes.send_modify(|version| *version = version.wrapping_add(1));
+        self.changes
+            .send_modify(|version| *version = version.wrapping_add(1));
     }
 }
 
@@ -238,11 +243,13 @@ impl MemoryConsumer {
         for step in 0..count {
             let index = (self.cursor + step) % count;
             let tp = &self.assigned[index];
-            let Some(partition) = state.topics.get(&tp.0).and_then(|parts| parts.get(tp.1))
-            else {
+            let Some(partition) = state.topics.get(&tp.0).and_then(|parts| parts.get(tp.1)) else {
                 continue;
             };
-            let position = self.positions.get_mut(tp).expect("every assigned partition has a position");
+            let position = self
+                .positions
+                .get_mut(tp)
+                .expect("every assigned partition has a position");
             if let Some((offset, record)) = partition.read_from(*position) {
                 *position = offset + 1;
                 self.cursor = index + 1;
@@ -348,7 +355,10 @@ mod tests {
             bus.publish(Record::new("t", "k", vec![99])),
         )
         .await;
-        assert!(blocked.is_err(), "a full partition must make publishers wait");
+        assert!(
+            blocked.is_err(),
+            "a full partition must make publishers wait"
+        );
         assert_eq!(bus.retained("t"), 16);
 
         let next = consumer.recv().await.unwrap();
@@ -366,10 +376,15 @@ mod tests {
     async fn a_topic_nobody_commits_on_keeps_only_its_latest_records() {
         let bus = MemoryBus::new(1, 16);
         for i in 0..100u8 {
-            bus.publish(Record::new("status", "k", vec![i])).await.unwrap();
+            bus.publish(Record::new("status", "k", vec![i]))
+                .await
+                .unwrap();
         }
         assert_eq!(bus.retained("status"), 16);
-        let mut reader = bus.subscribe("reader", &["status".to_owned()]).await.unwrap();
+        let mut reader = bus
+            .subscribe("reader", &["status".to_owned()])
+            .await
+            .unwrap();
         let oldest = reader.recv().await.unwrap();
         assert_eq!((oldest.offset, oldest.payload.clone()), (84, vec![84]));
     }
