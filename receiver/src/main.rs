@@ -15,11 +15,13 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let args = Args::parse();
     let path = wharf_runtime::config_path(args.config.as_deref());
     let settings: ReceiverSettings =
         wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
     wharf_runtime::init_tracing(&settings.log);
-    wharf_receiver::run(settings, wharf_runtime::shutdown_on_signal()).await
+    wharf_runtime::exit_on_error(
+        wharf_receiver::run(settings, wharf_runtime::shutdown_on_signal()).await,
+    );
 }

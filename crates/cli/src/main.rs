@@ -81,8 +81,11 @@ impl Validate for TokenSettings {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() {
+    wharf_runtime::exit_on_error(run(Cli::parse()).await);
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let path = wharf_runtime::config_path(cli.config.as_deref());
     match cli.command {
         Command::Up { data_dir } => {

@@ -94,6 +94,14 @@ pub fn exit_on_bad_config<T>(result: Result<T, ConfigError>) -> T {
     }
 }
 
+/// Prints a failed run's error chain on one line and exits with status 1.
+pub fn exit_on_error(result: anyhow::Result<()>) {
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
 /// The config file named by `--config` or, failing that, `WHARF_CONFIG`.
 pub fn config_path(flag: Option<&Path>) -> Option<std::path::PathBuf> {
     flag.map(Path::to_path_buf)

@@ -5,7 +5,8 @@
 //! [`CancellationToken`](tokio_util::sync::CancellationToken).
 //!
 //! # Layout
-//! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`].
+//! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`],
+//!   [`exit_on_error`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`ops`]: [`Readiness`], [`serve_ops`].
 //! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`].
@@ -20,7 +21,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{
-    ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, load_config,
+    ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, exit_on_error, load_config,
 };
 pub use ops::{Readiness, ReadyFlag, serve_ops};
 pub use shutdown::shutdown_on_signal;
