@@ -129,12 +129,20 @@ impl Socket {
             instance = %shared.config.instance_id,
             "socket accepting websocket devices"
         );
-        let delivering = tokio::spawn(deliveries::run(
-            shared.clone(),
-            deliveries,
-            shutdown.clone(),
-        ));
-        websocket::accept_loop(shared.clone(), listener, shutdown).await;
+        // A failed delivery task stops the whole Socket: accepting devices
+        // that can never receive commands would hide the failure.
+        let stop = shutdown.child_token();
+        let delivering = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            tokio::spawn(async move {
+                let result = deliveries::run(shared, deliveries, stop.clone()).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            })
+        };
+        websocket::accept_loop(shared.clone(), listener, stop).await;
         let result = delivering.await.context("the deliveries task panicked")?;
         shared.events.flush().await;
         result

@@ -47,7 +47,7 @@ pub(crate) async fn accept_loop(
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let span = info_span!("ws", %peer);
+                    let span = info_span!("ws", %peer, device = tracing::field::Empty);
                     sessions.spawn(
                         session(shared.clone(), stream, peer, shutdown.clone()).instrument(span),
                     );

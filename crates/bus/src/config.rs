@@ -21,7 +21,9 @@ pub struct BusConfig {
     /// Records the in-process bus retains per partition before publishers
     /// wait for consumers to commit.
     pub memory_capacity: usize,
-    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …).
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …). They
+    /// override Wharf's tunable defaults, but not the settings its
+    /// guarantees need (idempotence, `acks=all`, manual commits).
     pub kafka: BTreeMap<String, String>,
 }
 

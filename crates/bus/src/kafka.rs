@@ -33,8 +33,10 @@ pub struct KafkaBus {
 }
 
 struct Inner {
-    /// Settings every client starts from: brokers plus user overrides.
+    /// Settings every client starts from: the brokers.
     base: ClientConfig,
+    /// librdkafka properties from `bus.kafka`.
+    overrides: std::collections::BTreeMap<String, String>,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     replication: i32,
@@ -54,22 +56,24 @@ impl KafkaBus {
         };
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &brokers);
-        for (key, value) in &config.kafka {
-            base.set(key, value);
-        }
-        let producer = base
-            .clone()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            // Bound what waits in memory during a broker outage: 64 MiB.
-            .set("queue.buffering.max.kbytes", "65536")
-            .set("queue.buffering.max.messages", "100000")
-            .create()?;
-        let admin = base.create()?;
+        let producer = client_config(
+            &base,
+            &[
+                ("linger.ms", "5"),
+                // Bound what waits in memory during a broker outage: 64 MiB.
+                ("queue.buffering.max.kbytes", "65536"),
+                ("queue.buffering.max.messages", "100000"),
+            ],
+            &config.kafka,
+            // Acknowledged means durable, and retries never duplicate.
+            &[("enable.idempotence", "true"), ("acks", "all")],
+        )
+        .create()?;
+        let admin = client_config(&base, &[], &config.kafka, &[]).create()?;
         Ok(KafkaBus {
             inner: Arc::new(Inner {
                 base,
+                overrides: config.kafka.clone(),
                 producer,
                 admin,
                 replication: i32::from(config.replication),
@@ -172,17 +176,24 @@ impl Subscriber for KafkaBus {
     type Consumer = KafkaConsumer;
 
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<KafkaConsumer> {
-        let consumer: StreamConsumer = self
-            .inner
-            .base
-            .clone()
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create()?;
+        let consumer: StreamConsumer = client_config(
+            &self.inner.base,
+            &[
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                // Devices wait on these round trips: poll the broker often.
+                ("fetch.wait.max.ms", "100"),
+            ],
+            &self.inner.overrides,
+            // Offsets move only when the service commits them.
+            &[
+                ("group.id", group),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+        .create()?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(KafkaConsumer {
@@ -245,6 +256,27 @@ impl Consumer for KafkaConsumer {
             .map(|element| (element.topic().to_owned(), element.partition()))
             .collect())
     }
+}
+
+/// The brokers, then tunable defaults, then the user's `bus.kafka`
+/// properties, then the settings Wharf's guarantees depend on.
+fn client_config(
+    base: &ClientConfig,
+    defaults: &[(&str, &str)],
+    overrides: &std::collections::BTreeMap<String, String>,
+    required: &[(&str, &str)],
+) -> ClientConfig {
+    let mut config = base.clone();
+    for (key, value) in defaults {
+        config.set(*key, *value);
+    }
+    for (key, value) in overrides {
+        config.set(key, value);
+    }
+    for (key, value) in required {
+        config.set(*key, *value);
+    }
+    config
 }
 
 fn is_transient_consume(code: RDKafkaErrorCode) -> bool {
