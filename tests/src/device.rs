@@ -26,6 +26,12 @@ impl WsDevice {
         Ok(WsDevice { ws })
     }
 
+    /// Connects to `url` as it is: the token, if any, is in its query.
+    pub async fn connect_url(url: &str) -> Result<Self, Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(WsDevice { ws })
+    }
+
     /// Connects with `token`, returning the HTTP status of a refusal.
     pub async fn refused_status(url: &str, token: &str) -> StatusCode {
         match Self::connect(url, token).await {

@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wharf_auth::TokenIssuer;
+use wharf_bus::kafka::KafkaConsumer;
+use wharf_bus::{BusConfig, Consumer as _, KafkaBus, Subscriber as _};
 use wharf_cli::embedded::{self, UpSettings};
+use wharf_events::{Envelope, Event, Topics};
 use wharf_store::{Store, StoreConfig};
 use wharf_tests::env::{free_port, kafka_brokers};
 use wharf_tests::process::Service;
@@ -107,13 +110,16 @@ ops_listen = "{commander_ops}"
         .await;
     }
 
-    round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
+    let status = status_reader(&prefix).await;
+    let command_id = round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
+    assert_delivered(status, &command_id).await;
     assert_ops_endpoint(ops[0], &["wharf_socket_frames_received_total"]).await;
     assert_ops_endpoint(ops[1], &["wharf_receiver_events_applied_total"]).await;
     assert_ops_endpoint(ops[2], &["wharf_commander_requests_total"]).await;
 }
 
-async fn round_trip(url: &str, secret: &str, db: &Path) {
+/// Runs the round trip; returns the id of the command the device received.
+async fn round_trip(url: &str, secret: &str, db: &Path) -> String {
     let device = unique("thermo");
     let issuer = TokenIssuer::new(secret);
     let token = issuer.issue(&device, "demo-thermostat", HOUR).unwrap();
@@ -163,6 +169,51 @@ async fn round_trip(url: &str, secret: &str, db: &Path) {
         .unwrap();
     assert_eq!(WsDevice::refused_status(url, &expired).await, 401);
     assert_eq!(WsDevice::refused_status(url, "").await, 401);
+
+    // The token may also travel in the query, for clients that cannot set headers.
+    let query = WsDevice::connect_url(&format!("{url}?token={token}")).await;
+    assert!(query.is_ok(), "?token= is refused: {:?}", query.err());
+    command["id"].as_str().unwrap().to_owned()
+}
+
+/// A consumer of the command-status topic, as an operator tailing it.
+async fn status_reader(prefix: &str) -> KafkaConsumer {
+    let bus = KafkaBus::connect(&BusConfig {
+        url: format!("kafka://{}", kafka_brokers()),
+        ..BusConfig::default()
+    })
+    .unwrap();
+    let topic = Topics::new(prefix).unwrap().command_status();
+    bus.subscribe(&unique("tail"), &[topic]).await.unwrap()
+}
+
+/// The command-status topic shows the command dispatched, then delivered.
+async fn assert_delivered(mut status: KafkaConsumer, command_id: &str) {
+    let mut seen = Vec::new();
+    let delivered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let message = status.recv().await.unwrap();
+            let envelope = Envelope::from_json(&message.payload).unwrap();
+            let about_ours = match &envelope.event {
+                Event::CommandDispatched(e) => e.command_id.to_string() == command_id,
+                Event::CommandDelivered(e) => e.command_id.to_string() == command_id,
+                Event::CommandFailed(e) => e.command_id.to_string() == command_id,
+                _ => false,
+            };
+            if about_ours {
+                seen.push(envelope.kind());
+                if envelope.kind() == "CommandDelivered" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_ok(),
+        "no CommandDelivered for {command_id}; saw {seen:?}"
+    );
+    assert_eq!(seen, ["CommandDispatched", "CommandDelivered"]);
 }
 
 async fn assert_ops_endpoint(addr: SocketAddr, expected: &[&str]) {

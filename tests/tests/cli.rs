@@ -1,0 +1,148 @@
+//! The `wharf` command and the service binaries as a user meets them: the
+//! README's `wharf up` flow read from what it prints, device tokens from
+//! `wharf token issue`, and the exit code and messages of a bad configuration.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wharf_auth::TokenVerifier;
+use wharf_tests::process::binary;
+use wharf_tests::{WsDevice, temp_dir};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wharf_up_prints_an_address_and_a_token_that_work() {
+    let data = temp_dir("wharf-up-cli");
+    let mut up = Command::new(binary("wharf"))
+        .args(["up", "--data-dir"])
+        .arg(&data)
+        .env("WHARF_SOCKET__LISTEN", "127.0.0.1:0")
+        .env("WHARF_UP__OPS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wharf up starts");
+    let stdout = up.stdout.take().unwrap();
+    let banner = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.starts_with("Press Ctrl-C"))
+            .collect::<Vec<_>>()
+    });
+    let banner = tokio::time::timeout(Duration::from_secs(30), banner)
+        .await
+        .expect("wharf up printed its banner")
+        .unwrap();
+
+    let url = banner
+        .iter()
+        .find_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("ws://"))
+        })
+        .expect("the banner names the device address")
+        .to_owned();
+    let token = banner
+        .iter()
+        .find(|line| line.starts_with("eyJ"))
+        .expect("the banner holds the demo token")
+        .to_owned();
+
+    let mut thermostat = WsDevice::connect(&url, &token)
+        .await
+        .expect("the printed token works");
+    thermostat.send_text(r#"{"temperature": 35}"#).await;
+    let command: Value =
+        serde_json::from_str(&thermostat.next_text(Duration::from_secs(30)).await).unwrap();
+    assert_eq!(
+        (command["cmd"].clone(), command["on"].clone()),
+        (json!("fan"), json!(true))
+    );
+
+    // The secret is kept, so the token stays valid across restarts.
+    let kept = std::fs::read_to_string(data.join("secret")).unwrap();
+    assert!(TokenVerifier::new(kept.trim()).verify(&token).is_ok());
+    let _ = up.kill();
+    let _ = up.wait();
+}
+
+#[test]
+fn token_issue_prints_a_token_for_the_device_and_model() {
+    let secret = wharf_auth::generate_secret();
+    let output = Command::new(binary("wharf"))
+        .args([
+            "token",
+            "issue",
+            "--device",
+            "pump-7",
+            "--model",
+            "demo-pump",
+            "--ttl",
+            "2h",
+        ])
+        .env("WHARF_AUTH__SECRET", &secret)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = String::from_utf8(output.stdout).unwrap();
+    let claims = TokenVerifier::new(&secret).verify(token.trim()).unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.model.as_str()),
+        ("pump-7", "demo-pump")
+    );
+    assert_eq!(claims.exp - claims.iat, 7200);
+}
+
+#[test]
+fn token_issue_without_a_secret_says_where_to_get_one() {
+    let output = Command::new(binary("wharf"))
+        .args([
+            "token",
+            "issue",
+            "--device",
+            "d",
+            "--model",
+            "m",
+            "--data-dir",
+        ])
+        .arg(temp_dir("no-secret"))
+        .env_remove("WHARF_AUTH__SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("error: no secret: set auth.secret"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_exits_64_with_one_line_per_problem() {
+    for service in ["wharf-socket", "wharf-receiver", "wharf-commander"] {
+        let output = Command::new(binary(service))
+            .env("WHARF_BUS__URL", "redis://nope")
+            .env("WHARF_BUS__PARTITIONS", "0")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{service}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert!(
+            lines
+                .iter()
+                .all(|line| line.starts_with("invalid configuration: ")),
+            "{service}: {stderr}"
+        );
+        assert!(
+            lines.iter().any(|line| line.contains("bus.url")),
+            "{service}: {stderr}"
+        );
+        assert!(
+            lines.iter().any(|line| line.contains("bus.partitions")),
+            "{service}: {stderr}"
+        );
+    }
+}
