@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use wharf_bus::BusConfig;
-use wharf_runtime::{LogConfig, Validate};
+use wharf_runtime::{LogConfig, Settings, Validate};
 
 /// Everything `wharf-commander` reads: `[bus]`, `[log]`, `[commander]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,5 +80,11 @@ impl Validate for CommanderSettings {
             );
         }
         problems
+    }
+}
+
+impl Settings for CommanderSettings {
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 }

@@ -24,11 +24,9 @@ pub mod metrics;
 mod presence;
 pub mod profiles;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wharf_bus::{
@@ -36,7 +34,7 @@ use wharf_bus::{
     Subscriber as _, TopicSpec,
 };
 use wharf_events::{CommandDispatched, CommandFailed, CommandRequested, Envelope, Event, Topics};
-use wharf_runtime::{Readiness, Registry};
+use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 
 pub use config::{CommanderConfig, CommanderSettings};
 use dedupe::RecentIds;
@@ -259,11 +257,9 @@ pub async fn run(settings: CommanderSettings, shutdown: CancellationToken) -> an
     let profiles = Profiles::load_dir(&settings.commander.profiles_dir)
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
     let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let ops = OpsEndpoint::bind(settings.commander.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let ops = TcpListener::bind(settings.commander.ops_listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", settings.commander.ops_listen))?;
     let commander = Commander::bind(
         settings.commander,
         profiles,
@@ -274,13 +270,6 @@ pub async fn run(settings: CommanderSettings, shutdown: CancellationToken) -> an
         &readiness,
     )
     .await?;
-    let ops = tokio::spawn(wharf_runtime::serve_ops(
-        ops,
-        Arc::new(registry),
-        readiness,
-        shutdown.clone(),
-    ));
-    let result = commander.run(shutdown).await;
-    let _ = ops.await;
-    result
+    ops.serve_while(registry, readiness, commander.run(shutdown))
+        .await
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use wharf_bus::BusConfig;
-use wharf_runtime::{LogConfig, Validate};
+use wharf_runtime::{LogConfig, Settings, Validate};
 use wharf_store::StoreConfig;
 
 use crate::rules::{RuleConfig, Rules};
@@ -88,5 +88,11 @@ impl Validate for ReceiverSettings {
         problems.extend(self.log.problems());
         problems.extend(self.receiver.problems());
         problems
+    }
+}
+
+impl Settings for ReceiverSettings {
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 }

@@ -28,11 +28,9 @@ pub mod rules;
 mod write_behind;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wharf_bus::{
@@ -40,7 +38,7 @@ use wharf_bus::{
     TopicSpec,
 };
 use wharf_events::{Envelope, Topics};
-use wharf_runtime::{Readiness, Registry};
+use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 use wharf_store::Store;
 
 pub use actor::DeviceActor;
@@ -239,11 +237,9 @@ pub async fn run(settings: ReceiverSettings, shutdown: CancellationToken) -> any
     let store = Store::connect(&settings.store)
         .await
         .context("failed to open the store")?;
+    let ops = OpsEndpoint::bind(settings.receiver.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let ops = TcpListener::bind(settings.receiver.ops_listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", settings.receiver.ops_listen))?;
     let receiver = Receiver::bind(
         settings.receiver,
         bus,
@@ -254,14 +250,9 @@ pub async fn run(settings: ReceiverSettings, shutdown: CancellationToken) -> any
         &readiness,
     )
     .await?;
-    let ops = tokio::spawn(wharf_runtime::serve_ops(
-        ops,
-        Arc::new(registry),
-        readiness,
-        shutdown.clone(),
-    ));
-    let result = receiver.run(shutdown).await;
-    let _ = ops.await;
+    let result = ops
+        .serve_while(registry, readiness, receiver.run(shutdown))
+        .await;
     store.close().await;
     result
 }

@@ -1,27 +1,6 @@
-//! `wharf-receiver`: the business-logic runtime as its own process.
-
-use std::path::PathBuf;
-
-use clap::Parser;
-use wharf_receiver::ReceiverSettings;
-
-/// Applies device events to per-device state and emits reply events.
-#[derive(Parser)]
-#[command(name = "wharf-receiver", version)]
-struct Args {
-    /// TOML configuration file (also WHARF_CONFIG); WHARF_* variables override it.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-}
+//! `wharf-receiver`: the receiver as its own process.
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    let path = wharf_runtime::config_path(args.config.as_deref());
-    let settings: ReceiverSettings =
-        wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
-    wharf_runtime::init_tracing(&settings.log);
-    wharf_runtime::exit_on_error(
-        wharf_receiver::run(settings, wharf_runtime::shutdown_on_signal()).await,
-    );
+    wharf_runtime::service_main(wharf_receiver::run).await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use wharf_auth::AuthConfig;
 use wharf_bus::BusConfig;
-use wharf_runtime::{LogConfig, Validate};
+use wharf_runtime::{LogConfig, Settings, Validate};
 
 /// Everything `wharf-socket` reads: `[bus]`, `[auth]`, `[log]`, `[socket]`.
 /// Other sections are ignored, so one file can serve every service.
@@ -100,5 +100,11 @@ impl Validate for SocketSettings {
         problems.extend(self.log.problems());
         problems.extend(self.socket.problems());
         problems
+    }
+}
+
+impl Settings for SocketSettings {
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 }

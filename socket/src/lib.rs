@@ -40,7 +40,7 @@ use tracing::info;
 use wharf_auth::TokenVerifier;
 use wharf_bus::{Bus, Publisher as _, Subscriber as _, TopicSpec};
 use wharf_events::Topics;
-use wharf_runtime::{Readiness, Registry};
+use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 
 pub use config::{SocketConfig, SocketSettings};
 use events_out::EventsOut;
@@ -153,11 +153,9 @@ impl Socket {
 /// device and operations listeners, and serves until `shutdown`.
 pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let ops = OpsEndpoint::bind(settings.socket.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let ops = TcpListener::bind(settings.socket.ops_listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", settings.socket.ops_listen))?;
     let socket = Socket::bind(
         settings.socket,
         &settings.auth.secret,
@@ -168,13 +166,6 @@ pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyho
         &readiness,
     )
     .await?;
-    let ops = tokio::spawn(wharf_runtime::serve_ops(
-        ops,
-        Arc::new(registry),
-        readiness,
-        shutdown.clone(),
-    ));
-    let result = socket.run(shutdown).await;
-    let _ = ops.await;
-    result
+    ops.serve_while(registry, readiness, socket.run(shutdown))
+        .await
 }

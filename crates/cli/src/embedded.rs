@@ -5,11 +5,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
@@ -17,7 +15,7 @@ use wharf_auth::AuthConfig;
 use wharf_bus::{Bus, BusConfig};
 use wharf_commander::{Commander, CommanderConfig, Profiles};
 use wharf_receiver::{Receiver, ReceiverConfig};
-use wharf_runtime::{LogConfig, Readiness, Registry, Validate};
+use wharf_runtime::{LogConfig, OpsEndpoint, Readiness, Registry, Validate};
 use wharf_socket::{Socket, SocketConfig};
 use wharf_store::{Store, StoreConfig};
 
@@ -179,6 +177,7 @@ pub async fn start(
     let store = Store::connect(&settings.store)
         .await
         .context("failed to open the store")?;
+    let ops = OpsEndpoint::bind(settings.up.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
     let socket = Socket::bind(
@@ -211,9 +210,6 @@ pub async fn start(
         &readiness,
     )
     .await?;
-    let ops = TcpListener::bind(settings.up.ops_listen)
-        .await
-        .with_context(|| format!("failed to listen on {}", settings.up.ops_listen))?;
     let ws_addr = socket.local_addr()?;
     let ops_addr = ops.local_addr()?;
 
@@ -238,15 +234,7 @@ pub async fn start(
     let socket_task = supervise("socket", Box::pin(socket.run(socket_stop.clone())));
     let receiver_task = supervise("receiver", Box::pin(receiver.run(rest_stop.clone())));
     let commander_task = supervise("commander", Box::pin(commander.run(rest_stop.clone())));
-    let ops_stop = CancellationToken::new();
-    let ops_task = tokio::spawn(wharf_runtime::serve_ops(
-        ops,
-        Arc::new(registry),
-        readiness,
-        ops_stop.clone(),
-    ));
-
-    let task = tokio::spawn(async move {
+    let all_services = async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = failed.cancelled() => {}
@@ -256,14 +244,13 @@ pub async fn start(
         rest_stop.cancel();
         let receiver = receiver_task.await;
         let commander = commander_task.await;
-        ops_stop.cancel();
-        let _ = ops_task.await;
         store.close().await;
         for result in [socket, receiver, commander] {
             result.context("a service panicked")??;
         }
         Ok(())
-    });
+    };
+    let task = tokio::spawn(ops.serve_while(registry, readiness, all_services));
     Ok(Embedded {
         ws_addr,
         ops_addr,

@@ -8,7 +8,8 @@
 //! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`],
 //!   [`exit_on_error`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
-//! - [`ops`]: [`Readiness`], [`serve_ops`].
+//! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`].
+//! - [`service`]: [`service_main`], the whole `main` of a service binary.
 //! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`].
 //!
 //! # Invariants
@@ -17,13 +18,15 @@
 
 pub mod config;
 pub mod ops;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{
     ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, exit_on_error, load_config,
 };
-pub use ops::{Readiness, ReadyFlag, serve_ops};
+pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
+pub use service::{Settings, service_main};
 pub use shutdown::shutdown_on_signal;
 pub use telemetry::{LogConfig, LogFormat, init_tracing};
 

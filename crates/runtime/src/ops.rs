@@ -2,9 +2,12 @@
 //! answers), `/readyz` (every component is ready) and `/metrics`
 //! (Prometheus text format).
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -56,6 +59,47 @@ impl Readiness {
             .filter(|(_, flag)| !flag.is_ready())
             .map(|(name, _)| name.clone())
             .collect()
+    }
+}
+
+/// The operations endpoint of one process, bound before its services start.
+pub struct OpsEndpoint {
+    listener: TcpListener,
+}
+
+impl OpsEndpoint {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("failed to listen on {addr}"))?;
+        Ok(OpsEndpoint { listener })
+    }
+
+    /// The address the endpoint serves on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves the endpoint while `service` runs, so `/readyz` and `/metrics`
+    /// answer through the service's drain; returns the service's result.
+    pub async fn serve_while(
+        self,
+        registry: Registry,
+        readiness: Readiness,
+        service: impl Future<Output = anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_ops(
+            self.listener,
+            Arc::new(registry),
+            readiness,
+            stop.clone(),
+        ));
+        let result = service.await;
+        stop.cancel();
+        let _ = server.await;
+        result
     }
 }
 

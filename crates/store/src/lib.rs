@@ -5,7 +5,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`StoreConfig`], the `[store]` configuration section.
-//! - [`migrations`]: the embedded schema, one set per backend.
+//! - [`migrations`]: the embedded schema, per backend where dialects differ.
 //! - [`device_state`]: [`DeviceStateRow`] and its reads.
 //! - [`offsets`]: [`StoredOffset`] and its reads.
 //! - [`Store::commit_batch`]: states and offsets written in one transaction.

@@ -1,17 +1,22 @@
-//! The schema, embedded in the binary: one migration set per backend, so each
-//! can use its own dialect where they differ.
+//! The schema, embedded in the binary. Where the two dialects differ, a
+//! migration has a file per backend; so far one file serves both.
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr as _};
 
 use crate::{Backend, Result};
 
-/// (version, description, SQLite SQL, PostgreSQL SQL), in order.
+/// The schema both backends share so far.
+const DEVICE_STATE_AND_OFFSETS: &str =
+    include_str!("../migrations/0001_device_state_and_offsets.sql");
+
+/// (version, description, SQLite SQL, PostgreSQL SQL), in order. A
+/// migration that needs each backend's own dialect gets two files.
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
     1,
     "device state and offsets",
-    include_str!("../migrations/sqlite/0001_device_state_and_offsets.sql"),
-    include_str!("../migrations/postgres/0001_device_state_and_offsets.sql"),
+    DEVICE_STATE_AND_OFFSETS,
+    DEVICE_STATE_AND_OFFSETS,
 )];
 
 /// Applies the migrations `pool` has not seen yet.

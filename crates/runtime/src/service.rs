@@ -1,0 +1,45 @@
+//! The whole `main` of a service binary: arguments, configuration, logs,
+//! signals, and a one-line error on failure.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::{LogConfig, Validate};
+
+/// A service binary's configuration.
+pub trait Settings: DeserializeOwned + Validate {
+    /// Its `[log]` section.
+    fn log(&self) -> &LogConfig;
+}
+
+/// The arguments every service binary takes.
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A Wharf service. Configuration: a TOML file plus WHARF_<SECTION>__<KEY> variables."
+)]
+struct ServiceArgs {
+    /// TOML configuration file (also WHARF_CONFIG); WHARF_* variables override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// Parses the arguments, loads and validates the configuration (exit 64 on
+/// a bad one), starts logging, then runs the service until SIGINT or
+/// SIGTERM; a failure is printed on one line and exits with status 1.
+pub async fn service_main<S, F, Fut>(run: F)
+where
+    S: Settings,
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let args = ServiceArgs::parse();
+    let path = crate::config_path(args.config.as_deref());
+    let settings: S = crate::exit_on_bad_config(crate::load_config(path.as_deref()));
+    crate::init_tracing(settings.log());
+    crate::exit_on_error(run(settings, crate::shutdown_on_signal()).await);
+}
