@@ -2,6 +2,7 @@
 //! hold.
 
 use crate::config::{BusConfig, BusUrl};
+use crate::delivery::{Delivery, PartitionId};
 use crate::error::Result;
 use crate::kafka::{KafkaBus, KafkaConsumer};
 use crate::memory::{MemoryBus, MemoryConsumer};
@@ -78,10 +79,17 @@ pub enum BusConsumer {
 }
 
 impl Consumer for BusConsumer {
-    async fn recv(&mut self) -> Result<Message> {
+    async fn next(&mut self) -> Result<Delivery> {
         match self {
-            BusConsumer::Memory(consumer) => consumer.recv().await,
-            BusConsumer::Kafka(consumer) => consumer.recv().await,
+            BusConsumer::Memory(consumer) => consumer.next().await,
+            BusConsumer::Kafka(consumer) => consumer.next().await,
+        }
+    }
+
+    fn try_next_message(&mut self) -> Result<Option<Message>> {
+        match self {
+            BusConsumer::Memory(consumer) => consumer.try_next_message(),
+            BusConsumer::Kafka(consumer) => consumer.try_next_message(),
         }
     }
 
@@ -92,7 +100,7 @@ impl Consumer for BusConsumer {
         }
     }
 
-    fn assignment(&self) -> Result<Vec<(String, i32)>> {
+    fn assignment(&self) -> Result<Vec<PartitionId>> {
         match self {
             BusConsumer::Memory(consumer) => consumer.assignment(),
             BusConsumer::Kafka(consumer) => consumer.assignment(),

@@ -3,28 +3,29 @@
 //! through the admin API when missing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::config::{BusConfig, BusUrl};
+use crate::delivery::{Assigned, Delivery, PartitionId, Revoked};
 use crate::error::{Error, Result};
 use crate::record::{CommitOffset, Delivered, Message, Record, TopicSpec};
 use crate::{Consumer, PendingAck, Publisher, Subscriber};
 
 /// How long to wait before retrying an enqueue when librdkafka's queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
-/// How long to wait after a transient consumer error before polling again.
-const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The Kafka bus. Clones share one producer.
 #[derive(Clone)]
@@ -176,7 +177,12 @@ impl Subscriber for KafkaBus {
     type Consumer = KafkaConsumer;
 
     async fn subscribe(&self, group: &str, topics: &[String]) -> Result<KafkaConsumer> {
-        let consumer: StreamConsumer = client_config(
+        let (deliveries_tx, deliveries) = mpsc::channel(CONSUMER_QUEUE);
+        let relay = RebalanceRelay {
+            deliveries: deliveries_tx.clone(),
+            closed: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<RebalanceRelay> = client_config(
             &self.inner.base,
             &[
                 ("auto.offset.reset", "earliest"),
@@ -193,11 +199,24 @@ impl Subscriber for KafkaBus {
                 ("enable.auto.offset.store", "false"),
             ],
         )
-        .create()?;
+        .create_with_context(relay)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("kafka-consumer-{group}"))
+                .spawn(move || poll_loop(&consumer, &deliveries_tx, &stop))
+                .map_err(|_| Error::Closed)?
+        };
         Ok(KafkaConsumer {
-            consumer: Arc::new(consumer),
+            consumer: Some(consumer),
+            deliveries,
+            peeked: None,
+            stop,
+            _thread: thread,
         })
     }
 
@@ -206,23 +225,53 @@ impl Subscriber for KafkaBus {
     }
 }
 
+/// How many deliveries the poll thread may run ahead of the application.
+const CONSUMER_QUEUE: usize = 1024;
+
 /// A member of a Kafka consumer group; leaves the group on drop.
+///
+/// A dedicated thread polls librdkafka and relays records and rebalances
+/// in order over a bounded channel, so a rebalance can wait for the
+/// application to finish with revoked partitions (quickwit's Kafka source
+/// does the same).
 pub struct KafkaConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Option<Arc<BaseConsumer<RebalanceRelay>>>,
+    deliveries: mpsc::Receiver<Result<Delivery>>,
+    /// A delivery taken from the channel but not handed out yet.
+    peeked: Option<Delivery>,
+    stop: Arc<AtomicBool>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl KafkaConsumer {
+    fn consumer(&self) -> &Arc<BaseConsumer<RebalanceRelay>> {
+        self.consumer
+            .as_ref()
+            .expect("the consumer is only taken on drop")
+    }
 }
 
 impl Consumer for KafkaConsumer {
-    async fn recv(&mut self) -> Result<Message> {
-        loop {
-            match self.consumer.recv().await {
-                Ok(message) => return Ok(owned(&message)),
-                Err(KafkaError::MessageConsumption(code)) if is_transient_consume(code) => {
-                    // Topic not created yet, broker away, rebalance under way:
-                    // librdkafka recovers on its own.
-                    warn!(error = %code, "kafka consumer waiting");
-                    tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                }
-                Err(error) => return Err(Error::Kafka(error)),
+    async fn next(&mut self) -> Result<Delivery> {
+        if let Some(delivery) = self.peeked.take() {
+            return Ok(delivery);
+        }
+        self.deliveries.recv().await.unwrap_or(Err(Error::Closed))
+    }
+
+    fn try_next_message(&mut self) -> Result<Option<Message>> {
+        if self.peeked.is_none() {
+            match self.deliveries.try_recv() {
+                Ok(delivery) => self.peeked = Some(delivery?),
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(None),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err(Error::Closed),
+            }
+        }
+        match self.peeked.take() {
+            Some(Delivery::Message(message)) => Ok(Some(message)),
+            other => {
+                self.peeked = other;
+                Ok(None)
             }
         }
     }
@@ -239,7 +288,7 @@ impl Consumer for KafkaConsumer {
                 Offset::Offset(offset.next_offset),
             )?;
         }
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer().clone();
         // A synchronous commit blocks on the broker's answer: off the runtime.
         tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
             .await
@@ -247,15 +296,128 @@ impl Consumer for KafkaConsumer {
         Ok(())
     }
 
-    fn assignment(&self) -> Result<Vec<(String, i32)>> {
-        Ok(self
-            .consumer
-            .assignment()?
-            .elements()
-            .iter()
-            .map(|element| (element.topic().to_owned(), element.partition()))
-            .collect())
+    fn assignment(&self) -> Result<Vec<PartitionId>> {
+        Ok(partition_ids(&self.consumer().assignment()?))
     }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(consumer) = self.consumer.take() {
+            consumer.context().closed.store(true, Ordering::Relaxed);
+            // Closing leaves the group with a network round trip and runs the
+            // revoke callback: never on an async worker thread.
+            let _ = std::thread::Builder::new()
+                .name("kafka-consumer-close".into())
+                .spawn(move || drop(consumer));
+        }
+    }
+}
+
+/// Polls librdkafka until stopped, relaying records in order.
+fn poll_loop(
+    consumer: &BaseConsumer<RebalanceRelay>,
+    deliveries: &mpsc::Sender<Result<Delivery>>,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let delivery = match consumer.poll(POLL_INTERVAL) {
+            None => continue,
+            Some(Ok(message)) => Ok(Delivery::Message(owned(&message))),
+            Some(Err(KafkaError::MessageConsumption(code))) if is_transient_consume(code) => {
+                // Topic not created yet, broker away: librdkafka recovers.
+                debug!(error = %code, "kafka consumer waiting");
+                continue;
+            }
+            Some(Err(error)) => Err(Error::Kafka(error)),
+        };
+        // A full channel stops polling: backpressure up to the broker.
+        if deliveries.blocking_send(delivery).is_err() {
+            break;
+        }
+    }
+}
+
+/// How long one poll waits for a record before checking for a stop.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Turns librdkafka's rebalance callback into deliveries, and waits for the
+/// application: for the start positions of assigned partitions, and until it
+/// has dropped the `Revoked` of revoked ones.
+struct RebalanceRelay {
+    deliveries: mpsc::Sender<Result<Delivery>>,
+    /// Set once the application dropped its consumer: nobody will answer.
+    closed: AtomicBool,
+}
+
+impl ClientContext for RebalanceRelay {}
+
+impl ConsumerContext for RebalanceRelay {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let listening = !self.closed.load(Ordering::Relaxed);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if listening {
+                    let (answer, positions) = oneshot::channel();
+                    let assigned = Assigned::new(partition_ids(partitions), move |chosen| {
+                        let _ = answer.send(chosen);
+                    });
+                    if self
+                        .deliveries
+                        .blocking_send(Ok(Delivery::Assigned(assigned)))
+                        .is_ok()
+                    {
+                        for position in positions.blocking_recv().unwrap_or_default() {
+                            let _ = partitions.set_partition_offset(
+                                &position.topic,
+                                position.partition,
+                                Offset::Offset(position.next_offset),
+                            );
+                        }
+                    }
+                }
+                if let Err(error) = consumer.assign(partitions) {
+                    warn!(%error, "failed to take the assigned partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if listening {
+                    let (release, released) = oneshot::channel::<()>();
+                    let revoked = Revoked::new(partition_ids(partitions), move || drop(release));
+                    if self
+                        .deliveries
+                        .blocking_send(Ok(Delivery::Revoked(revoked)))
+                        .is_ok()
+                    {
+                        let _ = released.blocking_recv();
+                    }
+                }
+                if let Err(error) = consumer.unassign() {
+                    warn!(%error, "failed to give up the revoked partitions");
+                }
+            }
+            other => {
+                warn!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn partition_ids(list: &TopicPartitionList) -> Vec<PartitionId> {
+    list.elements()
+        .iter()
+        .map(|element| PartitionId {
+            topic: element.topic().to_owned(),
+            partition: element.partition(),
+        })
+        .collect()
 }
 
 /// The brokers, then tunable defaults, then the user's `bus.kafka`

@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - [`record`]: [`Record`] (outgoing), [`Message`] (incoming), offsets.
+//! - [`delivery`]: [`Delivery`]: records and changes of partition ownership.
 //! - [`config`]: [`BusConfig`], the `[bus]` configuration section.
 //! - [`memory`]: [`MemoryBus`], the in-process bus.
 //! - [`kafka`]: [`KafkaBus`], the Kafka bus.
@@ -17,6 +18,8 @@
 //!   the order they were enqueued.
 //! - A consumer that restarts without committing sees the uncommitted
 //!   records again (at-least-once); after a commit it does not.
+//! - A partition moves to another member only after its previous owner has
+//!   dropped the [`Revoked`] for it.
 //! - Every queue is bounded: publishers wait when the bus cannot keep up.
 
 use std::future::Future;
@@ -25,6 +28,7 @@ use std::task::{Context, Poll};
 
 pub mod any;
 pub mod config;
+pub mod delivery;
 mod error;
 pub mod kafka;
 pub mod memory;
@@ -33,6 +37,7 @@ pub mod record;
 
 pub use any::{Bus, BusConsumer};
 pub use config::BusConfig;
+pub use delivery::{Assigned, Batch, Delivery, PartitionId, Revoked};
 pub use error::{Error, Result};
 pub use kafka::KafkaBus;
 pub use memory::MemoryBus;
@@ -76,14 +81,51 @@ pub trait Subscriber: Send + Sync {
 
 /// One member of a consumer group.
 pub trait Consumer: Send {
-    /// The next record of any partition assigned to this member.
-    fn recv(&mut self) -> impl Future<Output = Result<Message>> + Send;
+    /// The next record, or a change of the partitions this member owns.
+    fn next(&mut self) -> impl Future<Output = Result<Delivery>> + Send;
+
+    /// The next record if one is available now and no change of partitions
+    /// comes before it.
+    fn try_next_message(&mut self) -> Result<Option<Message>>;
 
     /// Commits positions: each offset is the next record to read.
     fn commit(&mut self, offsets: &[CommitOffset]) -> impl Future<Output = Result<()>> + Send;
 
-    /// The partitions currently assigned to this member, as (topic, partition).
-    fn assignment(&self) -> Result<Vec<(String, i32)>>;
+    /// The partitions this member owns now.
+    fn assignment(&self) -> Result<Vec<PartitionId>>;
+
+    /// The next record, letting changes of partitions take their defaults
+    /// (for consumers that keep no per-partition work).
+    fn recv(&mut self) -> impl Future<Output = Result<Message>> + Send {
+        async move {
+            loop {
+                if let Delivery::Message(message) = self.next().await? {
+                    return Ok(message);
+                }
+            }
+        }
+    }
+
+    /// Waits for the next delivery; a record comes with up to `max - 1`
+    /// more records available now, a change of partitions comes alone.
+    fn next_batch(&mut self, max: usize) -> impl Future<Output = Result<Batch>> + Send {
+        async move {
+            Ok(match self.next().await? {
+                Delivery::Assigned(assigned) => Batch::Assigned(assigned),
+                Delivery::Revoked(revoked) => Batch::Revoked(revoked),
+                Delivery::Message(first) => {
+                    let mut messages = vec![first];
+                    while messages.len() < max {
+                        match self.try_next_message()? {
+                            Some(message) => messages.push(message),
+                            None => break,
+                        }
+                    }
+                    Batch::Messages(messages)
+                }
+            })
+        }
+    }
 }
 
 /// Resolves once an enqueued record is durable.

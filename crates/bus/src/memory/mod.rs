@@ -12,11 +12,12 @@
 mod group;
 mod log;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use crate::delivery::{Assigned, Delivery, PartitionId, Revoked};
 use crate::record::{CommitOffset, Message, Record, TopicSpec};
 use crate::{Consumer, Delivered, PendingAck, Publisher, Result, Subscriber};
 use group::{Group, MemberId, TopicPartition};
@@ -177,11 +178,7 @@ impl Subscriber for MemoryBus {
             }
             let member = state.next_member;
             state.next_member += 1;
-            let partitions: HashMap<String, usize> = state
-                .topics
-                .iter()
-                .map(|(name, parts)| (name.clone(), parts.len()))
-                .collect();
+            let partitions = state.partition_counts();
             state
                 .groups
                 .entry(group.to_owned())
@@ -195,9 +192,10 @@ impl Subscriber for MemoryBus {
             changes: self.shared.changes.subscribe(),
             group: group.to_owned(),
             member,
-            generation: None,
-            assigned: Vec::new(),
+            seen_version: None,
+            owned: Vec::new(),
             positions: HashMap::new(),
+            pending: VecDeque::new(),
             cursor: 0,
         })
     }
@@ -207,77 +205,176 @@ impl Subscriber for MemoryBus {
     }
 }
 
+impl State {
+    fn partition_counts(&self) -> HashMap<String, usize> {
+        self.topics
+            .iter()
+            .map(|(name, parts)| (name.clone(), parts.len()))
+            .collect()
+    }
+}
+
 /// A member of a consumer group on the in-process bus; leaves on drop.
 pub struct MemoryConsumer {
     shared: Arc<Shared>,
     changes: watch::Receiver<u64>,
     group: String,
     member: MemberId,
-    /// The group generation `assigned` belongs to; a rebalance bumps it.
-    generation: Option<u64>,
-    assigned: Vec<TopicPartition>,
+    /// The group version `owned` was computed at.
+    seen_version: Option<u64>,
+    /// The partitions this member owns and reads.
+    owned: Vec<TopicPartition>,
     positions: HashMap<TopicPartition, i64>,
+    /// Changes of ownership not handed out yet.
+    pending: VecDeque<Delivery>,
     /// Round-robin start, so one busy partition cannot starve the others.
     cursor: usize,
 }
 
 impl MemoryConsumer {
-    /// Takes the next record available to this member, if any.
-    fn poll_next(&mut self) -> Option<Message> {
-        let state = self.shared.lock();
+    /// The next delivery available now, if any.
+    fn poll(&mut self, messages_only: bool) -> Option<Delivery> {
+        if let Some(delivery) = self.pending.pop_front() {
+            if messages_only {
+                self.pending.push_front(delivery);
+                return None;
+            }
+            return Some(delivery);
+        }
+        let shared = self.shared.clone();
+        let mut state = shared.lock();
         let group = state
             .groups
-            .get(&self.group)
+            .get_mut(&self.group)
             .expect("a group exists while it has members");
-        if self.generation != Some(group.generation()) {
-            // Rebalanced: resume every assigned partition at the committed offset.
-            self.generation = Some(group.generation());
-            self.assigned = group.assignment(self.member);
-            self.positions = self
-                .assigned
-                .iter()
-                .map(|tp| (tp.clone(), group.committed(tp).unwrap_or(i64::MIN)))
-                .collect();
+        if self.seen_version != Some(group.version()) {
+            self.seen_version = Some(group.version());
+            self.reconcile(group);
+            if let Some(delivery) = self.pending.pop_front() {
+                if messages_only {
+                    self.pending.push_front(delivery);
+                    return None;
+                }
+                return Some(delivery);
+            }
         }
-        let count = self.assigned.len();
+        for position in group.take_start_positions(self.member) {
+            let tp = (position.topic, position.partition.max(0) as usize);
+            if let Some(current) = self.positions.get_mut(&tp) {
+                *current = position.next_offset;
+            }
+        }
+        let count = self.owned.len();
         for step in 0..count {
             let index = (self.cursor + step) % count;
-            let tp = &self.assigned[index];
+            let tp = &self.owned[index];
             let Some(partition) = state.topics.get(&tp.0).and_then(|parts| parts.get(tp.1)) else {
                 continue;
             };
             let position = self
                 .positions
                 .get_mut(tp)
-                .expect("every assigned partition has a position");
+                .expect("every owned partition has a position");
             if let Some((offset, record)) = partition.read_from(*position) {
                 *position = offset + 1;
                 self.cursor = index + 1;
-                return Some(Message {
+                return Some(Delivery::Message(Message {
                     topic: tp.0.clone(),
                     partition: tp.1 as i32,
                     offset,
                     key: Some(record.key.clone()),
                     payload: record.payload.clone(),
                     headers: record.headers.clone(),
-                });
+                }));
             }
         }
         None
     }
+
+    /// Gives up the partitions no longer targeted at this member and takes
+    /// the targeted ones that are free, queueing a `Revoked` and an
+    /// `Assigned` for the application.
+    fn reconcile(&mut self, group: &mut Group) {
+        let target = group.target(self.member);
+        let revoked: Vec<TopicPartition> = self
+            .owned
+            .iter()
+            .filter(|tp| !target.contains(tp))
+            .cloned()
+            .collect();
+        self.owned.retain(|tp| target.contains(tp));
+        for tp in &revoked {
+            self.positions.remove(tp);
+        }
+        let mut taken = Vec::new();
+        for tp in target {
+            if !self.owned.contains(&tp) && group.is_free(&tp) {
+                group.take(tp.clone(), self.member);
+                self.positions
+                    .insert(tp.clone(), group.committed(&tp).unwrap_or(i64::MIN));
+                self.owned.push(tp.clone());
+                taken.push(tp);
+            }
+        }
+        if !revoked.is_empty() {
+            let (shared, group_name, member) =
+                (self.shared.clone(), self.group.clone(), self.member);
+            let ids = partition_ids(&revoked);
+            self.pending
+                .push_back(Delivery::Revoked(Revoked::new(ids, move || {
+                    if let Some(group) = shared.lock().groups.get_mut(&group_name) {
+                        group.release(member, &revoked);
+                    }
+                    shared.notify();
+                })));
+        }
+        if !taken.is_empty() {
+            let (shared, group_name, member) =
+                (self.shared.clone(), self.group.clone(), self.member);
+            self.pending.push_back(Delivery::Assigned(Assigned::new(
+                partition_ids(&taken),
+                move |positions| {
+                    if let Some(group) = shared.lock().groups.get_mut(&group_name) {
+                        group.set_start_positions(member, positions);
+                    }
+                },
+            )));
+        }
+    }
+}
+
+fn partition_ids(partitions: &[TopicPartition]) -> Vec<PartitionId> {
+    partitions
+        .iter()
+        .map(|(topic, partition)| PartitionId {
+            topic: topic.clone(),
+            partition: *partition as i32,
+        })
+        .collect()
 }
 
 impl Consumer for MemoryConsumer {
-    async fn recv(&mut self) -> Result<Message> {
+    async fn next(&mut self) -> Result<Delivery> {
         loop {
             self.changes.borrow_and_update();
-            if let Some(message) = self.poll_next() {
-                return Ok(message);
+            if let Some(delivery) = self.poll(false) {
+                return Ok(delivery);
             }
             if self.changes.changed().await.is_err() {
                 return Err(crate::Error::Closed);
             }
         }
+    }
+
+    fn try_next_message(&mut self) -> Result<Option<Message>> {
+        Ok(match self.poll(true) {
+            Some(Delivery::Message(message)) => Some(message),
+            Some(other) => {
+                self.pending.push_front(other);
+                None
+            }
+            None => None,
+        })
     }
 
     async fn commit(&mut self, offsets: &[CommitOffset]) -> Result<()> {
@@ -301,17 +398,13 @@ impl Consumer for MemoryConsumer {
         Ok(())
     }
 
-    fn assignment(&self) -> Result<Vec<(String, i32)>> {
+    fn assignment(&self) -> Result<Vec<PartitionId>> {
         let state = self.shared.lock();
         let group = state
             .groups
             .get(&self.group)
             .expect("a group exists while it has members");
-        Ok(group
-            .assignment(self.member)
-            .into_iter()
-            .map(|(topic, partition)| (topic, partition as i32))
-            .collect())
+        Ok(partition_ids(&group.owned_by(self.member)))
     }
 }
 
@@ -319,15 +412,14 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         {
             let mut state = self.shared.lock();
-            let partitions: HashMap<String, usize> = state
-                .topics
-                .iter()
-                .map(|(name, parts)| (name.clone(), parts.len()))
-                .collect();
+            let partitions = state.partition_counts();
             if let Some(group) = state.groups.get_mut(&self.group) {
                 group.leave(self.member, &partitions);
             }
         }
+        // Undelivered ownership changes call back into the group: only
+        // outside the lock, and after leaving, when they change nothing.
+        self.pending.clear();
         self.shared.notify();
     }
 }
