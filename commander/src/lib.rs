@@ -30,7 +30,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wharf_bus::{
-    Bus, BusConsumer, Consumer as _, Message, OffsetTracker, Publisher as _, Record,
+    Bus, BusConsumer, BusHandle, Consumer as _, Message, OffsetTracker, Publisher as _, Record,
     Subscriber as _, TopicSpec,
 };
 use wharf_events::{CommandDispatched, CommandFailed, CommandRequested, Envelope, Event, Topics};
@@ -65,12 +65,15 @@ impl Commander {
     pub async fn bind(
         config: CommanderConfig,
         profiles: Profiles,
-        bus: Bus,
-        topics: Topics,
-        partitions: i32,
+        bus: BusHandle,
         registry: &mut Registry,
         readiness: &Readiness,
     ) -> anyhow::Result<Self> {
+        let BusHandle {
+            bus,
+            topics,
+            partitions,
+        } = bus;
         bus.ensure_topics(&[
             TopicSpec::new(topics.command_requests(), partitions),
             TopicSpec::new(topics.command_status(), partitions),
@@ -256,20 +259,12 @@ enum Route {
 pub async fn run(settings: CommanderSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let profiles = Profiles::load_dir(&settings.commander.profiles_dir)
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-    let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let ops = OpsEndpoint::bind(settings.commander.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let commander = Commander::bind(
-        settings.commander,
-        profiles,
-        bus,
-        settings.bus.topics(),
-        settings.bus.partitions,
-        &mut registry,
-        &readiness,
-    )
-    .await?;
+    let commander =
+        Commander::bind(settings.commander, profiles, bus, &mut registry, &readiness).await?;
     ops.serve_while(registry, readiness, commander.run(shutdown))
         .await
 }

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! In a `json` template, `{{name}}` stands for the JSON value of the argument
-//! `name` (unquoted), `{{id}}` for the command id and `{{command}}` for the
-//! command name; the rendered text must be valid JSON.
+//! `name` (unquoted), `{{args}}` for all arguments as one object, `{{id}}` for
+//! the command id and `{{command}}` for the command name; the rendered text
+//! must be valid JSON.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -55,6 +56,7 @@ enum Part {
     Text(String),
     Id,
     Command,
+    AllArgs,
     Arg(String),
 }
 
@@ -180,6 +182,7 @@ impl Template {
             parts.push(match name {
                 "id" => Part::Id,
                 "command" => Part::Command,
+                "args" => Part::AllArgs,
                 _ => Part::Arg(name.to_owned()),
             });
             rest = &after[end + 2..];
@@ -216,6 +219,7 @@ impl Template {
                 Part::Text(literal) => text.push_str(literal),
                 Part::Id => text.push_str(&Value::String(id.to_string()).to_string()),
                 Part::Command => text.push_str(&Value::String(command.to_owned()).to_string()),
+                Part::AllArgs => text.push_str(&Value::Object(args.clone()).to_string()),
                 Part::Arg(name) => {
                     let value = args
                         .get(name)
@@ -258,6 +262,18 @@ mod tests {
     }
 
     #[test]
+    fn args_stands_for_every_argument() {
+        let desired = args(json!({"target": 21, "mode": "eco"}));
+        let frame = demo()
+            .render("demo-thermostat", "set_desired", &desired, Uuid::nil())
+            .unwrap();
+        let Payload::Json(frame) = frame else {
+            panic!("a JSON template renders JSON");
+        };
+        assert_eq!(frame["desired"], json!({"target": 21, "mode": "eco"}));
+    }
+
+    #[test]
     fn says_what_is_missing() {
         let profiles = demo();
         let id = Uuid::nil();
@@ -269,7 +285,7 @@ mod tests {
             .render("demo-thermostat", "explode", &Map::new(), id)
             .unwrap_err();
         assert_eq!(reason, FailureReason::UnknownCommand);
-        assert!(detail.contains("fan, set_target"), "{detail}");
+        assert!(detail.contains("fan, set_desired, set_target"), "{detail}");
         let (reason, detail) = profiles
             .render("demo-thermostat", "fan", &Map::new(), id)
             .unwrap_err();

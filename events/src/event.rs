@@ -14,6 +14,7 @@ pub enum Event {
     DeviceConnected(DeviceConnected),
     DeviceDisconnected(DeviceDisconnected),
     FrameReceived(FrameReceived),
+    DesiredStateChanged(DesiredStateChanged),
     CommandRequested(CommandRequested),
     CommandDispatched(CommandDispatched),
     CommandDelivered(CommandDelivered),
@@ -27,6 +28,7 @@ impl Event {
             Event::DeviceConnected(_) => "DeviceConnected",
             Event::DeviceDisconnected(_) => "DeviceDisconnected",
             Event::FrameReceived(_) => "FrameReceived",
+            Event::DesiredStateChanged(_) => "DesiredStateChanged",
             Event::CommandRequested(_) => "CommandRequested",
             Event::CommandDispatched(_) => "CommandDispatched",
             Event::CommandDelivered(_) => "CommandDelivered",
@@ -47,6 +49,7 @@ impl Event {
             "DeviceConnected" => parse(data, Event::DeviceConnected),
             "DeviceDisconnected" => parse(data, Event::DeviceDisconnected),
             "FrameReceived" => parse(data, Event::FrameReceived),
+            "DesiredStateChanged" => parse(data, Event::DesiredStateChanged),
             "CommandRequested" => parse(data, Event::CommandRequested),
             "CommandDispatched" => parse(data, Event::CommandDispatched),
             "CommandDelivered" => parse(data, Event::CommandDelivered),
@@ -149,6 +152,13 @@ impl Serialize for FrameReceived {
         }
         .serialize(serializer)
     }
+}
+
+/// Someone (an app, through the API) changed the state a device should be
+/// in. `desired` is a patch: each key is set to its value; `null` removes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredStateChanged {
+    pub desired: Map<String, Value>,
 }
 
 /// Something (a rule, an app) asked for a command to be sent to a device.

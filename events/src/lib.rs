@@ -24,8 +24,8 @@ pub mod topics;
 
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    CommandDelivered, CommandDispatched, CommandFailed, CommandRequested, DeviceConnected,
-    DeviceDisconnected, Event, FailureReason, FrameReceived, Transport,
+    CommandDelivered, CommandDispatched, CommandFailed, CommandRequested, DesiredStateChanged,
+    DeviceConnected, DeviceDisconnected, Event, FailureReason, FrameReceived, Transport,
 };
 pub use ids::{derive_id, new_id};
 pub use payload::Payload;

@@ -35,6 +35,15 @@ pub struct ReceiverConfig {
     pub flush_interval: Duration,
     /// Write back early once this many devices are dirty.
     pub flush_max_dirty: usize,
+    /// A device's actor leaves memory after this long without events, once
+    /// its state is written back.
+    #[serde(with = "humantime_serde")]
+    pub actor_idle: Duration,
+    /// Events taken from the bus at once; the states of the devices among
+    /// them that are not in memory are loaded with one query.
+    pub batch_size: usize,
+    /// The command that carries a twin's delta (desired minus reported).
+    pub set_desired_command: String,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_listen: SocketAddr,
     pub rules: Vec<RuleConfig>,
@@ -47,6 +56,9 @@ impl Default for ReceiverConfig {
             instance_id: "receiver".into(),
             flush_interval: Duration::from_secs(1),
             flush_max_dirty: 10_000,
+            actor_idle: Duration::from_secs(600),
+            batch_size: 512,
+            set_desired_command: "set_desired".into(),
             ops_listen: ([0, 0, 0, 0], 9102).into(),
             rules: Vec::new(),
         }
@@ -73,6 +85,15 @@ impl ReceiverConfig {
         }
         if self.flush_max_dirty == 0 {
             problems.push("receiver.flush_max_dirty: must be at least 1".into());
+        }
+        if self.actor_idle.is_zero() {
+            problems.push("receiver.actor_idle: must be longer than 0s".into());
+        }
+        if self.batch_size == 0 {
+            problems.push("receiver.batch_size: must be at least 1".into());
+        }
+        if self.set_desired_command.is_empty() {
+            problems.push("receiver.set_desired_command: must not be empty".into());
         }
         if let Err(rule_problems) = Rules::compile(&self.rules) {
             problems.extend(rule_problems);

@@ -1,62 +1,130 @@
 //! Wharf's business-logic runtime. Each device is an actor: its state is
-//! loaded from the store on the device's first event, changed in memory on
-//! every event, and written back in batches (write-behind) together with the
-//! consumed offsets, in one transaction. Database load therefore grows with
-//! the devices active per flush, not with the message rate.
+//! loaded from the store on the device's first event (in batches when many
+//! wake at once), changed in memory on every event by the [`DeviceLogic`],
+//! and written back in batches (write-behind) together with the consumed
+//! offsets, in one transaction. Database load grows with the devices active
+//! per flush, not with the message rate.
 //!
 //! # Layout
 //! - [`config`]: [`ReceiverSettings`] and the `[receiver]` section.
-//! - [`rules`]: rules from configuration that request commands.
-//! - [`actor`]: [`DeviceActor`], one device's state and how events change it.
-//! - `write_behind`: dirty devices and consumed offsets between flushes.
+//! - [`logic`]: [`DeviceLogic`], the extension point, and [`Replies`].
+//! - [`twin`]: [`TwinLogic`], the built-in device twin with rules.
+//! - [`rules`]: rules from configuration.
+//! - `actors`: the resident device actors.
+//! - `write_behind`: dirty devices and positions between flushes.
 //! - [`metrics`]: every metric the Receiver exports.
-//! - [`Receiver`]: the consume → apply → flush loop.
+//! - [`Receiver`]: the consume → apply → flush loop, and rebalances.
+//! - [`guide`]: how to put your own logic in (`docs/receiver.md`).
 //!
 //! # Invariants
 //! - States and the offsets that produced them commit in one transaction;
-//!   offsets are committed to the bus only after it (the bus's copy is a
-//!   mirror for lag monitoring; the database is the source of truth).
-//! - An event below a stored offset is never applied again, so a crash at
-//!   any point replays exactly the events whose effects were not committed.
-//! - Replies are durable on the bus before the flush that commits their cause.
-//! - Reply ids derive from their cause, so a replay emits the same ids.
+//!   offsets go to the bus only after it (the bus's copy feeds lag
+//!   monitoring; the database is the source of truth).
+//! - A partition assigned to this Receiver is read from the offset stored
+//!   with the state; an event below a stored offset is never applied again.
+//! - A revoked partition's states and offsets are written before it is
+//!   given up, so its next owner starts exactly where this one stopped.
+//! - Replies are durable on the bus before the flush that commits their
+//!   cause, and their ids derive from it: a replay emits the same ids.
+//! - When the store fails, the Receiver retries with backoff, stops
+//!   consuming, and reports not ready; it never drops an event.
 
-pub mod actor;
+mod actors;
 pub mod config;
+pub mod logic;
 pub mod metrics;
 pub mod rules;
+pub mod twin;
 mod write_behind;
 
-use std::collections::HashMap;
-use std::time::Instant;
+/// How to write your own business logic.
+#[doc = include_str!("../../docs/receiver.md")]
+pub mod guide {}
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wharf_bus::{
-    Bus, BusConsumer, Consumer as _, Message, PendingAck, Publisher as _, Record, Subscriber as _,
-    TopicSpec,
+    Assigned, Batch, BusConsumer, BusHandle, CommitOffset, Consumer as _, Message, PartitionId,
+    PendingAck, Publisher as _, Record, Revoked, Subscriber as _, TopicSpec,
 };
-use wharf_events::{Envelope, Topics};
-use wharf_runtime::{OpsEndpoint, Readiness, Registry};
+use wharf_events::Envelope;
+use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
 use wharf_store::Store;
 
-pub use actor::DeviceActor;
+use actors::Actors;
 pub use config::{ReceiverConfig, ReceiverSettings};
+pub use logic::{Change, DeviceLogic, DeviceState, Replies};
 use metrics::ReceiverMetrics;
-use rules::Rules;
+pub use twin::TwinLogic;
 use write_behind::WriteBehind;
+
+/// The first wait after a failed store operation; it doubles up to the max.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The store, as the Receiver uses it: every operation retried with backoff
+/// while the store is unavailable, the Receiver not ready meanwhile.
+struct Db {
+    store: Store,
+    metrics: ReceiverMetrics,
+    ready: ReadyFlag,
+}
+
+impl Db {
+    /// Runs `operation` until it succeeds; gives up when its error is not
+    /// retryable, or at `shutdown`.
+    async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        shutdown: &CancellationToken,
+        mut operation: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = wharf_store::Result<T>>,
+    {
+        let mut wait = RETRY_FIRST;
+        loop {
+            let before = self.store.statements();
+            let result = operation().await;
+            self.metrics
+                .db_statements
+                .inc_by(self.store.statements() - before);
+            match result {
+                Ok(value) => {
+                    self.ready.set(true);
+                    return Ok(value);
+                }
+                Err(error) if error.is_retryable() && !shutdown.is_cancelled() => {
+                    self.ready.set(false);
+                    self.metrics.store_failures.inc();
+                    warn!(%error, retry_in = ?wait, "failed to {what}; consumption paused");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                Err(error) => return Err(error).with_context(|| format!("failed to {what}")),
+            }
+        }
+    }
+}
 
 /// A Receiver subscribed to the device events, ready to run.
 pub struct Receiver {
     config: ReceiverConfig,
     group: String,
-    rules: Rules,
-    bus: Bus,
-    topics: Topics,
-    store: Store,
+    logic: Box<dyn DeviceLogic>,
+    bus: BusHandle,
+    db: Db,
     consumer: BusConsumer,
-    actors: HashMap<String, DeviceActor>,
+    actors: Actors,
     write_behind: WriteBehind,
     /// Replies queued on the bus, awaited before the next flush commits.
     pending_replies: Vec<PendingAck>,
@@ -64,27 +132,26 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Creates the topics the Receiver uses, reads where the group stopped,
-    /// and joins the consumer group.
+    /// Creates the topics the Receiver uses and joins the consumer group,
+    /// with `logic` deciding what events do.
     pub async fn bind(
         config: ReceiverConfig,
-        bus: Bus,
-        topics: Topics,
-        partitions: i32,
+        logic: Box<dyn DeviceLogic>,
+        bus: BusHandle,
         store: Store,
         registry: &mut Registry,
         readiness: &Readiness,
     ) -> anyhow::Result<Self> {
-        let rules = Rules::compile(&config.rules)
-            .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-        bus.ensure_topics(&[
-            TopicSpec::new(topics.device_events(), partitions),
-            TopicSpec::new(topics.command_requests(), partitions),
-        ])
-        .await
-        .context("failed to create the receiver's topics")?;
-        let group = config.group_name(&topics);
-        if !bus.is_persistent() {
+        let topics = &bus.topics;
+        bus.bus
+            .ensure_topics(&[
+                TopicSpec::new(topics.device_events(), bus.partitions),
+                TopicSpec::new(topics.command_requests(), bus.partitions),
+            ])
+            .await
+            .context("failed to create the receiver's topics")?;
+        let group = config.group_name(topics);
+        if !bus.bus.is_persistent() {
             // The in-process bus starts empty: offsets of an earlier run
             // point into logs that no longer exist.
             store
@@ -92,27 +159,29 @@ impl Receiver {
                 .await
                 .context("failed to reset stored offsets")?;
         }
-        let stored = store
-            .load_offsets(&group)
-            .await
-            .context("failed to load stored offsets")?;
         let consumer = bus
+            .bus
             .subscribe(&group, &[topics.device_events()])
             .await
             .context("failed to subscribe to the device events")?;
-        readiness.flag("receiver").set(true);
-        info!(rules = rules.len(), %group, "receiver ready");
+        let ready = readiness.flag("receiver");
+        ready.set(true);
+        let metrics = ReceiverMetrics::register(registry);
+        info!(%group, "receiver ready");
         Ok(Receiver {
             group,
-            rules,
+            logic,
             bus,
-            topics,
-            store,
+            db: Db {
+                store,
+                metrics: metrics.clone(),
+                ready,
+            },
             consumer,
-            actors: HashMap::new(),
-            write_behind: WriteBehind::new(stored),
+            actors: Actors::default(),
+            write_behind: WriteBehind::default(),
             pending_replies: Vec::new(),
-            metrics: ReceiverMetrics::register(registry),
+            metrics,
             config,
         })
     }
@@ -125,73 +194,189 @@ impl Receiver {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => self.flush().await?,
-                message = self.consumer.recv() => {
-                    let message = message.context("failed to read the device events")?;
-                    self.handle(&message).await?;
+                _ = tick.tick() => {
+                    self.flush(&shutdown).await?;
+                    self.passivate();
+                }
+                batch = self.consumer.next_batch(self.config.batch_size) => {
+                    match batch.context("failed to read the device events")? {
+                        Batch::Messages(messages) => self.handle(messages, &shutdown).await?,
+                        Batch::Assigned(assigned) => self.on_assigned(assigned, &shutdown).await?,
+                        Batch::Revoked(revoked) => self.on_revoked(revoked, &shutdown).await?,
+                    }
                     if self.write_behind.dirty_count() >= self.config.flush_max_dirty {
-                        self.flush().await?;
+                        self.flush(&shutdown).await?;
                     }
                 }
             }
         }
-        self.flush().await?;
+        // A shutdown during a store outage ends the retries: whatever is not
+        // written is replayed by the next start.
+        self.flush(&CancellationToken::new())
+            .await
+            .context("failed to write back before stopping")?;
         info!("receiver stopped after a final flush");
         Ok(())
     }
 
-    async fn handle(&mut self, message: &Message) -> anyhow::Result<()> {
-        if self.write_behind.already_stored(message) {
-            self.skipped("replayed");
+    async fn handle(
+        &mut self,
+        messages: Vec<Message>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut events = Vec::with_capacity(messages.len());
+        for message in &messages {
+            if self.write_behind.already_stored(message) {
+                self.skipped("replayed");
+                continue;
+            }
+            self.write_behind.consumed(message);
+            match Envelope::from_json(&message.payload) {
+                Ok(envelope) => events.push((envelope, message)),
+                Err(error) => {
+                    self.skipped("undecodable");
+                    warn!(%error, partition = message.partition, offset = message.offset, "skipping an undecodable event");
+                }
+            }
+        }
+        self.load_missing(&events, shutdown).await?;
+        let source = self.config.instance_id.clone();
+        for (envelope, _) in &events {
+            let state = self
+                .actors
+                .touch(&envelope.device)
+                .expect("every device of the batch was made resident");
+            let mut replies = Replies::new(envelope, &source);
+            if self.logic.apply(state, envelope, &mut replies) == Change::Changed {
+                self.write_behind.dirty(&envelope.device);
+            }
+            for reply in replies.into_events() {
+                debug!(device = %reply.device, kind = reply.kind(), id = %reply.id, "reply");
+                let record = Record::event(self.bus.topics.command_requests(), &reply);
+                let ack = self
+                    .bus
+                    .bus
+                    .enqueue(record)
+                    .await
+                    .context("failed to queue a reply")?;
+                self.pending_replies.push(ack);
+                self.metrics.replies.inc();
+            }
+        }
+        self.metrics.events_applied.inc_by(events.len() as u64);
+        Ok(())
+    }
+
+    /// Makes every device of `events` resident, loading the stored states
+    /// of those not in memory with one query.
+    async fn load_missing(
+        &mut self,
+        events: &[(Envelope, &Message)],
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut missing: Vec<(String, PartitionId)> = Vec::new();
+        for (envelope, message) in events {
+            if !self.actors.contains(&envelope.device)
+                && !missing.iter().any(|(device, _)| *device == envelope.device)
+            {
+                missing.push((envelope.device.clone(), PartitionId::of(message)));
+            }
+        }
+        if missing.is_empty() {
             return Ok(());
         }
-        self.write_behind.consumed(message);
-        let envelope = match Envelope::from_json(&message.payload) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                self.skipped("undecodable");
-                warn!(%error, partition = message.partition, offset = message.offset, "skipping an undecodable event");
-                return Ok(());
-            }
-        };
-        let actor = match self.actors.get_mut(&envelope.device) {
-            Some(actor) => actor,
-            None => {
-                let stored = self
-                    .store
-                    .load_device_state(&envelope.device)
-                    .await
-                    .context("failed to load a device's state")?;
-                self.metrics.state_loads.inc();
-                self.metrics.actors.inc();
-                self.actors
-                    .entry(envelope.device.clone())
-                    .or_insert(DeviceActor::new(&envelope.device, stored))
-            }
-        };
-        let applied = actor.apply(&envelope, &self.rules, &self.config.instance_id);
-        self.metrics.events_applied.inc();
-        if applied.changed {
-            self.write_behind.dirty(&envelope.device);
+        let devices: Vec<String> = missing.iter().map(|(device, _)| device.clone()).collect();
+        let store = &self.db.store;
+        let mut stored = self
+            .db
+            .retrying("load device states", shutdown, || {
+                store.load_device_states(&devices)
+            })
+            .await?;
+        self.metrics.state_loads.inc_by(stored.len() as u64);
+        for (device, partition) in missing {
+            let state = match stored.iter().position(|row| row.device == device) {
+                Some(index) => stored.swap_remove(index),
+                None => DeviceState::new(&device),
+            };
+            self.actors.insert(state, partition);
         }
-        for reply in applied.replies {
-            debug!(device = %reply.device, kind = reply.kind(), id = %reply.id, "reply");
-            let record = Record::event(self.topics.command_requests(), &reply);
-            let ack = self
-                .bus
-                .enqueue(record)
-                .await
-                .context("failed to queue a reply")?;
-            self.pending_replies.push(ack);
-            self.metrics.replies.inc();
-        }
+        self.metrics.actors.set(self.actors.len() as i64);
+        Ok(())
+    }
+
+    /// Starts newly owned partitions where the database says they stopped.
+    async fn on_assigned(
+        &mut self,
+        assigned: Assigned,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let (store, group) = (&self.db.store, &self.group);
+        let stored = self
+            .db
+            .retrying("load stored offsets", shutdown, || {
+                store.load_offsets(group)
+            })
+            .await?;
+        let owned: HashSet<&PartitionId> = assigned.partitions.iter().collect();
+        let positions: Vec<CommitOffset> = stored
+            .into_iter()
+            .map(|o| CommitOffset {
+                topic: o.topic,
+                partition: o.partition,
+                next_offset: o.next_offset,
+            })
+            .filter(|o| {
+                owned.contains(&PartitionId {
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                })
+            })
+            .collect();
+        self.write_behind.set_stored(positions.iter().map(|o| {
+            let partition = PartitionId {
+                topic: o.topic.clone(),
+                partition: o.partition,
+            };
+            (partition, o.next_offset)
+        }));
+        info!(
+            partitions = assigned.partitions.len(),
+            resumed = positions.len(),
+            "partitions assigned"
+        );
+        self.metrics
+            .partitions
+            .inc_by(assigned.partitions.len() as i64);
+        assigned.start_at(positions);
+        Ok(())
+    }
+
+    /// Writes back everything, then lets the partitions go with their actors.
+    async fn on_revoked(
+        &mut self,
+        revoked: Revoked,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.flush(shutdown).await?;
+        let partitions: HashSet<PartitionId> = revoked.partitions.iter().cloned().collect();
+        let dropped = self.actors.drop_partitions(&partitions);
+        self.write_behind.forget(&partitions);
+        self.metrics.actors.set(self.actors.len() as i64);
+        self.metrics.partitions.dec_by(partitions.len() as i64);
+        info!(
+            partitions = partitions.len(),
+            actors = dropped,
+            "partitions revoked after a flush"
+        );
+        drop(revoked);
         Ok(())
     }
 
     /// Writes every dirty state and the consumed offsets in one transaction,
     /// after the replies are durable; then mirrors the offsets to the bus.
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        if self.write_behind.is_empty() {
+    async fn flush(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        if self.write_behind.is_empty() && self.pending_replies.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
@@ -199,19 +384,21 @@ impl Receiver {
             ack.await.context("a reply did not reach the bus")?;
         }
         let batch = self.write_behind.batch();
-        let states: Vec<_> = batch
+        let states: Vec<DeviceState> = batch
             .devices
             .iter()
-            .filter_map(|device| self.actors.get(device).map(|actor| actor.state().clone()))
+            .filter_map(|device| self.actors.state(device).cloned())
             .collect();
-        self.store
-            .commit_batch(&self.group, &states, &batch.offsets)
-            .await
-            .context("failed to write back device states")?;
-        let commits = self.write_behind.stored_batch(&batch);
+        let (store, group) = (&self.db.store, &self.group);
+        self.db
+            .retrying("write back device states", shutdown, || {
+                store.commit_batch(group, &states, &batch.offsets)
+            })
+            .await?;
+        let commits = self.write_behind.stored_batch(batch);
         if let Err(error) = self.consumer.commit(&commits).await {
             // The database holds the truth; the bus's copy only feeds lag
-            // monitoring and the next start's first fetch.
+            // monitoring.
             warn!(%error, "failed to mirror offsets to the bus");
         }
         self.metrics.flushes.inc();
@@ -222,6 +409,17 @@ impl Receiver {
         Ok(())
     }
 
+    fn passivate(&mut self) {
+        let write_behind = &self.write_behind;
+        let dropped = self.actors.passivate(self.config.actor_idle, |device| {
+            write_behind.is_dirty(device)
+        });
+        if dropped > 0 {
+            self.metrics.passivated.inc_by(dropped as u64);
+            self.metrics.actors.set(self.actors.len() as i64);
+        }
+    }
+
     fn skipped(&self, reason: &'static str) {
         self.metrics
             .events_skipped
@@ -230,10 +428,19 @@ impl Receiver {
     }
 }
 
-/// Runs the Receiver as its own process: connects to the bus and the store,
-/// binds the operations listener, and serves until `shutdown`.
+/// The built-in logic for `config`: the device twin with the configured rules.
+pub fn twin_logic(config: &ReceiverConfig) -> anyhow::Result<TwinLogic> {
+    let rules = rules::Rules::compile(&config.rules)
+        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    Ok(TwinLogic::new(rules, &config.set_desired_command))
+}
+
+/// Runs the Receiver as its own process with the built-in logic: connects
+/// to the bus and the store, binds the operations listener, and serves until
+/// `shutdown`.
 pub async fn run(settings: ReceiverSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let logic = twin_logic(&settings.receiver)?;
+    let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await
         .context("failed to open the store")?;
@@ -242,9 +449,8 @@ pub async fn run(settings: ReceiverSettings, shutdown: CancellationToken) -> any
     let readiness = Readiness::default();
     let receiver = Receiver::bind(
         settings.receiver,
+        Box::new(logic),
         bus,
-        settings.bus.topics(),
-        settings.bus.partitions,
         store.clone(),
         &mut registry,
         &readiness,

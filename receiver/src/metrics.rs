@@ -20,11 +20,19 @@ pub struct ReceiverMetrics {
     pub replies: Counter,
     /// Device actors held in memory.
     pub actors: Gauge,
+    /// Actors dropped after `actor_idle` without events.
+    pub passivated: Counter,
+    /// Partitions of the device events this Receiver owns.
+    pub partitions: Gauge,
     /// Device states loaded from the store.
     pub state_loads: Counter,
+    /// SQL statements sent to the store.
+    pub db_statements: Counter,
     /// Write-behind flushes and the states they wrote.
     pub flushes: Counter,
     pub flushed_states: Counter,
+    /// Store operations that failed and will be retried.
+    pub store_failures: Counter,
     /// Time a flush took, from awaiting replies to the Kafka commit.
     pub flush_seconds: Histogram,
 }
@@ -37,38 +45,67 @@ impl ReceiverMetrics {
             events_skipped: Family::default(),
             replies: Counter::default(),
             actors: Gauge::default(),
+            passivated: Counter::default(),
+            partitions: Gauge::default(),
             state_loads: Counter::default(),
+            db_statements: Counter::default(),
             flushes: Counter::default(),
             flushed_states: Counter::default(),
+            store_failures: Counter::default(),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         let r = registry.sub_registry_with_prefix("wharf_receiver");
-        r.register(
-            "events_applied",
-            "Events applied to device actors",
-            metrics.events_applied.clone(),
-        );
+        let counters = [
+            (
+                "events_applied",
+                "Events applied to device actors",
+                &metrics.events_applied,
+            ),
+            ("replies", "Reply events published", &metrics.replies),
+            (
+                "passivated",
+                "Actors dropped after actor_idle without events",
+                &metrics.passivated,
+            ),
+            (
+                "state_loads",
+                "Device states loaded from the store",
+                &metrics.state_loads,
+            ),
+            (
+                "db_statements",
+                "SQL statements sent to the store",
+                &metrics.db_statements,
+            ),
+            ("flushes", "Write-behind flushes", &metrics.flushes),
+            (
+                "flushed_states",
+                "Device states written by flushes",
+                &metrics.flushed_states,
+            ),
+            (
+                "store_failures",
+                "Store operations that failed and are retried",
+                &metrics.store_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
         r.register(
             "events_skipped",
             "Events not applied, by reason",
             metrics.events_skipped.clone(),
         );
-        r.register("replies", "Reply events published", metrics.replies.clone());
         r.register(
             "actors",
             "Device actors held in memory",
             metrics.actors.clone(),
         );
         r.register(
-            "state_loads",
-            "Device states loaded from the store",
-            metrics.state_loads.clone(),
-        );
-        r.register("flushes", "Write-behind flushes", metrics.flushes.clone());
-        r.register(
-            "flushed_states",
-            "Device states written by flushes",
-            metrics.flushed_states.clone(),
+            "partitions",
+            "Partitions of the device events owned",
+            metrics.partitions.clone(),
         );
         r.register_with_unit(
             "flush_duration",

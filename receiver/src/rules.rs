@@ -3,11 +3,18 @@
 //!
 //! ```toml
 //! [[receiver.rules]]
+//! name = "fan-on-heat"        # optional; names the rule in logs and command ids
 //! model = "demo-thermostat"
 //! when = { field = "temperature", op = ">", value = 30 }
 //! command = "fan"
 //! args = { on = true }
+//! cooldown = "5m"             # optional; fire at most once per 5 minutes per device
 //! ```
+//!
+//! Operators: `>`, `>=`, `<`, `<=` (numbers), `==`, `!=` (any JSON value),
+//! and `changed` (the reported value differs from the previous one; no
+//! `value`). A rule looks only at the fields a frame reports, so it fires on
+//! the reports that meet it, not on every later frame.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -25,6 +32,10 @@ pub struct RuleConfig {
     pub command: String,
     #[serde(default)]
     pub args: Map<String, Value>,
+    /// After firing for a device, the rule stays quiet for it this long
+    /// (measured in event time, so replays decide the same).
+    #[serde(default, with = "humantime_serde::option")]
+    pub cooldown: Option<std::time::Duration>,
 }
 
 /// `{ field = "temperature", op = ">", value = 30 }`.
@@ -34,6 +45,8 @@ pub struct ConditionConfig {
     /// A key of the reported JSON object; `a.b` reaches into nested objects.
     pub field: String,
     pub op: String,
+    /// What to compare with; not used by `changed`.
+    #[serde(default)]
     pub value: Value,
 }
 
@@ -45,6 +58,7 @@ enum Op {
     Le,
     Eq,
     Ne,
+    Changed,
 }
 
 impl Op {
@@ -56,6 +70,7 @@ impl Op {
             "<=" => Op::Le,
             "==" => Op::Eq,
             "!=" => Op::Ne,
+            "changed" => Op::Changed,
             _ => return None,
         })
     }
@@ -75,6 +90,7 @@ pub struct Rule {
     value: Value,
     pub command: String,
     pub args: Map<String, Value>,
+    cooldown: Option<std::time::Duration>,
 }
 
 /// Every configured rule, ready to evaluate.
@@ -108,15 +124,17 @@ impl Rules {
         }
     }
 
-    /// The rules of `model` whose condition holds for `reported`.
-    pub fn matching<'a>(
+    /// The rules of `model` that a frame reporting `values` triggers, given
+    /// the values reported before it.
+    pub fn triggered<'a>(
         &'a self,
         model: &'a str,
-        reported: &'a Map<String, Value>,
+        previous: &'a Map<String, Value>,
+        values: &'a Map<String, Value>,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
         self.rules
             .iter()
-            .filter(move |rule| rule.model == model && rule.holds(reported))
+            .filter(move |rule| rule.model == model && rule.holds(previous, values))
     }
 
     /// How many rules there are.
@@ -138,6 +156,9 @@ impl Rule {
             .clone()
             .unwrap_or_else(|| format!("{}:{field}{op}{value}:{}", config.model, config.command));
         let fail = |problem: String| format!("rule {label}: {problem}");
+        if config.cooldown.is_some_and(|c| c.is_zero()) {
+            return Err(fail("cooldown must be longer than 0s".into()));
+        }
         if config.model.is_empty() {
             return Err(fail("model must not be empty".into()));
         }
@@ -162,14 +183,23 @@ impl Rule {
             value: value.clone(),
             command: config.command.clone(),
             args: config.args.clone(),
+            cooldown: config.cooldown,
         })
     }
 
-    /// Whether the condition holds for the reported values.
-    fn holds(&self, reported: &Map<String, Value>) -> bool {
-        let Some(actual) = lookup(reported, &self.path) else {
+    /// The cool-down in milliseconds, if the rule has one.
+    pub fn cooldown_ms(&self) -> Option<i64> {
+        self.cooldown.map(|c| c.as_millis() as i64)
+    }
+
+    /// Whether the condition holds for the reported `values`.
+    fn holds(&self, previous: &Map<String, Value>, values: &Map<String, Value>) -> bool {
+        let Some(actual) = lookup(values, &self.path) else {
             return false;
         };
+        if self.op == Op::Changed {
+            return lookup(previous, &self.path) != Some(actual);
+        }
         let numbers = actual.as_f64().zip(self.value.as_f64());
         match (self.op, numbers) {
             (Op::Gt, Some((a, b))) => a > b,
@@ -180,7 +210,7 @@ impl Rule {
             (Op::Ne, Some((a, b))) => a != b,
             (Op::Eq, None) => *actual == self.value,
             (Op::Ne, None) => *actual != self.value,
-            (_, None) => false,
+            (Op::Changed, _) | (_, None) => false,
         }
     }
 }
@@ -212,6 +242,7 @@ mod tests {
             },
             command: "fan".into(),
             args: Map::new(),
+            cooldown: None,
         }
     }
 
@@ -222,12 +253,18 @@ mod tests {
     #[test]
     fn fires_when_the_condition_holds_for_the_model() {
         let rules = Rules::compile(&[rule("temperature", ">", json!(30))]).unwrap();
+        let none = Map::new();
         let hot = reported(json!({"temperature": 35}));
         let cool = reported(json!({"temperature": 30}));
-        assert_eq!(rules.matching("thermo", &hot).count(), 1);
-        assert_eq!(rules.matching("thermo", &cool).count(), 0);
-        assert_eq!(rules.matching("other-model", &hot).count(), 0);
-        assert_eq!(rules.matching("thermo", &reported(json!({}))).count(), 0);
+        assert_eq!(rules.triggered("thermo", &none, &hot).count(), 1);
+        assert_eq!(rules.triggered("thermo", &none, &cool).count(), 0);
+        assert_eq!(rules.triggered("other-model", &none, &hot).count(), 0);
+        assert_eq!(
+            rules
+                .triggered("thermo", &hot, &reported(json!({})))
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -239,7 +276,7 @@ mod tests {
         ])
         .unwrap();
         let state = reported(json!({"battery": {"level": 10.0}, "mode": "eco"}));
-        assert_eq!(rules.matching("thermo", &state).count(), 3);
+        assert_eq!(rules.triggered("thermo", &Map::new(), &state).count(), 3);
     }
 
     #[test]
@@ -248,9 +285,14 @@ mod tests {
             rule("temperature", "~", json!(1)),
             rule("temperature", ">", json!("hot")),
             rule("", ">", json!(1)),
+            RuleConfig {
+                cooldown: Some(std::time::Duration::ZERO),
+                ..rule("temperature", ">", json!(1))
+            },
         ])
         .unwrap_err();
-        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[3].contains("cooldown"), "{problems:?}");
         assert!(problems[0].contains("receiver.rules[0]") && problems[0].contains("\"~\""));
         assert!(problems[1].contains("compares numbers"));
         assert!(problems[2].contains("is not a field name"));

@@ -1,57 +1,66 @@
-//! Write-behind: which device states changed since the last flush, and the
-//! consumed positions that produced them, written back in one transaction.
+//! Write-behind bookkeeping: which device states changed since the last
+//! flush, the consumed positions that produced them, and the positions
+//! already stored.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use wharf_bus::{CommitOffset, Message};
+use wharf_bus::{CommitOffset, Message, PartitionId};
 use wharf_store::StoredOffset;
 
-/// A topic and partition.
-type Partition = (String, i32);
-
-/// Dirty devices and consumed positions since the last flush, plus the
-/// positions already stored (the resume points after a restart).
+/// Dirty devices and positions between flushes. Positions live in small
+/// vectors: a Receiver owns a handful of partitions, and a linear scan
+/// spares an allocation per event.
 #[derive(Debug, Default)]
 pub(crate) struct WriteBehind {
     dirty: HashSet<String>,
     /// Next offset to read per partition, consumed since the last flush.
-    consumed: HashMap<Partition, i64>,
+    consumed: Vec<(PartitionId, i64)>,
     /// Next offset per partition as stored in the database: an event below
-    /// it was applied and committed before, and must not be applied again.
-    stored: HashMap<Partition, i64>,
+    /// it was applied and stored before, and must not be applied again.
+    stored: Vec<(PartitionId, i64)>,
 }
 
-/// What a flush must write.
+/// What one flush writes.
 pub(crate) struct FlushBatch {
     pub(crate) devices: Vec<String>,
     pub(crate) offsets: Vec<StoredOffset>,
 }
 
+fn position_mut<'a>(
+    positions: &'a mut [(PartitionId, i64)],
+    message: &Message,
+) -> Option<&'a mut i64> {
+    positions
+        .iter_mut()
+        .find(|(p, _)| p.partition == message.partition && p.topic == message.topic)
+        .map(|(_, next)| next)
+}
+
 impl WriteBehind {
-    /// Starts from the positions stored in the database.
-    pub(crate) fn new(stored: Vec<StoredOffset>) -> Self {
-        WriteBehind {
-            stored: stored
-                .into_iter()
-                .map(|o| ((o.topic, o.partition), o.next_offset))
-                .collect(),
-            ..WriteBehind::default()
+    /// Records where the database says `partitions` stopped.
+    pub(crate) fn set_stored(&mut self, positions: impl IntoIterator<Item = (PartitionId, i64)>) {
+        for (partition, next) in positions {
+            self.stored.retain(|(p, _)| *p != partition);
+            self.stored.push((partition, next));
         }
     }
 
-    /// Whether `message` was already applied and stored by an earlier run.
+    /// Whether `message` was already applied and stored.
     pub(crate) fn already_stored(&self, message: &Message) -> bool {
         self.stored
-            .get(&(message.topic.clone(), message.partition))
-            .is_some_and(|next| message.offset < *next)
+            .iter()
+            .find(|(p, _)| p.partition == message.partition && p.topic == message.topic)
+            .is_some_and(|(_, next)| message.offset < *next)
     }
 
     /// Records that `message` has been handled.
     pub(crate) fn consumed(&mut self, message: &Message) {
-        self.consumed.insert(
-            (message.topic.clone(), message.partition),
-            message.offset + 1,
-        );
+        match position_mut(&mut self.consumed, message) {
+            Some(next) => *next = message.offset + 1,
+            None => self
+                .consumed
+                .push((PartitionId::of(message), message.offset + 1)),
+        }
     }
 
     /// Marks a device's state as changed.
@@ -59,6 +68,10 @@ impl WriteBehind {
         if !self.dirty.contains(device) {
             self.dirty.insert(device.to_owned());
         }
+    }
+
+    pub(crate) fn is_dirty(&self, device: &str) -> bool {
+        self.dirty.contains(device)
     }
 
     pub(crate) fn dirty_count(&self) -> usize {
@@ -70,45 +83,51 @@ impl WriteBehind {
         self.dirty.is_empty() && self.consumed.is_empty()
     }
 
-    /// What to write now; call [`stored_batch`](Self::stored_batch) once it
-    /// is committed.
+    /// What to write now; [`stored_batch`](Self::stored_batch) once written.
     pub(crate) fn batch(&self) -> FlushBatch {
         FlushBatch {
             devices: self.dirty.iter().cloned().collect(),
             offsets: self
                 .consumed
                 .iter()
-                .map(|((topic, partition), next_offset)| StoredOffset {
-                    topic: topic.clone(),
-                    partition: *partition,
+                .map(|(p, next_offset)| StoredOffset {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
                     next_offset: *next_offset,
                 })
                 .collect(),
         }
     }
 
-    /// Forgets what `batch` wrote and returns the positions to mirror to
-    /// the bus.
-    pub(crate) fn stored_batch(&mut self, batch: &FlushBatch) -> Vec<CommitOffset> {
+    /// Forgets what `batch` wrote; returns the positions to mirror to the bus.
+    pub(crate) fn stored_batch(&mut self, batch: FlushBatch) -> Vec<CommitOffset> {
         for device in &batch.devices {
             self.dirty.remove(device);
         }
         batch
             .offsets
-            .iter()
+            .into_iter()
             .map(|offset| {
-                let key = (offset.topic.clone(), offset.partition);
-                if self.consumed.get(&key) == Some(&offset.next_offset) {
-                    self.consumed.remove(&key);
-                }
-                self.stored.insert(key, offset.next_offset);
-                CommitOffset {
-                    topic: offset.topic.clone(),
+                let partition = PartitionId {
+                    topic: offset.topic,
                     partition: offset.partition,
+                };
+                self.consumed
+                    .retain(|(p, next)| !(*p == partition && *next == offset.next_offset));
+                self.set_stored([(partition.clone(), offset.next_offset)]);
+                CommitOffset {
+                    topic: partition.topic,
+                    partition: partition.partition,
                     next_offset: offset.next_offset,
                 }
             })
             .collect()
+    }
+
+    /// Forgets the positions of partitions this member gave up.
+    pub(crate) fn forget(&mut self, partitions: &HashSet<PartitionId>) {
+        self.consumed.retain(|(p, _)| !partitions.contains(p));
+        self.stored.retain(|(p, _)| !partitions.contains(p));
     }
 }
 
@@ -127,13 +146,17 @@ mod tests {
         }
     }
 
+    fn partition(n: i32) -> PartitionId {
+        PartitionId {
+            topic: "events".into(),
+            partition: n,
+        }
+    }
+
     #[test]
     fn skips_what_an_earlier_run_stored() {
-        let write_behind = WriteBehind::new(vec![StoredOffset {
-            topic: "events".into(),
-            partition: 0,
-            next_offset: 10,
-        }]);
+        let mut write_behind = WriteBehind::default();
+        write_behind.set_stored([(partition(0), 10)]);
         assert!(write_behind.already_stored(&message(0, 9)));
         assert!(!write_behind.already_stored(&message(0, 10)));
         assert!(!write_behind.already_stored(&message(1, 0)));
@@ -146,9 +169,19 @@ mod tests {
         write_behind.dirty("d");
         let batch = write_behind.batch();
         assert_eq!(batch.devices, vec!["d".to_owned()]);
-        let commits = write_behind.stored_batch(&batch);
+        let commits = write_behind.stored_batch(batch);
         assert_eq!(commits[0].next_offset, 5);
         assert!(write_behind.is_empty());
         assert!(write_behind.already_stored(&message(0, 4)));
+    }
+
+    #[test]
+    fn forgetting_a_partition_drops_its_positions() {
+        let mut write_behind = WriteBehind::default();
+        write_behind.consumed(&message(0, 4));
+        write_behind.set_stored([(partition(0), 3)]);
+        write_behind.forget(&HashSet::from([partition(0)]));
+        assert!(write_behind.is_empty());
+        assert!(!write_behind.already_stored(&message(0, 0)));
     }
 }

@@ -38,8 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use wharf_auth::TokenVerifier;
-use wharf_bus::{Bus, Publisher as _, Subscriber as _, TopicSpec};
-use wharf_events::Topics;
+use wharf_bus::{BusHandle, Publisher as _, Subscriber as _, TopicSpec};
 use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 
 pub use config::{SocketConfig, SocketSettings};
@@ -69,12 +68,15 @@ impl Socket {
     pub async fn bind(
         config: SocketConfig,
         secret: &str,
-        bus: Bus,
-        topics: Topics,
-        partitions: i32,
+        bus: BusHandle,
         registry: &mut Registry,
         readiness: &Readiness,
     ) -> anyhow::Result<Self> {
+        let BusHandle {
+            bus,
+            topics,
+            partitions,
+        } = bus;
         let deliveries_topic = topics.deliveries(&config.instance_id);
         bus.ensure_topics(&[
             TopicSpec::new(topics.device_events(), partitions),
@@ -152,7 +154,7 @@ impl Socket {
 /// Runs the Socket as its own process: connects to the bus, binds the
 /// device and operations listeners, and serves until `shutdown`.
 pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let ops = OpsEndpoint::bind(settings.socket.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
@@ -160,8 +162,6 @@ pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyho
         settings.socket,
         &settings.auth.secret,
         bus,
-        settings.bus.topics(),
-        settings.bus.partitions,
         &mut registry,
         &readiness,
     )

@@ -10,7 +10,8 @@
 //! - [`config`]: [`BusConfig`], the `[bus]` configuration section.
 //! - [`memory`]: [`MemoryBus`], the in-process bus.
 //! - [`kafka`]: [`KafkaBus`], the Kafka bus.
-//! - [`any`]: [`Bus`], either of the two, chosen by URL.
+//! - [`any`]: [`Bus`], either of the two, chosen by URL; [`BusHandle`], a
+//!   bus with its topic layout.
 //! - [`offsets`]: [`OffsetTracker`], consumed positions awaiting commit.
 //!
 //! # Invariants
@@ -35,7 +36,7 @@ pub mod memory;
 pub mod offsets;
 pub mod record;
 
-pub use any::{Bus, BusConsumer};
+pub use any::{Bus, BusConsumer, BusHandle};
 pub use config::BusConfig;
 pub use delivery::{Assigned, Batch, Delivery, PartitionId, Revoked};
 pub use error::{Error, Result};

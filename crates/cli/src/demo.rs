@@ -28,5 +28,6 @@ pub fn fan_rule() -> RuleConfig {
             .as_object()
             .cloned()
             .expect("a JSON object literal is an object"),
+        cooldown: None,
     }
 }

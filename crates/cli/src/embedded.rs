@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 use wharf_auth::AuthConfig;
-use wharf_bus::{Bus, BusConfig};
+use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, Profiles};
 use wharf_receiver::{Receiver, ReceiverConfig};
 use wharf_runtime::{LogConfig, OpsEndpoint, Readiness, Registry, Validate};
@@ -171,9 +171,8 @@ pub async fn start(
     if settings.up.demo {
         settings.receiver.rules.push(demo::fan_rule());
     }
-    let topics = settings.bus.topics();
-    let partitions = settings.bus.partitions;
-    let bus = Bus::connect(&settings.bus).context("failed to connect to the bus")?;
+    let logic = wharf_receiver::twin_logic(&settings.receiver)?;
+    let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await
         .context("failed to open the store")?;
@@ -184,32 +183,21 @@ pub async fn start(
         settings.socket,
         &secret,
         bus.clone(),
-        topics.clone(),
-        partitions,
         &mut registry,
         &readiness,
     )
     .await?;
     let receiver = Receiver::bind(
         settings.receiver,
+        Box::new(logic),
         bus.clone(),
-        topics.clone(),
-        partitions,
         store.clone(),
         &mut registry,
         &readiness,
     )
     .await?;
-    let commander = Commander::bind(
-        settings.commander,
-        profiles,
-        bus,
-        topics,
-        partitions,
-        &mut registry,
-        &readiness,
-    )
-    .await?;
+    let commander =
+        Commander::bind(settings.commander, profiles, bus, &mut registry, &readiness).await?;
     let ws_addr = socket.local_addr()?;
     let ops_addr = ops.local_addr()?;
 

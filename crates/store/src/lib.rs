@@ -21,6 +21,8 @@ mod error;
 pub mod migrations;
 pub mod offsets;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -32,7 +34,7 @@ pub use error::{Error, Result};
 pub use offsets::StoredOffset;
 
 /// Rows per multi-row statement; keeps binds under both backends' limits.
-const ROWS_PER_STATEMENT: usize = 500;
+pub const ROWS_PER_STATEMENT: usize = 500;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,9 @@ impl Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQL statements sent, transaction control included: what the
+    /// write-behind benchmarks and metrics report.
+    statements: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -85,7 +90,11 @@ impl Store {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
         migrations::run(&pool, backend).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            statements: Arc::default(),
+        })
     }
 
     /// The database this store talks to.
@@ -108,7 +117,20 @@ impl Store {
             offsets::upsert(&mut tx, group, chunk).await?;
         }
         tx.commit().await?;
+        let statements = 2
+            + states.len().div_ceil(ROWS_PER_STATEMENT)
+            + offsets.len().div_ceil(ROWS_PER_STATEMENT);
+        self.count_statements(statements as u64);
         Ok(())
+    }
+
+    /// How many SQL statements this store (and its clones) sent so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_statements(&self, count: u64) {
+        self.statements.fetch_add(count, Ordering::Relaxed);
     }
 
     /// The pool, for this crate's query modules.

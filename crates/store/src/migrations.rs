@@ -10,14 +10,19 @@ use crate::{Backend, Result};
 const DEVICE_STATE_AND_OFFSETS: &str =
     include_str!("../migrations/0001_device_state_and_offsets.sql");
 
+const DEVICE_TWIN: &str = include_str!("../migrations/0002_device_twin.sql");
+
 /// (version, description, SQLite SQL, PostgreSQL SQL), in order. A
 /// migration that needs each backend's own dialect gets two files.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "device state and offsets",
-    DEVICE_STATE_AND_OFFSETS,
-    DEVICE_STATE_AND_OFFSETS,
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "device state and offsets",
+        DEVICE_STATE_AND_OFFSETS,
+        DEVICE_STATE_AND_OFFSETS,
+    ),
+    (2, "device twin", DEVICE_TWIN, DEVICE_TWIN),
+];
 
 /// Applies the migrations `pool` has not seen yet.
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {

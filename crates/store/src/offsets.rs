@@ -19,6 +19,7 @@ const COLUMNS: usize = 5;
 impl Store {
     /// Every stored position of `group`.
     pub async fn load_offsets(&self, group: &str) -> Result<Vec<StoredOffset>> {
+        self.count_statements(1);
         let rows = sqlx::query(
             "SELECT topic, partition_id, next_offset FROM consumer_offsets \
              WHERE consumer_group = $1",
@@ -39,6 +40,7 @@ impl Store {
 
     /// Forgets every stored position of `group`.
     pub async fn reset_offsets(&self, group: &str) -> Result<()> {
+        self.count_statements(1);
         sqlx::query("DELETE FROM consumer_offsets WHERE consumer_group = $1")
             .bind(group)
             .execute(self.pool())

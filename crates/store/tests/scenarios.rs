@@ -18,6 +18,12 @@ fn state(device: &str, count: i64, temperature: i64) -> DeviceStateRow {
             .unwrap(),
         message_count: count,
         last_seen_ms: Some(1_764_000_000_000 + count),
+        desired: json!({"target": 21}).as_object().cloned().unwrap(),
+        connected: count % 2 == 0,
+        meta: json!({"rules": {"hot": 1_764_000_000_000_i64}})
+            .as_object()
+            .cloned()
+            .unwrap(),
     }
 }
 
@@ -94,10 +100,16 @@ async fn large_batches_span_several_statements(config: StoreConfig) {
         .commit_batch(&group, &rows, &[offset("events", 0, 1203)])
         .await
         .unwrap();
-    for row in &rows {
-        let stored = store.load_device_state(&row.device).await.unwrap();
-        assert_eq!(stored.as_ref(), Some(row), "{} was not written", row.device);
-    }
+    let devices: Vec<String> = rows.iter().map(|row| row.device.clone()).collect();
+    let before = store.statements();
+    let mut loaded = store.load_device_states(&devices).await.unwrap();
+    assert_eq!(
+        store.statements() - before,
+        3,
+        "1203 devices load in three statements"
+    );
+    loaded.sort_by_key(|row| row.message_count);
+    assert_eq!(loaded, rows);
 }
 
 async fn reset_forgets_only_that_group(config: StoreConfig) {
