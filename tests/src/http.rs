@@ -20,3 +20,11 @@ pub async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, body)| body.to_owned())?;
     Some((status, body))
 }
+
+/// The value of an unlabelled metric in a Prometheus text exposition.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}

@@ -7,13 +7,19 @@
 //! - [`process`]: the service binaries, started as real processes.
 //! - [`device`]: [`WsDevice`], a WebSocket device.
 //! - [`http`]: a minimal GET for the operations endpoints.
+//! - [`kafka`]: Kafka settings, a publisher and a topic reader for scenarios.
+//! - [`postgres`]: [`postgres::PgCluster`], a PostgreSQL server a test may stop.
 //! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
+//! - [`workload`]: counter workloads for exact-count checks.
 
 pub mod device;
 pub mod env;
 pub mod http;
+pub mod kafka;
+pub mod postgres;
 pub mod process;
 pub mod wait;
+pub mod workload;
 
 pub use device::WsDevice;
 pub use wait::wait_until;

@@ -56,6 +56,14 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// Asks the process to stop with SIGTERM and waits until it has.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("the process can be waited for")
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
