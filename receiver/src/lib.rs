@@ -119,6 +119,8 @@ impl Db {
 /// A Receiver subscribed to the device events, ready to run.
 pub struct Receiver {
     config: ReceiverConfig,
+    /// The key of this Receiver's offsets in the store: the consumer group,
+    /// plus the bus incarnation for the in-process bus.
     group: String,
     logic: Box<dyn DeviceLogic>,
     bus: BusHandle,
@@ -151,14 +153,20 @@ impl Receiver {
             .await
             .context("failed to create the receiver's topics")?;
         let group = config.group_name(topics);
-        if !bus.bus.is_persistent() {
-            // The in-process bus starts empty: offsets of an earlier run
-            // point into logs that no longer exist.
-            store
-                .reset_offsets(&group)
-                .await
-                .context("failed to reset stored offsets")?;
-        }
+        let offsets_key = match bus.bus.incarnation() {
+            None => group.clone(),
+            // The in-process bus starts empty: offsets stored during another
+            // run point into logs that no longer exist, so this run keeps its
+            // own and forgets those of earlier ones.
+            Some(incarnation) => {
+                let key = format!("{group}@{incarnation}");
+                store
+                    .forget_other_runs(&format!("{group}@"), &key)
+                    .await
+                    .context("failed to forget offsets of earlier runs")?;
+                key
+            }
+        };
         let consumer = bus
             .bus
             .subscribe(&group, &[topics.device_events()])
@@ -169,7 +177,7 @@ impl Receiver {
         let metrics = ReceiverMetrics::register(registry);
         info!(%group, "receiver ready");
         Ok(Receiver {
-            group,
+            group: offsets_key,
             logic,
             bus,
             db: Db {

@@ -9,6 +9,7 @@
 //! - [`http`]: a minimal GET for the operations endpoints.
 //! - [`kafka`]: Kafka settings, a publisher and a topic reader for scenarios.
 //! - [`postgres`]: [`postgres::PgCluster`], a PostgreSQL server a test may stop.
+//! - [`receiver`]: watching a Receiver process through its metrics.
 //! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
 //! - [`workload`]: counter workloads for exact-count checks.
 
@@ -18,6 +19,7 @@ pub mod http;
 pub mod kafka;
 pub mod postgres;
 pub mod process;
+pub mod receiver;
 pub mod wait;
 pub mod workload;
 

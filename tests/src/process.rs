@@ -28,14 +28,27 @@ pub struct Service {
 impl Service {
     /// Starts `name` with `--config config`, logging to `log_dir/<name>.log`.
     pub fn start(name: &str, config: &Path, log_dir: &Path) -> Self {
+        Self::start_as(name, name, config, log_dir, &[])
+    }
+
+    /// Starts the binary `name` as instance `label` (its log is
+    /// `log_dir/<label>.log`) with extra `WHARF_…` variables.
+    pub fn start_as(
+        name: &str,
+        label: &str,
+        config: &Path,
+        log_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_dir.join(format!("{name}.log")))
+            .open(log_dir.join(format!("{label}.log")))
             .expect("log file");
         let child = Command::new(binary(name))
             .arg("--config")
             .arg(config)
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("WHARF_TEST_LOG").unwrap_or_else(|_| "info".into()),
@@ -45,7 +58,7 @@ impl Service {
             .spawn()
             .unwrap_or_else(|error| panic!("failed to start {name}: {error}"));
         Service {
-            name: name.to_owned(),
+            name: label.to_owned(),
             child,
         }
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_bus::{KafkaBus, Publisher as _, Record};
+use wharf_bus::{Publisher, Record};
 use wharf_events::{Envelope, Event, FrameReceived, Payload};
 use wharf_store::Store;
 
@@ -21,7 +21,9 @@ pub struct CounterWorkload {
 impl CounterWorkload {
     pub fn new(devices: usize, per_device: i64) -> Self {
         CounterWorkload {
-            devices: (0..devices).map(|i| unique(&format!("counter-{i}"))).collect(),
+            devices: (0..devices)
+                .map(|i| unique(&format!("counter-{i}")))
+                .collect(),
             per_device,
             milestone_every: 1000,
         }
@@ -39,7 +41,7 @@ impl CounterWorkload {
 
     /// Publishes every frame, devices interleaved, pausing `pause` after
     /// each round of one frame per device.
-    pub async fn publish(&self, bus: &KafkaBus, topic: &str, pause: Duration) {
+    pub async fn publish(&self, bus: &impl Publisher, topic: &str, pause: Duration) {
         let mut acks = Vec::new();
         for n in 1..=self.per_device {
             for device in &self.devices {

@@ -13,6 +13,7 @@ use wharf_store::{Store, StoreConfig};
 use wharf_tests::env::{free_port, postgres_url};
 use wharf_tests::kafka::{self, TopicReader};
 use wharf_tests::process::Service;
+use wharf_tests::receiver::wait_owning;
 use wharf_tests::workload::CounterWorkload;
 use wharf_tests::{http, temp_dir, unique, wait_until};
 
@@ -69,9 +70,11 @@ ops_listen = "{commander_ops}"
     let bus = kafka::bus();
     let _commander = Service::start("wharf-commander", &config, dir);
     let mut receiver = Service::start("wharf-receiver", &config, dir);
-    wait_owning(ops, 4).await;
+    wait_owning(ops, 4, PATIENCE).await;
     wait_until(PATIENCE, "the commander to be ready", || async {
-        http::get(commander_ops, "/readyz").await.filter(|(status, _)| *status == 200)
+        http::get(commander_ops, "/readyz")
+            .await
+            .filter(|(status, _)| *status == 200)
     })
     .await;
     // Subscribed once the Commander created the topic.
@@ -98,7 +101,7 @@ ops_listen = "{commander_ops}"
         // Tansu 0.6 keeps a member that dies before its join completes in the
         // group for good; killing each Receiver only once it owns every
         // partition keeps the scenario about Wharf.
-        wait_owning(ops, 4).await;
+        wait_owning(ops, 4, PATIENCE).await;
     }
     publishing.await.unwrap();
 
@@ -109,9 +112,11 @@ ops_listen = "{commander_ops}"
     .await
     .unwrap();
     let group = format!("{prefix}.receiver");
-    let total = wait_until(PATIENCE, "every frame to be consumed and stored", || async {
-        workload.stored_total(&store, &group).await
-    })
+    let total = wait_until(
+        PATIENCE,
+        "every frame to be consumed and stored",
+        || async { workload.stored_total(&store, &group).await },
+    )
     .await;
     assert_eq!(total, workload.total());
     let counts = workload.counts(&store).await;
@@ -125,7 +130,14 @@ ops_listen = "{commander_ops}"
     // Each milestone asked for one command; the Commander settled each once.
     let mut settled: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
     let expected = workload.milestones() as usize;
-    while let Some(envelope) = status.next(Duration::from_secs(if settled.len() < expected { 60 } else { 5 })).await {
+    while let Some(envelope) = status
+        .next(Duration::from_secs(if settled.len() < expected {
+            60
+        } else {
+            5
+        }))
+        .await
+    {
         let command = match &envelope.event {
             Event::CommandDispatched(e) => e.command_id,
             Event::CommandFailed(e) => e.command_id,
@@ -135,18 +147,10 @@ ops_listen = "{commander_ops}"
     }
     assert_eq!(settled.len(), expected, "distinct commands");
     let twice: Vec<_> = settled.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "commands handled more than once: {twice:?}");
-}
-
-/// Waits until the Receiver serving `ops` is ready and owns `partitions`.
-async fn wait_owning(ops: SocketAddr, partitions: i64) {
-    wait_until(PATIENCE, "the receiver to own every partition", || async {
-        let (status, _) = http::get(ops, "/readyz").await?;
-        let (_, metrics) = http::get(ops, "/metrics").await?;
-        (status == 200 && http::metric(&metrics, "wharf_receiver_partitions") == Some(partitions as f64))
-            .then_some(())
-    })
-    .await;
+    assert!(
+        twice.is_empty(),
+        "commands handled more than once: {twice:?}"
+    );
 }
 
 /// A small random source; the seed is printed so a failing run can be

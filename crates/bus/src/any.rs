@@ -64,10 +64,10 @@ impl Subscriber for Bus {
         })
     }
 
-    fn is_persistent(&self) -> bool {
+    fn incarnation(&self) -> Option<&str> {
         match self {
-            Bus::Memory(bus) => bus.is_persistent(),
-            Bus::Kafka(bus) => bus.is_persistent(),
+            Bus::Memory(bus) => bus.incarnation(),
+            Bus::Kafka(bus) => bus.incarnation(),
         }
     }
 }

@@ -220,8 +220,8 @@ impl Subscriber for KafkaBus {
         })
     }
 
-    fn is_persistent(&self) -> bool {
-        true
+    fn incarnation(&self) -> Option<&str> {
+        None
     }
 }
 

@@ -74,10 +74,11 @@ pub trait Subscriber: Send + Sync {
         topics: &[String],
     ) -> impl Future<Output = Result<Self::Consumer>> + Send;
 
-    /// Whether records and committed offsets outlive this process. The
+    /// Names this bus's lifetime when it is shorter than the data's: the
     /// in-process bus starts empty on every start, so offsets a consumer
-    /// stored elsewhere during an earlier run do not apply to it.
-    fn is_persistent(&self) -> bool;
+    /// stored elsewhere during another run do not apply to it. `None` for a
+    /// bus whose records and offsets persist (Kafka).
+    fn incarnation(&self) -> Option<&str>;
 }
 
 /// One member of a consumer group.

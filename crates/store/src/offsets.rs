@@ -38,13 +38,19 @@ impl Store {
             .collect()
     }
 
-    /// Forgets every stored position of `group`.
-    pub async fn reset_offsets(&self, group: &str) -> Result<()> {
+    /// Forgets the positions of every group named `prefix…` but `keep`: the
+    /// positions of earlier runs of an in-process bus.
+    pub async fn forget_other_runs(&self, prefix: &str, keep: &str) -> Result<()> {
         self.count_statements(1);
-        sqlx::query("DELETE FROM consumer_offsets WHERE consumer_group = $1")
-            .bind(group)
-            .execute(self.pool())
-            .await?;
+        let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
+        sqlx::query(
+            "DELETE FROM consumer_offsets \
+             WHERE consumer_group LIKE $1 ESCAPE '\\' AND consumer_group <> $2",
+        )
+        .bind(pattern)
+        .bind(keep)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 }

@@ -112,22 +112,30 @@ async fn large_batches_span_several_statements(config: StoreConfig) {
     assert_eq!(loaded, rows);
 }
 
-async fn reset_forgets_only_that_group(config: StoreConfig) {
+async fn earlier_runs_are_forgotten_but_not_other_groups(config: StoreConfig) {
     let store = Store::connect(&config).await.unwrap();
-    let (mine, other) = (unique("mine"), unique("other"));
+    let group = unique("receiver_1");
+    let (earlier, current) = (format!("{group}@run-1"), format!("{group}@run-2"));
+    let lookalike = format!("{}x@run-1", &group[..group.len() - 1]);
+    for name in [&earlier, &current, &lookalike] {
+        store
+            .commit_batch(name, &[], &[offset("t", 0, 5)])
+            .await
+            .unwrap();
+    }
     store
-        .commit_batch(&mine, &[], &[offset("t", 0, 5)])
+        .forget_other_runs(&format!("{group}@"), &current)
         .await
         .unwrap();
-    store
-        .commit_batch(&other, &[], &[offset("t", 0, 7)])
-        .await
-        .unwrap();
-    store.reset_offsets(&mine).await.unwrap();
-    assert!(store.load_offsets(&mine).await.unwrap().is_empty());
+    assert!(store.load_offsets(&earlier).await.unwrap().is_empty());
     assert_eq!(
-        store.load_offsets(&other).await.unwrap(),
-        vec![offset("t", 0, 7)]
+        store.load_offsets(&current).await.unwrap(),
+        vec![offset("t", 0, 5)]
+    );
+    assert_eq!(
+        store.load_offsets(&lookalike).await.unwrap(),
+        vec![offset("t", 0, 5)],
+        "_ is not a wildcard"
     );
 }
 
@@ -185,8 +193,8 @@ macro_rules! scenarios {
             }
 
             #[tokio::test]
-            async fn reset_forgets_only_that_group() {
-                super::reset_forgets_only_that_group($config).await;
+            async fn earlier_runs_are_forgotten_but_not_other_groups() {
+                super::earlier_runs_are_forgotten_but_not_other_groups($config).await;
             }
 
             #[tokio::test]

@@ -35,6 +35,9 @@ struct Shared {
     changes: watch::Sender<u64>,
     default_partitions: usize,
     capacity: usize,
+    /// Unique per bus: offsets stored by consumers of another instance
+    /// (an earlier run) point into logs that no longer exist.
+    incarnation: String,
 }
 
 #[derive(Default)]
@@ -53,6 +56,7 @@ impl MemoryBus {
                 changes: watch::channel(0).0,
                 default_partitions: partitions.max(1),
                 capacity: capacity.max(1),
+                incarnation: new_incarnation(),
             }),
         }
     }
@@ -65,6 +69,17 @@ impl MemoryBus {
             .get(topic)
             .map_or(0, |parts| parts.iter().map(Partition::len).sum())
     }
+}
+
+/// A name no other in-process bus of any run has: the clock and the
+/// process id are enough for buses that live as long as a process.
+fn new_incarnation() -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("memory-{nanos:x}-{:x}-{count}", std::process::id())
 }
 
 impl Shared {
@@ -200,8 +215,8 @@ impl Subscriber for MemoryBus {
         })
     }
 
-    fn is_persistent(&self) -> bool {
-        false
+    fn incarnation(&self) -> Option<&str> {
+        Some(&self.shared.incarnation)
     }
 }
 

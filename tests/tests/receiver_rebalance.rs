@@ -1,0 +1,197 @@
+//! Rebalances lose nothing and apply nothing twice. Receivers share the
+//! device events of one group; while frames flow a Receiver joins, and one
+//! leaves. Each partition's states and offsets are written before it moves,
+//! and its next owner resumes there: every count is exact.
+//!
+//! On Kafka (three processes) a third Receiver joins two others. Tansu 0.6
+//! does not hand a departed member's partitions on to the members that stay
+//! (after a LeaveGroup or a session timeout in a group of three, one member is
+//! never asked to rejoin), so the leave is exercised on the in-process bus,
+//! whose groups follow the same two-step hand-over, with three Receivers in
+//! one process; both variants store in PostgreSQL.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wharf_bus::{Bus, BusHandle, MemoryBus, Publisher as _, TopicSpec};
+use wharf_events::Topics;
+use wharf_receiver::{Receiver, ReceiverConfig, twin_logic};
+use wharf_runtime::{Readiness, Registry};
+use wharf_store::{Store, StoreConfig};
+use wharf_tests::env::{free_port, postgres_url};
+use wharf_tests::kafka;
+use wharf_tests::process::Service;
+use wharf_tests::receiver::owned_partitions;
+use wharf_tests::workload::CounterWorkload;
+use wharf_tests::{temp_dir, unique, wait_until};
+
+const PATIENCE: Duration = Duration::from_secs(180);
+const PARTITIONS: i32 = 6;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
+    let dir = temp_dir("wharf-rebalance");
+    let prefix = unique("rebalance");
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[store]\nurl = \"{}\"\n\n[receiver]\nflush_interval = \"200ms\"\n",
+            kafka::bus_toml(&prefix, PARTITIONS),
+            postgres_url()
+        ),
+    )
+    .unwrap();
+    let ops: Vec<SocketAddr> = (0..3)
+        .map(|_| ([127, 0, 0, 1], free_port()).into())
+        .collect();
+    let start = |i: usize| {
+        Service::start_as(
+            "wharf-receiver",
+            &format!("receiver-{i}"),
+            &config,
+            &dir,
+            &[("WHARF_RECEIVER__OPS_LISTEN", ops[i].to_string())],
+        )
+    };
+    let topics = Topics::new(&prefix).unwrap();
+    let bus = kafka::bus();
+    bus.ensure_topics(&[TopicSpec::new(topics.device_events(), PARTITIONS)])
+        .await
+        .unwrap();
+    let _first = start(0);
+    let _second = start(1);
+    wait_until(
+        PATIENCE,
+        "two receivers to share the partitions",
+        || async {
+            let (a, b) = (
+                owned_partitions(ops[0]).await?,
+                owned_partitions(ops[1]).await?,
+            );
+            (a > 0 && b > 0 && a + b == i64::from(PARTITIONS)).then_some(())
+        },
+    )
+    .await;
+
+    let workload = CounterWorkload::new(20, 2_000);
+    let publishing = spawn_publisher(&workload, bus, topics.device_events());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _third = start(2);
+    wait_until(PATIENCE, "the third receiver to get partitions", || async {
+        let owned: Vec<i64> = [
+            owned_partitions(ops[0]).await?,
+            owned_partitions(ops[1]).await?,
+            owned_partitions(ops[2]).await?,
+        ]
+        .into();
+        (owned.iter().all(|n| *n > 0) && owned.iter().sum::<i64>() == i64::from(PARTITIONS))
+            .then_some(())
+    })
+    .await;
+    publishing.await.unwrap();
+
+    assert_exact(&workload, &format!("{prefix}.receiver")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
+    let memory = MemoryBus::new(PARTITIONS as usize, 100_000);
+    let prefix = unique("rebalance-mem");
+    let bus = BusHandle {
+        bus: Bus::Memory(memory.clone()),
+        topics: Topics::new(&prefix).unwrap(),
+        partitions: PARTITIONS,
+    };
+    let store = store().await;
+    let config = ReceiverConfig {
+        flush_interval: Duration::from_millis(200),
+        ..ReceiverConfig::default()
+    };
+    let start = |bus: BusHandle| {
+        let (config, store) = (config.clone(), store.clone());
+        async move {
+            let logic = Box::new(twin_logic(&config).unwrap());
+            let receiver = Receiver::bind(
+                config,
+                logic,
+                bus,
+                store,
+                &mut Registry::default(),
+                &Readiness::default(),
+            )
+            .await
+            .unwrap();
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(receiver.run(stop.clone()));
+            (stop, task)
+        }
+    };
+    let (first_stop, first) = start(bus.clone()).await;
+    let (second_stop, second) = start(bus.clone()).await;
+
+    let workload = CounterWorkload::new(20, 2_000);
+    let publishing = spawn_publisher(&workload, memory, bus.topics.device_events());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (third_stop, third) = start(bus.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first_stop.cancel();
+    first
+        .await
+        .unwrap()
+        .expect("the leaving receiver stops cleanly");
+    publishing.await.unwrap();
+
+    // In-process offsets are stored under the group and the bus's incarnation.
+    let incarnation = wharf_bus::Subscriber::incarnation(&bus.bus)
+        .unwrap()
+        .to_owned();
+    assert_exact(&workload, &format!("{prefix}.receiver@{incarnation}")).await;
+    for (stop, task) in [(second_stop, second), (third_stop, third)] {
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
+
+fn spawn_publisher(
+    workload: &CounterWorkload,
+    bus: impl wharf_bus::Publisher + 'static,
+    topic: String,
+) -> tokio::task::JoinHandle<()> {
+    let workload = CounterWorkload {
+        devices: workload.devices.clone(),
+        ..*workload
+    };
+    tokio::spawn(async move {
+        workload
+            .publish(&bus, &topic, Duration::from_millis(4))
+            .await
+    })
+}
+
+async fn store() -> Store {
+    Store::connect(&StoreConfig {
+        url: postgres_url(),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn assert_exact(workload: &CounterWorkload, group: &str) {
+    let store = store().await;
+    let total = wait_until(
+        PATIENCE,
+        "every frame to be consumed and stored",
+        || async { workload.stored_total(&store, group).await },
+    )
+    .await;
+    assert_eq!(total, workload.total());
+    let counts = workload.counts(&store).await;
+    assert!(
+        counts.iter().all(|count| *count == workload.per_device),
+        "every device counts exactly {}: {counts:?}",
+        workload.per_device
+    );
+}
