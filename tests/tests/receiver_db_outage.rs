@@ -1,0 +1,95 @@
+//! A database outage stalls the Receiver but loses nothing: PostgreSQL is
+//! stopped for 10 s while frames flow. The Receiver reports not ready, keeps
+//! running, and once PostgreSQL is back it catches up with exact counts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use wharf_events::Topics;
+use wharf_store::{Store, StoreConfig};
+use wharf_tests::env::free_port;
+use wharf_tests::kafka;
+use wharf_tests::postgres::PgCluster;
+use wharf_tests::process::Service;
+use wharf_tests::receiver::wait_owning;
+use wharf_tests::workload::CounterWorkload;
+use wharf_tests::{http, temp_dir, unique, wait_until};
+
+const PATIENCE: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ten_second_postgres_outage_loses_nothing() {
+    let postgres = PgCluster::start();
+    let dir = temp_dir("wharf-outage");
+    let prefix = unique("outage");
+    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{bus}
+[store]
+url = "{url}"
+connect_timeout = "1s"
+
+[receiver]
+flush_interval = "200ms"
+ops_listen = "{ops}"
+"#,
+            bus = kafka::bus_toml(&prefix, 4),
+            url = postgres.url(),
+        ),
+    )
+    .unwrap();
+    let topics = Topics::new(&prefix).unwrap();
+    let mut receiver = Service::start("wharf-receiver", &config, &dir);
+    wait_owning(ops, 4, PATIENCE).await;
+
+    // About 20 s of frames, so they flow before, during and after the outage.
+    let workload = CounterWorkload::new(20, 1_000);
+    let publishing = {
+        let (bus, topic) = (kafka::bus(), topics.device_events());
+        let workload = CounterWorkload {
+            devices: workload.devices.clone(),
+            ..workload
+        };
+        tokio::spawn(async move { workload.publish(&bus, &topic, Duration::from_millis(20)).await })
+    };
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    postgres.stop();
+    let stopped = Instant::now();
+    let (status, body) = wait_until(Duration::from_secs(30), "the receiver to report not ready", || async {
+        http::get(ops, "/readyz").await.filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(body.contains("receiver"), "{body}");
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+    assert!(receiver.is_running(), "the receiver must ride out the outage");
+    postgres.resume();
+
+    wait_until(PATIENCE, "the receiver to be ready again", || async {
+        http::get(ops, "/readyz").await.filter(|(status, _)| *status == 200)
+    })
+    .await;
+    publishing.await.unwrap();
+    let store = Store::connect(&StoreConfig {
+        url: postgres.url(),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let total = wait_until(PATIENCE, "every frame to be consumed and stored", || async {
+        workload.stored_total(&store, &format!("{prefix}.receiver")).await
+    })
+    .await;
+    assert_eq!(total, workload.total());
+    let counts = workload.counts(&store).await;
+    assert!(counts.iter().all(|count| *count == workload.per_device), "{counts:?}");
+
+    let (_, metrics) = http::get(ops, "/metrics").await.unwrap();
+    let failures = http::metric(&metrics, "wharf_receiver_store_failures_total").unwrap_or(0.0);
+    assert!(failures > 0.0, "the outage was noticed and retried");
+    assert!(receiver.is_running());
+}
