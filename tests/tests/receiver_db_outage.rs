@@ -53,24 +53,39 @@ ops_listen = "{ops}"
             devices: workload.devices.clone(),
             ..workload
         };
-        tokio::spawn(async move { workload.publish(&bus, &topic, Duration::from_millis(20)).await })
+        tokio::spawn(async move {
+            workload
+                .publish(&bus, &topic, Duration::from_millis(20))
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     postgres.stop();
     let stopped = Instant::now();
-    let (status, body) = wait_until(Duration::from_secs(30), "the receiver to report not ready", || async {
-        http::get(ops, "/readyz").await.filter(|(status, _)| *status == 503)
-    })
+    let (status, body) = wait_until(
+        Duration::from_secs(30),
+        "the receiver to report not ready",
+        || async {
+            http::get(ops, "/readyz")
+                .await
+                .filter(|(status, _)| *status == 503)
+        },
+    )
     .await;
     assert_eq!(status, 503);
     assert!(body.contains("receiver"), "{body}");
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
-    assert!(receiver.is_running(), "the receiver must ride out the outage");
+    assert!(
+        receiver.is_running(),
+        "the receiver must ride out the outage"
+    );
     postgres.resume();
 
     wait_until(PATIENCE, "the receiver to be ready again", || async {
-        http::get(ops, "/readyz").await.filter(|(status, _)| *status == 200)
+        http::get(ops, "/readyz")
+            .await
+            .filter(|(status, _)| *status == 200)
     })
     .await;
     publishing.await.unwrap();
@@ -80,13 +95,22 @@ ops_listen = "{ops}"
     })
     .await
     .unwrap();
-    let total = wait_until(PATIENCE, "every frame to be consumed and stored", || async {
-        workload.stored_total(&store, &format!("{prefix}.receiver")).await
-    })
+    let total = wait_until(
+        PATIENCE,
+        "every frame to be consumed and stored",
+        || async {
+            workload
+                .stored_total(&store, &format!("{prefix}.receiver"))
+                .await
+        },
+    )
     .await;
     assert_eq!(total, workload.total());
     let counts = workload.counts(&store).await;
-    assert!(counts.iter().all(|count| *count == workload.per_device), "{counts:?}");
+    assert!(
+        counts.iter().all(|count| *count == workload.per_device),
+        "{counts:?}"
+    );
 
     let (_, metrics) = http::get(ops, "/metrics").await.unwrap();
     let failures = http::metric(&metrics, "wharf_receiver_store_failures_total").unwrap_or(0.0);
