@@ -211,14 +211,16 @@ impl Commander {
                 }),
             )
         };
-        let frame =
-            match self
-                .profiles
-                .render(&request.model, &request.command, &request.args, envelope.id)
-            {
-                Ok(frame) => frame,
-                Err(failure) => return Route::Fail(fail(failure)),
-            };
+        let rendered = match self.profiles.render(
+            &envelope.device,
+            &request.model,
+            &request.command,
+            &request.args,
+            envelope.id,
+        ) {
+            Ok(rendered) => rendered,
+            Err(failure) => return Route::Fail(fail(failure)),
+        };
         let Some(instance) = self.presence.instance_of(&envelope.device) else {
             return Route::Fail(fail((
                 wharf_events::FailureReason::DeviceNotConnected,
@@ -235,7 +237,8 @@ impl Commander {
                 command_id: envelope.id,
                 command: request.command.clone(),
                 instance: instance.to_owned(),
-                frame,
+                channel: Some(rendered.mqtt_topic),
+                frame: rendered.frame,
             }),
         );
         Route::Dispatch {

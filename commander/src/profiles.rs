@@ -9,7 +9,8 @@
 //! json = '{"cmd": "fan", "id": {{id}}, "on": {{on}}}'
 //! ```
 //!
-//! In a `json` template, `{{name}}` stands for the JSON value of the argument
+//! `mqtt_topic` (optional, default `devices/{{device}}/commands/{{command}}`)
+//! names the topic an MQTT device receives the command on. In a `json` template, `{{name}}` stands for the JSON value of the argument
 //! `name` (unquoted), `{{args}}` for all arguments as one object, `{{id}}` for
 //! the command id and `{{command}}` for the command name; the rendered text
 //! must be valid JSON.
@@ -37,12 +38,34 @@ struct ProfileFile {
 struct CommandSpec {
     /// The frame for JSON-speaking devices.
     json: String,
+    /// The topic an MQTT device receives it on; `{{device}}` and
+    /// `{{command}}` are filled in.
+    #[serde(default)]
+    mqtt_topic: Option<String>,
+}
+
+/// The MQTT topic of a command whose profile names none.
+const DEFAULT_MQTT_TOPIC: &str = "devices/{{device}}/commands/{{command}}";
+
+/// A command rendered for a device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    pub frame: Payload,
+    /// The MQTT topic it goes out on.
+    pub mqtt_topic: String,
+}
+
+/// A profile's command: its frame template and its MQTT topic template.
+#[derive(Debug, Clone, PartialEq)]
+struct CommandTemplate {
+    frame: Template,
+    mqtt_topic: String,
 }
 
 /// Every loaded profile, by model.
 #[derive(Debug, Clone, Default)]
 pub struct Profiles {
-    by_model: HashMap<String, BTreeMap<String, Template>>,
+    by_model: HashMap<String, BTreeMap<String, CommandTemplate>>,
 }
 
 /// A parsed template: literal text and placeholders, in order.
@@ -118,14 +141,15 @@ impl Profiles {
         self.by_model.is_empty()
     }
 
-    /// Renders `command` for a device of `model`.
+    /// Renders `command` for `device` of `model`.
     pub fn render(
         &self,
+        device: &str,
         model: &str,
         command: &str,
         args: &Map<String, Value>,
         id: Uuid,
-    ) -> Result<Payload, (FailureReason, String)> {
+    ) -> Result<Rendered, (FailureReason, String)> {
         let commands = self.by_model.get(model).ok_or_else(|| {
             (
                 FailureReason::UnknownModel,
@@ -142,23 +166,37 @@ impl Profiles {
                 ),
             )
         })?;
-        template
+        let frame = template
+            .frame
             .render(command, args, id)
-            .map_err(|problem| (FailureReason::RenderFailed, problem))
+            .map_err(|problem| (FailureReason::RenderFailed, problem))?;
+        let mqtt_topic = template
+            .mqtt_topic
+            .replace("{{device}}", device)
+            .replace("{{command}}", command);
+        Ok(Rendered { frame, mqtt_topic })
     }
 }
 
-fn parse_profile(text: &str) -> Result<(String, BTreeMap<String, Template>), String> {
+fn parse_profile(text: &str) -> Result<(String, BTreeMap<String, CommandTemplate>), String> {
     let file: ProfileFile = toml::from_str(text).map_err(|error| error.to_string())?;
     if file.model.is_empty() {
         return Err("model must not be empty".into());
     }
     let mut commands = BTreeMap::new();
     for (name, spec) in file.commands {
-        let template = Template::parse(&spec.json)
+        let frame = Template::parse(&spec.json)
             .and_then(|template| template.check().map(|()| template))
             .map_err(|problem| format!("commands.{name}.json: {problem}"))?;
-        commands.insert(name, template);
+        let mqtt_topic = spec
+            .mqtt_topic
+            .unwrap_or_else(|| DEFAULT_MQTT_TOPIC.to_owned());
+        if mqtt_topic.contains(['+', '#']) || mqtt_topic.is_empty() {
+            return Err(format!(
+                "commands.{name}.mqtt_topic: {mqtt_topic:?} is not a topic name (no wildcards)"
+            ));
+        }
+        commands.insert(name, CommandTemplate { frame, mqtt_topic });
     }
     Ok((file.model, commands))
 }
@@ -252,22 +290,35 @@ mod tests {
     #[test]
     fn renders_arguments_as_json_values() {
         let id = Uuid::nil();
-        let frame = demo()
-            .render("demo-thermostat", "fan", &args(json!({"on": true})), id)
+        let rendered = demo()
+            .render(
+                "t-1",
+                "demo-thermostat",
+                "fan",
+                &args(json!({"on": true})),
+                id,
+            )
             .unwrap();
         assert_eq!(
-            frame,
+            rendered.frame,
             Payload::Json(json!({"cmd": "fan", "id": id.to_string(), "on": true}))
         );
+        assert_eq!(rendered.mqtt_topic, "devices/t-1/commands/fan");
     }
 
     #[test]
     fn args_stands_for_every_argument() {
         let desired = args(json!({"target": 21, "mode": "eco"}));
-        let frame = demo()
-            .render("demo-thermostat", "set_desired", &desired, Uuid::nil())
+        let rendered = demo()
+            .render(
+                "t-1",
+                "demo-thermostat",
+                "set_desired",
+                &desired,
+                Uuid::nil(),
+            )
             .unwrap();
-        let Payload::Json(frame) = frame else {
+        let Payload::Json(frame) = rendered.frame else {
             panic!("a JSON template renders JSON");
         };
         assert_eq!(frame["desired"], json!({"target": 21, "mode": "eco"}));
@@ -278,16 +329,16 @@ mod tests {
         let profiles = demo();
         let id = Uuid::nil();
         let (reason, _) = profiles
-            .render("toaster", "fan", &Map::new(), id)
+            .render("t-1", "toaster", "fan", &Map::new(), id)
             .unwrap_err();
         assert_eq!(reason, FailureReason::UnknownModel);
         let (reason, detail) = profiles
-            .render("demo-thermostat", "explode", &Map::new(), id)
+            .render("t-1", "demo-thermostat", "explode", &Map::new(), id)
             .unwrap_err();
         assert_eq!(reason, FailureReason::UnknownCommand);
         assert!(detail.contains("fan, set_desired, set_target"), "{detail}");
         let (reason, detail) = profiles
-            .render("demo-thermostat", "fan", &Map::new(), id)
+            .render("t-1", "demo-thermostat", "fan", &Map::new(), id)
             .unwrap_err();
         assert_eq!(reason, FailureReason::RenderFailed);
         assert!(detail.contains("\"on\" is missing"), "{detail}");
@@ -323,7 +374,7 @@ mod tests {
         let on = args(json!({"on": true}));
         assert!(
             profiles
-                .render("demo-thermostat", "fan", &on, Uuid::nil())
+                .render("t-1", "demo-thermostat", "fan", &on, Uuid::nil())
                 .is_ok()
         );
     }

@@ -61,9 +61,18 @@ impl Event {
 
 /// How a device is connected to the Socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Transport {
+    /// Frames as WebSocket messages at `/v1/ws`.
     Websocket,
+    /// MQTT 3.1.1 or 5 over TCP.
+    Mqtt,
+    /// MQTT over WebSocket at `/mqtt`.
+    MqttWebsocket,
+    /// Length-prefixed or newline-delimited frames over TCP.
+    Tcp,
+    /// Datagrams with a session id.
+    Udp,
 }
 
 impl Transport {
@@ -71,6 +80,10 @@ impl Transport {
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Websocket => "websocket",
+            Transport::Mqtt => "mqtt",
+            Transport::MqttWebsocket => "mqtt-websocket",
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
         }
     }
 }
@@ -180,6 +193,8 @@ pub struct CommandDispatched {
     pub command_id: Uuid,
     pub command: String,
     pub instance: String,
+    /// Where the frame goes on the connection: the MQTT topic.
+    pub channel: Option<String>,
     /// The bytes to write to the device.
     pub frame: Payload,
 }
@@ -189,6 +204,8 @@ struct DispatchWire {
     command_id: Uuid,
     command: String,
     instance: String,
+    #[serde(default)]
+    channel: Option<String>,
     payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<Encoding>,
@@ -202,6 +219,7 @@ impl TryFrom<DispatchWire> for CommandDispatched {
             command_id: wire.command_id,
             command: wire.command,
             instance: wire.instance,
+            channel: wire.channel,
             frame: payload::from_wire(wire.payload, wire.encoding)?,
         })
     }
@@ -214,6 +232,8 @@ impl Serialize for CommandDispatched {
             command_id: &'a Uuid,
             command: &'a str,
             instance: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            channel: &'a Option<String>,
             payload: PayloadOut<'a>,
             #[serde(skip_serializing_if = "Option::is_none")]
             encoding: Option<Encoding>,
@@ -223,6 +243,7 @@ impl Serialize for CommandDispatched {
             command_id: &self.command_id,
             command: &self.command,
             instance: &self.instance,
+            channel: &self.channel,
             payload,
             encoding,
         }
@@ -254,6 +275,10 @@ pub enum FailureReason {
     DeviceNotConnected,
     /// The connection ended or failed while the frame was being written.
     WriteFailed,
+    /// The device did not acknowledge the command in time (MQTT PUBACK).
+    NoAck,
+    /// Too many commands are already waiting for the device.
+    QueueFull,
     /// No profile is configured for the device's model.
     UnknownModel,
     /// The model's profile has no such command.

@@ -14,6 +14,7 @@ const FIXTURES: &[(&str, &str)] = &[
     ("desired_state_changed.json", "DesiredStateChanged"),
     ("command_requested.json", "CommandRequested"),
     ("command_dispatched.json", "CommandDispatched"),
+    ("command_dispatched_mqtt.json", "CommandDispatched"),
     ("command_delivered.json", "CommandDelivered"),
     ("command_failed.json", "CommandFailed"),
 ];

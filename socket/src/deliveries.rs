@@ -1,79 +1,142 @@
 //! Deliveries: this instance's `deliveries.<instance>` topic carries the
-//! `CommandDispatched` events for the devices it holds. Each frame is handed
-//! to the device's session task, and the outcome (`CommandDelivered` or
-//! `CommandFailed`) is published before the delivery's offset is committed.
+//! `CommandDispatched` events for the devices it holds. Each frame is handed,
+//! in order, to the device's session task; the outcomes (written, or
+//! acknowledged over MQTT) are awaited concurrently, so one slow device does
+//! not hold up the others. `CommandDelivered` or `CommandFailed` is published
+//! for each, and offsets are committed up to the oldest delivery not settled.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::oneshot;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::{mpsc::error::TrySendError, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use wharf_bus::{BusConsumer, Consumer as _, Message};
+use wharf_bus::{BusConsumer, Consumer as _, InFlightOffsets, Message};
 use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 
 use crate::Shared;
-use crate::live::Outbound;
+use crate::live::{Outbound, Outcome};
 
-/// Delivers until `shutdown`.
+/// Deliveries awaiting their outcome at once.
+const MAX_IN_FLIGHT: usize = 4096;
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A delivery whose outcome is known: what to publish, and whose offset.
+struct Settled {
+    dispatch: Envelope,
+    command: CommandDispatched,
+    outcome: Outcome,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
+
+/// Delivers until `stop`, then settles what is in flight and commits.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     mut consumer: BusConsumer,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut offsets = InFlightOffsets::default();
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     loop {
-        let message = tokio::select! {
+        tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            message = consumer.recv() => message.context("failed to read the deliveries topic")?,
-        };
-        deliver(&shared, &message).await?;
-        consumer
-            .commit(&[message.next_position()])
-            .await
-            .context("failed to commit a delivery")?;
+            _ = stop.cancelled() => break,
+            Some(settled) = pending.next() => settle(&shared, &mut offsets, settled).await?,
+            _ = commit_tick.tick() => commit(&mut consumer, &mut offsets).await?,
+            message = consumer.recv(), if pending.len() < MAX_IN_FLIGHT => {
+                let message = message.context("failed to read the deliveries topic")?;
+                offsets.start(&message);
+                match start(&shared, &message) {
+                    Some(delivery) => pending.push(delivery),
+                    None => offsets.finish(&message.topic, message.partition, message.offset),
+                }
+            }
+        }
     }
+    // Sessions are closing: their commands fail fast.
+    while let Some(settled) = pending.next().await {
+        settle(&shared, &mut offsets, settled).await?;
+    }
+    commit(&mut consumer, &mut offsets).await
 }
 
-async fn deliver(shared: &Shared, message: &Message) -> anyhow::Result<()> {
-    let envelope = match Envelope::from_json(&message.payload) {
+async fn commit(consumer: &mut BusConsumer, offsets: &mut InFlightOffsets) -> anyhow::Result<()> {
+    let positions = offsets.committable();
+    if !positions.is_empty() {
+        consumer
+            .commit(&positions)
+            .await
+            .context("failed to commit deliveries")?;
+    }
+    Ok(())
+}
+
+/// Hands the delivery in `message` to its device's session; `None` for a
+/// record that is not a delivery (skipped, counted and logged).
+fn start(shared: &Arc<Shared>, message: &Message) -> Option<Pending> {
+    let dispatch = match Envelope::from_json(&message.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
             count(shared, "undecodable");
             warn!(%error, partition = message.partition, offset = message.offset, "skipping an undecodable delivery");
-            return Ok(());
+            return None;
         }
     };
-    let Event::CommandDispatched(command) = &envelope.event else {
+    let Event::CommandDispatched(command) = &dispatch.event else {
         count(shared, "unexpected");
         warn!(
-            kind = envelope.kind(),
+            kind = dispatch.kind(),
             offset = message.offset,
             "skipping an event that is not a delivery"
         );
-        return Ok(());
+        return None;
     };
-    let outcome = write_to_device(shared, &envelope.device, command).await;
-    count(
-        shared,
-        if outcome.is_ok() {
-            "delivered"
-        } else {
-            "failed"
-        },
-    );
-    shared
-        .events
-        .delivery_outcome(&envelope, command, outcome)
-        .await
-        .context("failed to publish a delivery outcome")
+    let outcome = hand_over(shared, &dispatch.device, command);
+    let command = command.clone();
+    let timeout = shared.config.delivery_timeout;
+    let (topic, partition, offset) = (message.topic.clone(), message.partition, message.offset);
+    Some(Box::pin(async move {
+        let outcome = match outcome {
+            Err(failure) => Err(failure),
+            Ok(receiver) => match tokio::time::timeout(timeout, receiver).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) => Err((FailureReason::WriteFailed, "the connection closed".into())),
+                Err(_) => Err((
+                    FailureReason::WriteFailed,
+                    format!(
+                        "not delivered within delivery_timeout ({})",
+                        humantime::format_duration(timeout)
+                    ),
+                )),
+            },
+        };
+        Settled {
+            dispatch,
+            command,
+            outcome,
+            topic,
+            partition,
+            offset,
+        }
+    }))
 }
 
-async fn write_to_device(
+/// Queues the command on the device's connection, in order.
+fn hand_over(
     shared: &Shared,
     device: &str,
     command: &CommandDispatched,
-) -> Result<(), (FailureReason, String)> {
+) -> Result<oneshot::Receiver<Outcome>, (FailureReason, String)> {
     let instance = &shared.config.instance_id;
     let Some(connection) = shared.live.get(device) else {
         return Err((
@@ -81,36 +144,47 @@ async fn write_to_device(
             format!("{device} is not connected to socket instance {instance}"),
         ));
     };
-    let (written, outcome) = oneshot::channel();
-    let command = Outbound {
+    let (outcome, receiver) = oneshot::channel();
+    let outbound = Outbound {
         payload: command.frame.clone(),
-        written,
+        channel: command.channel.clone(),
+        outcome,
     };
-    let attempt = async {
-        connection
-            .outbound
-            .send(command)
-            .await
-            .map_err(|_| "the connection closed".to_owned())?;
-        outcome
-            .await
-            .map_err(|_| "the connection closed".to_owned())?
-    };
-    let timeout = shared.config.delivery_timeout;
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err((
-            FailureReason::WriteFailed,
-            format!("writing to {device} failed: {error}"),
-        )),
-        Err(_) => Err((
-            FailureReason::WriteFailed,
+    match connection.outbound.try_send(outbound) {
+        Ok(()) => Ok(receiver),
+        Err(TrySendError::Full(_)) => Err((
+            FailureReason::QueueFull,
             format!(
-                "writing to {device} took longer than delivery_timeout ({})",
-                humantime::format_duration(timeout)
+                "{device} already has outbound_queue ({}) commands waiting",
+                shared.config.outbound_queue
             ),
         )),
+        Err(TrySendError::Closed(_)) => {
+            Err((FailureReason::WriteFailed, "the connection closed".into()))
+        }
     }
+}
+
+async fn settle(
+    shared: &Shared,
+    offsets: &mut InFlightOffsets,
+    settled: Settled,
+) -> anyhow::Result<()> {
+    count(
+        shared,
+        if settled.outcome.is_ok() {
+            "delivered"
+        } else {
+            "failed"
+        },
+    );
+    shared
+        .events
+        .delivery_outcome(&settled.dispatch, &settled.command, settled.outcome)
+        .await
+        .context("failed to publish a delivery outcome")?;
+    offsets.finish(&settled.topic, settled.partition, settled.offset);
+    Ok(())
 }
 
 fn count(shared: &Shared, outcome: &'static str) {

@@ -1,44 +1,61 @@
-//! Wharf's device gateway. It holds device connections, authenticates them
-//! at the handshake, turns every inbound frame into a `FrameReceived` event,
-//! and writes the command frames it is told to deliver. It keeps no business
-//! logic, so it is rarely redeployed and connections survive deploys of
-//! everything else.
+//! Wharf's device gateway. It holds device connections over WebSocket, MQTT
+//! (3.1.1 and 5, over TCP and WebSocket), raw TCP and UDP, authenticates
+//! them, turns every inbound frame into a `FrameReceived` event, and writes
+//! the command frames it is told to deliver. It keeps no business logic, so
+//! it is rarely redeployed and connections survive deploys of everything
+//! else. See `docs/socket.md` for the wire formats.
 //!
 //! # Layout
-//! - [`config`]: [`SocketSettings`] (the binary's whole configuration) and
-//!   [`SocketConfig`] (the `[socket]` section).
+//! - [`config`]: [`SocketSettings`] and the `[socket]` section.
 //! - [`metrics`]: every metric the Socket exports.
-//! - `live`: the connections this instance holds, one per device.
+//! - `accept`: the TCP accept loop, with the connection limit.
+//! - `session`: what every transport shares: registration, takeover,
+//!   announcing, the window of frames on their way to the bus, closing.
+//! - `live`: the connection each device holds, and its command queue.
+//! - `limits`: the per-device rate limit.
 //! - `events_out`: builds and publishes the Socket's events.
-//! - `websocket`: the WebSocket listener and one session task per connection.
-//! - `deliveries`: consumes this instance's deliveries topic and writes frames.
-//! - [`Socket`]: binds the listener and runs the tasks.
+//! - `stream`: a byte stream over TCP or WebSocket messages.
+//! - `websocket`, `mqtt`, `tcp`, `udp`: one module per transport.
+//! - `deliveries`: consumes this instance's deliveries topic.
+//! - [`Socket`]: binds the listeners and runs the tasks.
 //!
 //! # Invariants
 //! - A device has at most one live connection on an instance; a newer one
-//!   replaces the older, which is closed.
+//!   replaces the older, which is closed with "session taken over".
 //! - `DeviceConnected` is durable on the bus before the first frame of a
 //!   connection is read, so presence is known before any reply can need it.
+//! - Frames on their way to the bus are bounded per connection: when the
+//!   bus is slow, the Socket stops reading (UDP: drops and counts).
+//! - An MQTT QoS 1 PUBACK is sent only after the bus acknowledged the event.
 //! - The Socket reads only its own `deliveries.<instance>` topic.
 
+mod accept;
 pub mod config;
 mod deliveries;
 mod events_out;
+mod limits;
 mod live;
 pub mod metrics;
+mod mqtt;
+mod session;
+mod stream;
+mod tcp;
+mod udp;
 mod websocket;
 
-pub use websocket::WS_PATH;
+pub use websocket::{MQTT_PATH, WS_PATH};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 use wharf_auth::TokenVerifier;
-use wharf_bus::{BusHandle, Publisher as _, Subscriber as _, TopicSpec};
+use wharf_bus::{BusConsumer, BusHandle, Publisher as _, Subscriber as _, TopicSpec};
 use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 
 pub use config::{SocketConfig, SocketSettings};
@@ -53,18 +70,35 @@ struct Shared {
     live: LiveConnections,
     events: EventsOut,
     metrics: SocketMetrics,
+    /// One permit per connection (UDP: per session), `max_connections` in all.
+    connection_slots: Arc<Semaphore>,
+    /// Every connection's task, awaited at shutdown.
+    sessions: TaskTracker,
+}
+
+/// Where each enabled transport listens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Addresses {
+    pub websocket: Option<SocketAddr>,
+    pub mqtt: Option<SocketAddr>,
+    pub tcp: Option<SocketAddr>,
+    pub udp: Option<SocketAddr>,
 }
 
 /// A bound Socket, ready to run.
 pub struct Socket {
     shared: Arc<Shared>,
-    listener: TcpListener,
-    deliveries: wharf_bus::BusConsumer,
+    websocket: Option<TcpListener>,
+    mqtt: Option<TcpListener>,
+    tcp: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+    deliveries: BusConsumer,
 }
 
 impl Socket {
     /// Creates the topics the Socket uses, subscribes to its deliveries topic
-    /// and binds the WebSocket listener (port 0 picks a free port).
+    /// and binds the listeners of the enabled transports (port 0 picks a
+    /// free port).
     pub async fn bind(
         config: SocketConfig,
         secret: &str,
@@ -93,44 +127,62 @@ impl Socket {
             .subscribe(&group, &[deliveries_topic])
             .await
             .context("failed to subscribe to the deliveries topic")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("failed to listen on {}", config.listen))?;
-        let ready = readiness.flag("socket");
-        ready.set(true);
+        let websocket = bind_tcp(config.websocket.enabled, config.websocket.listen).await?;
+        let mqtt = bind_tcp(config.mqtt.enabled, config.mqtt.listen).await?;
+        let tcp = bind_tcp(config.tcp.enabled, config.tcp.listen).await?;
+        let udp = match config.udp.enabled {
+            false => None,
+            true => Some(
+                UdpSocket::bind(config.udp.listen)
+                    .await
+                    .with_context(|| format!("failed to listen on udp {}", config.udp.listen))?,
+            ),
+        };
+        readiness.flag("socket").set(true);
         let metrics = SocketMetrics::register(registry);
         let events = EventsOut::new(bus, topics, config.instance_id.clone());
         Ok(Socket {
             shared: Arc::new(Shared {
                 verifier: TokenVerifier::new(secret),
                 live: LiveConnections::default(),
+                connection_slots: Arc::new(Semaphore::new(config.max_connections)),
+                sessions: TaskTracker::new(),
                 events,
                 metrics,
                 config,
             }),
-            listener,
+            websocket,
+            mqtt,
+            tcp,
+            udp,
             deliveries,
         })
     }
 
-    /// The address devices connect to.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// Where each enabled transport listens.
+    pub fn addresses(&self) -> Addresses {
+        Addresses {
+            websocket: self.websocket.as_ref().and_then(|l| l.local_addr().ok()),
+            mqtt: self.mqtt.as_ref().and_then(|l| l.local_addr().ok()),
+            tcp: self.tcp.as_ref().and_then(|l| l.local_addr().ok()),
+            udp: self.udp.as_ref().and_then(|s| s.local_addr().ok()),
+        }
     }
 
-    /// Accepts devices and delivers commands until `shutdown`; then closes
-    /// every connection with "going away" and publishes its disconnect.
+    /// Accepts devices and delivers commands until `shutdown`. Then it stops
+    /// accepting, closes every connection with "going away" (publishing its
+    /// disconnect), waits up to `shutdown_grace`, and flushes the bus.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addresses = self.addresses();
         let Socket {
             shared,
-            listener,
+            websocket,
+            mqtt,
+            tcp,
+            udp,
             deliveries,
         } = self;
-        info!(
-            listen = %listener.local_addr()?,
-            instance = %shared.config.instance_id,
-            "socket accepting websocket devices"
-        );
+        info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
         // A failed delivery task stops the whole Socket: accepting devices
         // that can never receive commands would hide the failure.
         let stop = shutdown.child_token();
@@ -144,11 +196,46 @@ impl Socket {
                 result
             })
         };
-        websocket::accept_loop(shared.clone(), listener, stop).await;
+        let mut listeners = tokio::task::JoinSet::new();
+        if let Some(listener) = websocket {
+            listeners.spawn(websocket::serve(shared.clone(), listener, stop.clone()));
+        }
+        if let Some(listener) = mqtt {
+            listeners.spawn(mqtt::serve_tcp(shared.clone(), listener, stop.clone()));
+        }
+        if let Some(listener) = tcp {
+            listeners.spawn(tcp::serve(shared.clone(), listener, stop.clone()));
+        }
+        if let Some(socket) = udp {
+            listeners.spawn(udp::serve(shared.clone(), socket, stop.clone()));
+        }
+        stop.cancelled().await;
+        while listeners.join_next().await.is_some() {}
+        shared.sessions.close();
+        let grace = shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, shared.sessions.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?grace,
+                "connections still open after the shutdown grace; leaving them"
+            );
+        }
         let result = delivering.await.context("the deliveries task panicked")?;
         shared.events.flush().await;
         result
     }
+}
+
+async fn bind_tcp(enabled: bool, addr: SocketAddr) -> anyhow::Result<Option<TcpListener>> {
+    if !enabled {
+        return Ok(None);
+    }
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .with_context(|| format!("failed to listen on {addr}"))
 }
 
 /// Runs the Socket as its own process: connects to the bus, binds the

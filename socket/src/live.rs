@@ -1,5 +1,5 @@
 //! The connections this instance holds: one per device, each with a bounded
-//! queue of frames to write.
+//! queue of commands to write.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,12 +7,18 @@ use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use wharf_events::Payload;
+use wharf_events::{FailureReason, Payload};
 
-/// A command frame for a session task to write; `written` says whether it was.
+/// How a delivery ended, as the session task saw it.
+pub(crate) type Outcome = Result<(), (FailureReason, String)>;
+
+/// A command for a session task to deliver.
 pub(crate) struct Outbound {
     pub(crate) payload: Payload,
-    pub(crate) written: oneshot::Sender<Result<(), String>>,
+    /// The MQTT topic; other transports have one channel.
+    pub(crate) channel: Option<String>,
+    /// Answered once the frame is written (or, over MQTT, acknowledged).
+    pub(crate) outcome: oneshot::Sender<Outcome>,
 }
 
 /// How to reach the session task of one connection.

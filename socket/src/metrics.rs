@@ -3,43 +3,71 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-/// A single label, such as `transport="websocket"`.
+/// A single label, such as `transport="mqtt"`.
 pub type Label = [(&'static str, &'static str); 1];
+/// Two labels, such as `transport="tcp",reason="expired"`.
+pub type Labels = [(&'static str, &'static str); 2];
 
 /// The Socket's metrics; clones share the same series.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SocketMetrics {
-    /// Open device connections, by transport.
+    /// Open device connections (UDP: sessions), by transport.
     pub connections: Family<Label, Gauge>,
-    /// Frames received from devices, by transport.
+    /// Connections turned away before authentication, by reason.
+    pub connections_refused: Family<Label, Counter>,
+    /// Frames received from devices, and their bytes, by transport.
     pub frames_received: Family<Label, Counter>,
     pub frame_bytes_received: Family<Label, Counter>,
-    /// Command frames written to devices, by transport.
+    /// Command frames written to devices, and their bytes, by transport.
     pub frames_sent: Family<Label, Counter>,
     pub frame_bytes_sent: Family<Label, Counter>,
-    /// Refused handshakes, by reason (`expired`, `bad_signature`, …).
-    pub auth_failures: Family<Label, Counter>,
-    /// Connections dropped before or during the handshake, by reason.
-    pub handshake_failures: Family<Label, Counter>,
-    /// Inbound frames that did not reach the bus, by reason.
+    /// Refused authentications, by transport and reason.
+    pub auth_failures: Family<Labels, Counter>,
+    /// Connections dropped during the handshake, by transport and reason.
+    pub handshake_failures: Family<Labels, Counter>,
+    /// MQTT publishes and subscriptions outside the device's own topics.
+    pub acl_denied: Family<Label, Counter>,
+    /// Frames that did not reach the bus, by reason.
     pub frames_dropped: Family<Label, Counter>,
+    /// Connections closed by the Socket, by reason.
+    pub closes: Family<Label, Counter>,
+    /// Time from handing a frame to the bus to its acknowledgement.
+    pub publish_ack_seconds: Histogram,
     /// Deliveries handled, by outcome (`delivered`, `failed`).
     pub deliveries: Family<Label, Counter>,
-    /// Connections replaced by a newer connection of the same device.
-    pub takeovers: Counter,
 }
 
 impl SocketMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
-        let metrics = SocketMetrics::default();
+        let metrics = SocketMetrics {
+            connections: Family::default(),
+            connections_refused: Family::default(),
+            frames_received: Family::default(),
+            frame_bytes_received: Family::default(),
+            frames_sent: Family::default(),
+            frame_bytes_sent: Family::default(),
+            auth_failures: Family::default(),
+            handshake_failures: Family::default(),
+            acl_denied: Family::default(),
+            frames_dropped: Family::default(),
+            closes: Family::default(),
+            publish_ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            deliveries: Family::default(),
+        };
         let r = registry.sub_registry_with_prefix("wharf_socket");
         r.register(
             "connections",
-            "Open device connections",
+            "Open device connections by transport",
             metrics.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections turned away before authentication",
+            metrics.connections_refused.clone(),
         );
         r.register(
             "frames_received",
@@ -65,29 +93,46 @@ impl SocketMetrics {
         );
         r.register(
             "auth_failures",
-            "Handshakes refused for a bad, expired or missing token",
+            "Authentications refused for a bad, expired or missing token",
             metrics.auth_failures.clone(),
         );
         r.register(
             "handshake_failures",
-            "Connections that failed before completing the handshake",
+            "Connections dropped during the handshake",
             metrics.handshake_failures.clone(),
         );
         r.register(
+            "acl_denied",
+            "MQTT publishes and subscriptions outside the device's own topics",
+            metrics.acl_denied.clone(),
+        );
+        r.register(
             "frames_dropped",
-            "Inbound frames that did not reach the bus",
+            "Frames that did not reach the bus",
             metrics.frames_dropped.clone(),
+        );
+        r.register(
+            "closes",
+            "Connections closed by the Socket, by reason",
+            metrics.closes.clone(),
+        );
+        r.register_with_unit(
+            "publish_ack",
+            "Time from handing a frame to the bus to its acknowledgement",
+            Unit::Seconds,
+            metrics.publish_ack_seconds.clone(),
         );
         r.register(
             "deliveries",
             "Command deliveries handled, by outcome",
             metrics.deliveries.clone(),
         );
-        r.register(
-            "takeovers",
-            "Connections replaced by a newer connection of the same device",
-            metrics.takeovers.clone(),
-        );
         metrics
+    }
+
+    pub(crate) fn dropped(&self, reason: &'static str) {
+        self.frames_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 }

@@ -1,314 +1,291 @@
-//! WebSocket devices: `ws://HOST:PORT/v1/ws`, authenticated at the handshake
-//! with `Authorization: Bearer <token>` or `?token=<token>`. Each text or
-//! binary message is one frame; command frames are written back as text
-//! (JSON) or binary messages.
+//! The WebSocket listener. `/v1/ws` serves devices that send frames as
+//! WebSocket messages and authenticate at the handshake
+//! (`Authorization: Bearer <token>` or `?token=<token>`); `/mqtt` serves
+//! MQTT over WebSocket (subprotocol `mqtt`), authenticated by its CONNECT.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{StatusCode, header};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{Instrument as _, debug, info_span};
 use wharf_auth::DeviceClaims;
-use wharf_bus::PendingAck;
 use wharf_events::{Payload, Transport};
 
 use crate::Shared;
-use crate::events_out::DeviceIdentity;
-use crate::live::{ConnectionHandle, Outbound};
+use crate::accept::Listener;
+use crate::session::{CloseReason, Session, Window, frame_lost};
+use crate::stream::WsBytes;
 
-/// The path devices connect to.
+/// The path WebSocket devices connect to.
 pub const WS_PATH: &str = "/v1/ws";
+/// The path of MQTT over WebSocket.
+pub const MQTT_PATH: &str = "/mqtt";
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "websocket")];
 
-type WsStream = tokio_tungstenite::WebSocketStream<TcpStream>;
+type WsStream = WebSocketStream<TcpStream>;
 
-/// Accepts connections until `shutdown`, then waits for every session to
-/// close and publish its disconnect.
-pub(crate) async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    let sessions = TaskTracker::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let span = info_span!("ws", %peer, device = tracing::field::Empty);
-                    sessions.spawn(
-                        session(shared.clone(), stream, peer, shutdown.clone()).instrument(span),
-                    );
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    warn!(%error, "failed to accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
-        }
-    }
-    sessions.close();
-    sessions.wait().await;
+/// What the handshake decided.
+enum Route {
+    Device(DeviceClaims),
+    Mqtt,
 }
 
-async fn session(
+/// Serves WebSocket connections from `listener` until `stop`.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    Listener::new(shared, listener, "websocket")
+        .serve(stop, |shared, stream, peer, stop, permit| {
+            connection(shared, stream, peer, stop, permit)
+                .instrument(info_span!("ws", %peer, device = tracing::field::Empty))
+        })
+        .await;
+}
+
+async fn connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
+    _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut claims = None;
+    let mut route = None;
     #[allow(clippy::result_large_err)] // tungstenite's callback signature
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
-        |request: &Request, response: Response| authorize(&shared, request, response, &mut claims),
+        |request: &Request, response: Response| {
+            route_request(&shared, request, response, &mut route)
+        },
         Some(ws_config(shared.config.max_frame_bytes)),
     );
     let ws = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
-        Err(_) => {
-            shared
-                .metrics
-                .handshake_failures
-                .get_or_create(&[("reason", "timeout")])
-                .inc();
-            debug!("handshake timed out");
-            return;
-        }
-        Ok(Err(WsError::Http(_))) => return, // refused by `authorize`, already counted
+        Err(_) => return handshake_failed(&shared, "timeout"),
+        Ok(Err(WsError::Http(_))) => return, // refused by `route_request`, already counted
         Ok(Err(error)) => {
-            shared
-                .metrics
-                .handshake_failures
-                .get_or_create(&[("reason", "protocol")])
-                .inc();
             debug!(%error, "handshake failed");
-            return;
+            return handshake_failed(&shared, "protocol");
         }
         Ok(Ok(ws)) => ws,
     };
-    let claims = claims.expect("a completed handshake passed authorization");
-    let who = DeviceIdentity {
-        device: claims.sub,
-        model: claims.model,
-        transport: Transport::Websocket,
-        connection: wharf_events::new_id(),
-    };
-    tracing::Span::current().record("device", who.device.as_str());
-    let (outbound_tx, outbound_rx) = mpsc::channel(shared.config.outbound_queue);
-    let taken_over = CancellationToken::new();
-    let handle = ConnectionHandle {
-        id: who.connection,
-        outbound: outbound_tx,
-        taken_over: taken_over.clone(),
-    };
-    if let Some(previous) = shared.live.insert(&who.device, handle) {
-        shared.metrics.takeovers.inc();
-        previous.taken_over.cancel();
-    }
-    let gauge = shared.metrics.connections.get_or_create(&TRANSPORT).clone();
-    gauge.inc();
-
-    let reason = match shared.events.connected(&who, Some(peer.to_string())).await {
-        Ok(()) => {
-            debug!(device = %who.device, "device connected");
-            run_session(&shared, ws, &who, outbound_rx, &taken_over, &shutdown).await
-        }
-        Err(error) => {
-            warn!(%error, device = %who.device, "failed to publish the connect; closing");
-            let mut ws = ws;
-            close(
-                &mut ws,
-                CloseCode::Error,
-                "bus unavailable, try again later",
+    match route.expect("a completed handshake was routed") {
+        Route::Mqtt => {
+            crate::mqtt::serve(
+                shared,
+                WsBytes::new(ws),
+                peer,
+                Transport::MqttWebsocket,
+                stop,
             )
-            .await;
-            "bus unavailable"
+            .await
         }
-    };
-    shared.live.remove(&who.device, who.connection);
-    gauge.dec();
-    if let Err(error) = shared.events.disconnected(&who, reason).await {
-        warn!(%error, device = %who.device, "failed to publish the disconnect");
+        Route::Device(claims) => device(shared, ws, claims, peer, stop).await,
     }
-    debug!(device = %who.device, reason, "device disconnected");
 }
 
-/// Reads frames and writes commands until the connection ends; returns why.
-async fn run_session(
-    shared: &Shared,
-    ws: WsStream,
-    who: &DeviceIdentity,
-    mut outbound: mpsc::Receiver<Outbound>,
-    taken_over: &CancellationToken,
-    shutdown: &CancellationToken,
-) -> &'static str {
+/// A `/v1/ws` device: each text or binary message is a frame.
+async fn device(
+    shared: Arc<Shared>,
+    mut ws: WsStream,
+    claims: DeviceClaims,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    tracing::Span::current().record("device", claims.sub.as_str());
+    let mut session = match Session::open(
+        &shared,
+        claims.sub,
+        claims.model,
+        Transport::Websocket,
+        Some(peer.to_string()),
+    )
+    .await
+    {
+        Ok(session) => session,
+        Err(reason) => {
+            close(&mut ws, reason, &shared).await;
+            return;
+        }
+    };
     let (mut sink, mut stream) = ws.split();
-    let mut in_flight: VecDeque<PendingAck> = VecDeque::new();
+    let mut window = Window::new(shared.config.max_in_flight);
+    let idle = shared.config.idle_timeout;
     let reason = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
-                close(&mut sink, CloseCode::Away, "server shutting down").await;
-                break "socket shutting down";
+            _ = stop.cancelled() => break CloseReason::ShuttingDown,
+            _ = session.taken_over.cancelled() => break CloseReason::TakenOver,
+            (result, ()) = window.oldest_acked(), if !window.is_empty() => {
+                if let Err(error) = result {
+                    frame_lost(&shared, &session.who, &error);
+                    break CloseReason::BusUnavailable;
+                }
             }
-            _ = taken_over.cancelled() => {
-                close(&mut sink, CloseCode::Normal, "session taken over").await;
-                break "session taken over";
-            }
-            Some(command) = outbound.recv() => {
+            Some(command) = session.commands.recv() => {
                 let bytes = command.payload.len() as u64;
                 let result = sink.send(to_message(command.payload)).await;
-                let failed = result.is_err();
-                if !failed {
+                let written = result.is_ok();
+                if written {
                     shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();
                     shared.metrics.frame_bytes_sent.get_or_create(&TRANSPORT).inc_by(bytes);
                 }
-                let _ = command.written.send(result.map_err(|error| error.to_string()));
-                if failed {
-                    break "write failed";
+                let _ = command.outcome.send(result.map_err(|error| {
+                    (wharf_events::FailureReason::WriteFailed, error.to_string())
+                }));
+                if !written {
+                    break CloseReason::WriteFailed;
                 }
             }
-            message = stream.next() => {
+            // Reading stops while the window is full: backpressure.
+            message = tokio::time::timeout(idle, stream.next()), if !window.is_full() => {
                 let bytes = match message {
-                    None => break "connection closed",
-                    Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
-                    Some(Ok(Message::Close(_))) => break "closed by device",
-                    Some(Ok(_)) => continue, // ping, pong: answered by tungstenite
-                    Some(Err(WsError::Capacity(error))) => {
-                        shared.metrics.frames_dropped.get_or_create(&[("reason", "oversized")]).inc();
-                        warn!(%error, device = %who.device, "frame exceeds max_frame_bytes; closing");
-                        let text = format!("frame exceeds max_frame_bytes ({})", shared.config.max_frame_bytes);
-                        close(&mut sink, CloseCode::Size, &text).await;
-                        break "frame too large";
+                    Err(_) => break CloseReason::IdleTimeout,
+                    Ok(None) => break CloseReason::ConnectionLost,
+                    Ok(Some(Ok(Message::Text(text)))) => text.as_bytes().to_vec(),
+                    Ok(Some(Ok(Message::Binary(bytes)))) => bytes.to_vec(),
+                    Ok(Some(Ok(Message::Close(_)))) => break CloseReason::ClosedByDevice,
+                    Ok(Some(Ok(_))) => continue, // ping, pong: answered by tungstenite
+                    Ok(Some(Err(WsError::Capacity(error)))) => {
+                        shared.metrics.dropped("oversized");
+                        debug!(%error, "frame exceeds max_frame_bytes");
+                        break CloseReason::FrameTooLarge;
                     }
-                    Some(Err(error)) => {
+                    Ok(Some(Err(error))) => {
                         debug!(%error, "connection error");
-                        break "connection error";
+                        break CloseReason::ConnectionLost;
                     }
                 };
-                if let Err(reason) = publish_frame(shared, who, &bytes, &mut in_flight).await {
-                    close(&mut sink, CloseCode::Error, "bus unavailable, try again later").await;
-                    break reason;
+                if bytes.len() > shared.config.max_frame_bytes {
+                    shared.metrics.dropped("oversized");
+                    break CloseReason::FrameTooLarge;
+                }
+                match session.publish(None, &bytes).await {
+                    Ok(ack) => window.push(ack, ()),
+                    Err(reason) => break reason,
                 }
             }
         }
     };
-    for ack in in_flight {
-        if let Err(error) = ack.await {
-            frame_lost(shared, who, &error);
+    if !matches!(
+        reason,
+        CloseReason::ClosedByDevice | CloseReason::ConnectionLost
+    ) {
+        let (code, text) = close_frame(reason, shared.config.max_frame_bytes);
+        let frame = CloseFrame {
+            code,
+            reason: text.into(),
+        };
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    }
+    while !window.is_empty() {
+        if let (Err(error), ()) = window.oldest_acked().await {
+            frame_lost(&shared, &session.who, &error);
         }
     }
-    reason
+    session.close(reason, None).await;
 }
 
-/// Queues the frame on the bus; stops reading (by waiting on the oldest
-/// acknowledgement) once `max_in_flight` frames are unacknowledged.
-async fn publish_frame(
-    shared: &Shared,
-    who: &DeviceIdentity,
-    bytes: &[u8],
-    in_flight: &mut VecDeque<PendingAck>,
-) -> Result<(), &'static str> {
-    shared
-        .metrics
-        .frames_received
-        .get_or_create(&TRANSPORT)
-        .inc();
-    shared
-        .metrics
-        .frame_bytes_received
-        .get_or_create(&TRANSPORT)
-        .inc_by(bytes.len() as u64);
-    let ack = shared
-        .events
-        .frame(who, None, bytes)
-        .await
-        .map_err(|error| {
-            frame_lost(shared, who, &error);
-            "bus unavailable"
-        })?;
-    in_flight.push_back(ack);
-    loop {
-        let must_wait = in_flight.len() > shared.config.max_in_flight;
-        let Some(front) = in_flight.front_mut() else {
-            break;
-        };
-        let result = if must_wait {
-            Some(front.await)
-        } else {
-            front.now_or_never()
-        };
-        match result {
-            None => break,
-            Some(result) => {
-                in_flight.pop_front();
-                if let Err(error) = result {
-                    frame_lost(shared, who, &error);
-                    return Err("bus unavailable");
-                }
-            }
+/// The WebSocket close code and reason a device sees for `reason`.
+fn close_frame(reason: CloseReason, max_frame_bytes: usize) -> (CloseCode, String) {
+    match reason {
+        CloseReason::ShuttingDown => (CloseCode::Away, "server shutting down".into()),
+        CloseReason::TakenOver => (CloseCode::Normal, "session taken over".into()),
+        CloseReason::FrameTooLarge => (
+            CloseCode::Size,
+            format!("frame exceeds max_frame_bytes ({max_frame_bytes})"),
+        ),
+        CloseReason::RateLimited => (CloseCode::Policy, "rate limit exceeded".into()),
+        CloseReason::IdleTimeout => (CloseCode::Away, "idle timeout".into()),
+        CloseReason::BusUnavailable => {
+            (CloseCode::Error, "bus unavailable, try again later".into())
         }
+        other => (CloseCode::Error, other.as_str().into()),
     }
-    Ok(())
 }
 
-fn frame_lost(shared: &Shared, who: &DeviceIdentity, error: &wharf_bus::Error) {
+async fn close(ws: &mut WsStream, reason: CloseReason, shared: &Shared) {
+    let (code, text) = close_frame(reason, shared.config.max_frame_bytes);
+    let _ = ws
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: text.into(),
+        })))
+        .await;
+    let _ = ws.close(None).await;
+}
+
+fn handshake_failed(shared: &Shared, reason: &'static str) {
     shared
         .metrics
-        .frames_dropped
-        .get_or_create(&[("reason", "bus_unavailable")])
+        .handshake_failures
+        .get_or_create(&[("transport", "websocket"), ("reason", reason)])
         .inc();
-    warn!(%error, device = %who.device, "frame did not reach the bus");
 }
 
-/// Checks the path and the token while the handshake is under way.
+/// Routes the handshake by path; authenticates `/v1/ws` devices.
 // The signature is tungstenite's handshake callback.
 #[allow(clippy::result_large_err)]
-fn authorize(
+fn route_request(
     shared: &Shared,
     request: &Request,
-    response: Response,
-    claims: &mut Option<DeviceClaims>,
+    mut response: Response,
+    route: &mut Option<Route>,
 ) -> Result<Response, ErrorResponse> {
-    let path = request.uri().path();
-    if path != WS_PATH {
-        return Err(reject(
-            StatusCode::NOT_FOUND,
-            format!("no websocket endpoint at {path}; devices connect to {WS_PATH}"),
-        ));
-    }
-    match shared
-        .verifier
-        .verify(token_of(request).unwrap_or_default())
-    {
-        Ok(verified) => {
-            *claims = Some(verified);
+    match request.uri().path() {
+        MQTT_PATH if shared.config.mqtt.enabled => {
+            let offers_mqtt = request
+                .headers()
+                .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .flat_map(|value| value.split(','))
+                .any(|protocol| protocol.trim() == "mqtt");
+            if !offers_mqtt {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "MQTT over WebSocket needs the subprotocol \"mqtt\"".into(),
+                ));
+            }
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static("mqtt"),
+            );
+            *route = Some(Route::Mqtt);
             Ok(response)
         }
-        Err(error) => {
-            shared
-                .metrics
-                .auth_failures
-                .get_or_create(&[("reason", error.label())])
-                .inc();
-            debug!(%error, "refused a device");
-            Err(reject(StatusCode::UNAUTHORIZED, error.to_string()))
-        }
+        WS_PATH => match shared
+            .verifier
+            .verify(token_of(request).unwrap_or_default())
+        {
+            Ok(claims) => {
+                *route = Some(Route::Device(claims));
+                Ok(response)
+            }
+            Err(error) => {
+                shared
+                    .metrics
+                    .auth_failures
+                    .get_or_create(&[("transport", "websocket"), ("reason", error.label())])
+                    .inc();
+                debug!(%error, "refused a device");
+                Err(reject(StatusCode::UNAUTHORIZED, error.to_string()))
+            }
+        },
+        path => Err(reject(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no websocket endpoint at {path}; devices connect to {WS_PATH} (or {MQTT_PATH} for MQTT)"
+            ),
+        )),
     }
 }
 
@@ -337,18 +314,20 @@ fn reject(status: StatusCode, message: String) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(format!("{message}\n")));
     *response.status_mut() = status;
     if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     response
 }
 
 fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
+    // MQTT packets carry a few bytes of header around the payload; the MQTT
+    // codec enforces max_frame_bytes on the payload itself.
+    let max = max_frame_bytes + 1024;
     WebSocketConfig::default()
-        .max_message_size(Some(max_frame_bytes))
-        .max_frame_size(Some(max_frame_bytes))
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
         // Allocated up front for every connection: keep it small.
         .read_buffer_size(4096)
 }
@@ -358,16 +337,4 @@ fn to_message(payload: Payload) -> Message {
         Payload::Json(value) => Message::text(value.to_string()),
         Payload::Binary(bytes) => Message::binary(bytes),
     }
-}
-
-async fn close<S>(sink: &mut S, code: CloseCode, reason: &str)
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    let frame = CloseFrame {
-        code,
-        reason: reason.to_owned().into(),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
-    let _ = sink.close().await;
 }

@@ -10,6 +10,7 @@
 //! - [`kafka`]: Kafka settings, a publisher and a topic reader for scenarios.
 //! - [`postgres`]: [`postgres::PgCluster`], a PostgreSQL server a test may stop.
 //! - [`receiver`]: watching a Receiver process through its metrics.
+//! - [`socket`]: Socket listeners on free ports.
 //! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
 //! - [`workload`]: counter workloads for exact-count checks.
 
@@ -20,6 +21,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
+pub mod socket;
 pub mod wait;
 pub mod workload;
 

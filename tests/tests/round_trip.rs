@@ -18,6 +18,7 @@ use wharf_events::{Envelope, Event, Topics};
 use wharf_store::{Store, StoreConfig};
 use wharf_tests::env::{free_port, kafka_brokers};
 use wharf_tests::process::Service;
+use wharf_tests::socket::SocketPorts;
 use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
 
 /// Long enough for a Kafka consumer group to form; a healthy run is faster.
@@ -29,12 +30,12 @@ async fn round_trip_in_one_process_on_the_memory_bus() {
     let data = temp_dir("wharf-up");
     let mut settings = UpSettings::default();
     settings.use_data_dir(data.clone());
-    settings.socket.listen = "127.0.0.1:0".parse().unwrap();
+    wharf_tests::socket::on_free_ports(&mut settings.socket);
     settings.up.ops_listen = "127.0.0.1:0".parse().unwrap();
     let shutdown = CancellationToken::new();
     let wharf = embedded::start(settings, shutdown.clone()).await.unwrap();
 
-    let url = format!("ws://{}/v1/ws", wharf.ws_addr);
+    let url = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
     round_trip(&url, &wharf.secret, &data.join("wharf.db")).await;
     assert_ops_endpoint(
         wharf.ops_addr,
@@ -50,10 +51,9 @@ async fn round_trip_in_one_process_on_the_memory_bus() {
 async fn round_trip_as_three_processes_on_kafka() {
     let dir = temp_dir("wharf-processes");
     let secret = wharf_auth::generate_secret();
-    let ws: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let ops: Vec<SocketAddr> = (0..3)
-        .map(|_| ([127, 0, 0, 1], free_port()).into())
-        .collect();
+    let socket = SocketPorts::free();
+    let ws = socket.websocket;
+    let ops: Vec<SocketAddr> = vec![socket.ops, free_addr(), free_addr()];
     let prefix = unique("e2e");
     let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commander/profiles");
     let config = format!(
@@ -69,11 +69,7 @@ url = "sqlite://{db}"
 [auth]
 secret = "{secret}"
 
-[socket]
-instance_id = "socket-a"
-listen = "{ws}"
-ops_listen = "{socket_ops}"
-
+{socket}
 [receiver]
 flush_interval = "200ms"
 ops_listen = "{receiver_ops}"
@@ -90,7 +86,7 @@ ops_listen = "{commander_ops}"
 "#,
         brokers = kafka_brokers(),
         db = dir.join("wharf.db").display(),
-        socket_ops = ops[0],
+        socket = socket.toml("socket-a"),
         receiver_ops = ops[1],
         commander_ops = ops[2],
         profiles = profiles.display(),
@@ -119,6 +115,10 @@ ops_listen = "{commander_ops}"
 }
 
 /// Runs the round trip; returns the id of the command the device received.
+fn free_addr() -> SocketAddr {
+    ([127, 0, 0, 1], free_port()).into()
+}
+
 async fn round_trip(url: &str, secret: &str, db: &Path) -> String {
     let device = unique("thermo");
     let issuer = TokenIssuer::new(secret);

@@ -42,7 +42,7 @@ pub use delivery::{Assigned, Batch, Delivery, PartitionId, Revoked};
 pub use error::{Error, Result};
 pub use kafka::KafkaBus;
 pub use memory::MemoryBus;
-pub use offsets::OffsetTracker;
+pub use offsets::{InFlightOffsets, OffsetTracker};
 pub use record::{CommitOffset, Delivered, Message, Record, TopicSpec};
 
 /// Publishes records; each is acknowledged once durable.

@@ -41,6 +41,69 @@ impl OffsetTracker {
     }
 }
 
+/// Positions of records handled out of order (concurrently): a partition's
+/// committable position is its oldest record still in flight, so nothing
+/// unfinished is ever committed.
+#[derive(Debug, Default)]
+pub struct InFlightOffsets {
+    partitions: HashMap<(String, i32), InFlightPartition>,
+}
+
+#[derive(Debug, Default)]
+struct InFlightPartition {
+    in_flight: std::collections::BTreeSet<i64>,
+    /// One past the highest offset started.
+    end: i64,
+    /// The position last handed out by `committable`.
+    committed: Option<i64>,
+}
+
+impl InFlightOffsets {
+    /// Records that work on `message` started.
+    pub fn start(&mut self, message: &Message) {
+        let partition = self
+            .partitions
+            .entry((message.topic.clone(), message.partition))
+            .or_default();
+        partition.in_flight.insert(message.offset);
+        partition.end = partition.end.max(message.offset + 1);
+    }
+
+    /// Records that work on `offset` of `topic`/`partition` finished.
+    pub fn finish(&mut self, topic: &str, partition: i32, offset: i64) {
+        if let Some(state) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            state.in_flight.remove(&offset);
+        }
+    }
+
+    /// How many records are in flight.
+    pub fn len(&self) -> usize {
+        self.partitions.values().map(|p| p.in_flight.len()).sum()
+    }
+
+    /// Whether no record is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The positions that moved since the last call.
+    pub fn committable(&mut self) -> Vec<CommitOffset> {
+        let mut offsets = Vec::new();
+        for ((topic, partition), state) in &mut self.partitions {
+            let position = state.in_flight.first().copied().unwrap_or(state.end);
+            if state.committed != Some(position) {
+                state.committed = Some(position);
+                offsets.push(CommitOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset: position,
+                });
+            }
+        }
+        offsets
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +117,23 @@ mod tests {
             payload: vec![],
             headers: vec![],
         }
+    }
+
+    #[test]
+    fn commits_stop_at_the_oldest_record_in_flight() {
+        let mut offsets = InFlightOffsets::default();
+        for offset in 0..4 {
+            offsets.start(&message(0, offset));
+        }
+        offsets.finish("t", 0, 1);
+        offsets.finish("t", 0, 2);
+        assert_eq!(offsets.committable()[0].next_offset, 0);
+        offsets.finish("t", 0, 0);
+        assert_eq!(offsets.committable()[0].next_offset, 3);
+        assert!(offsets.committable().is_empty(), "nothing moved since");
+        offsets.finish("t", 0, 3);
+        assert_eq!(offsets.committable()[0].next_offset, 4);
+        assert!(offsets.is_empty());
     }
 
     #[test]

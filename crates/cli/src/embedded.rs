@@ -141,8 +141,8 @@ impl Validate for UpSettings {
 
 /// A running all-in-one Wharf.
 pub struct Embedded {
-    /// Where devices connect (`ws://{ws_addr}/v1/ws`).
-    pub ws_addr: SocketAddr,
+    /// Where devices connect, per transport.
+    pub addresses: wharf_socket::Addresses,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_addr: SocketAddr,
     /// The secret device tokens are signed with.
@@ -198,7 +198,7 @@ pub async fn start(
     .await?;
     let commander =
         Commander::bind(settings.commander, profiles, bus, &mut registry, &readiness).await?;
-    let ws_addr = socket.local_addr()?;
+    let addresses = socket.addresses();
     let ops_addr = ops.local_addr()?;
 
     let failed = CancellationToken::new();
@@ -240,7 +240,7 @@ pub async fn start(
     };
     let task = tokio::spawn(ops.serve_while(registry, readiness, all_services));
     Ok(Embedded {
-        ws_addr,
+        addresses,
         ops_addr,
         secret,
         task,

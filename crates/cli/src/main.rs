@@ -138,11 +138,26 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
         }
     };
     println!("Wharf is up (bus {bus_url}, store {store_url})");
-    println!(
-        "  devices connect to  ws://{}{}",
-        host(wharf.ws_addr),
-        wharf_socket::WS_PATH
-    );
+    let addresses = wharf.addresses;
+    let ws = addresses
+        .websocket
+        .map(|addr| format!("ws://{}", host(addr)));
+    if let Some(ws) = &ws {
+        println!("  websocket devices   {ws}{}", wharf_socket::WS_PATH);
+    }
+    if let Some(addr) = addresses.mqtt {
+        let over_ws = ws
+            .as_ref()
+            .map(|ws| format!(" (over WebSocket: {ws}{})", wharf_socket::MQTT_PATH))
+            .unwrap_or_default();
+        println!("  mqtt devices        mqtt://{}{over_ws}", host(addr));
+    }
+    if let Some(addr) = addresses.tcp {
+        println!("  tcp devices         {}", host(addr));
+    }
+    if let Some(addr) = addresses.udp {
+        println!("  udp devices         {}", host(addr));
+    }
     println!(
         "  health and metrics  http://{}/metrics",
         host(wharf.ops_addr)
@@ -160,11 +175,24 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
         );
         println!("{token}");
         println!("  try it: send {{\"temperature\": 35}} and the fan command comes back:");
-        println!(
-            "    websocat -H 'Authorization: Bearer {token}' ws://{}{}",
-            host(wharf.ws_addr),
-            wharf_socket::WS_PATH
-        );
+        if let Some(ws) = &ws {
+            println!(
+                "    websocat -H 'Authorization: Bearer {token}' {ws}{}",
+                wharf_socket::WS_PATH
+            );
+        }
+        if let Some(addr) = addresses.mqtt {
+            let (host, port) = (addr.ip(), addr.port());
+            let host = if host.is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                host.to_string()
+            };
+            println!(
+                "    mosquitto_rr -h {host} -p {port} -u {device} -P {token} -t devices/{device}/telemetry -e devices/{device}/commands/fan -m '{{\"temperature\": 35}}'",
+                device = demo::DEVICE
+            );
+        }
     }
     println!("Press Ctrl-C to stop.");
     wharf.wait().await

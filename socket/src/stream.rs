@@ -1,0 +1,72 @@
+//! A byte stream a protocol can run over: a TCP connection, or the binary
+//! messages of a WebSocket (MQTT over WebSocket).
+
+use std::future::Future;
+use std::io;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes in, bytes out.
+pub(crate) trait ByteStream: Send {
+    /// Reads what is available into `buf`; `Ok(0)` at the end of the stream.
+    /// Cancel-safe: nothing read is lost when the future is dropped.
+    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Writes all of `bytes`.
+    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl ByteStream for TcpStream {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        self.read_buf(buf).await
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        AsyncWriteExt::write_all(self, bytes).await
+    }
+}
+
+/// The binary messages of a WebSocket as one byte stream.
+pub(crate) struct WsBytes {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl WsBytes {
+    pub(crate) fn new(ws: WebSocketStream<TcpStream>) -> Self {
+        WsBytes { ws }
+    }
+}
+
+impl ByteStream for WsBytes {
+    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    buf.extend_from_slice(&bytes);
+                    return Ok(bytes.len());
+                }
+                Some(Ok(Message::Close(_))) | None => return Ok(0),
+                Some(Ok(Message::Text(_))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "MQTT over WebSocket uses binary messages",
+                    ));
+                }
+                Some(Ok(_)) => continue, // ping, pong: tungstenite answers
+                Some(Err(error)) => return Err(io::Error::other(error)),
+            }
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .map_err(io::Error::other)
+    }
+}
