@@ -65,6 +65,28 @@ impl WsDevice {
         }
     }
 
+    /// Sends one binary frame; false when the connection refused it.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> bool {
+        self.ws.send(Message::binary(bytes)).await.is_ok()
+    }
+
+    /// Waits for the server to close the connection; its close code and reason.
+    pub async fn closed(&mut self, timeout: Duration) -> (u16, String) {
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => {
+                        return (u16::from(frame.code), frame.reason.to_string());
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("the connection ended without a close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the server closed the connection in time")
+    }
+
     /// Closes the connection.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;

@@ -8,21 +8,25 @@
 //! - [`device`]: [`WsDevice`], a WebSocket device.
 //! - [`http`]: a minimal GET for the operations endpoints.
 //! - [`kafka`]: Kafka settings, a publisher and a topic reader for scenarios.
+//! - [`mqtt`]: MQTT devices played by rumqttc.
 //! - [`postgres`]: [`postgres::PgCluster`], a PostgreSQL server a test may stop.
 //! - [`receiver`]: watching a Receiver process through its metrics.
 //! - [`socket`]: Socket listeners on free ports.
 //! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
 //! - [`workload`]: counter workloads for exact-count checks.
+//! - [`wharf`]: [`wharf::TestWharf`], a whole Wharf in the test process.
 
 pub mod device;
 pub mod env;
 pub mod http;
 pub mod kafka;
+pub mod mqtt;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod socket;
 pub mod wait;
+pub mod wharf;
 pub mod workload;
 
 pub use device::WsDevice;

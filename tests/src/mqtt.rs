@@ -1,0 +1,199 @@
+//! MQTT devices played by rumqttc, 3.1.1 and 5, over TCP or WebSocket. The
+//! client's event loop runs in a task; what it sees arrives on a channel.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+/// What a device's event loop reported, reduced to what tests check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A PUBLISH from the server: topic and payload.
+    Publish(String, Vec<u8>),
+    /// A PUBACK from the server: packet id and reason code (0 for 3.1.1).
+    PubAck(u16, u8),
+    /// A SUBACK: one code per filter.
+    SubAck(Vec<u8>),
+    /// A DISCONNECT from the server (v5): its reason code.
+    Disconnect(u8),
+    /// The connection ended with this error.
+    Closed(String),
+}
+
+/// The protocol version and transport of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    V4,
+    V5,
+    /// 3.1.1 over WebSocket at `/mqtt`.
+    V4OverWebsocket,
+}
+
+/// An MQTT device.
+pub struct MqttDevice {
+    client: Client,
+    seen: mpsc::UnboundedReceiver<Seen>,
+}
+
+enum Client {
+    V4(rumqttc::AsyncClient),
+    V5(rumqttc::v5::AsyncClient),
+}
+
+impl MqttDevice {
+    /// Connects as `device` with `token`; the refusal as text otherwise.
+    pub async fn connect(flavor: Flavor, addr: SocketAddr, device: &str, token: &str) -> Result<Self, String> {
+        let (tx, seen) = mpsc::unbounded_channel();
+        let client = match flavor {
+            Flavor::V4 | Flavor::V4OverWebsocket => {
+                let host = match flavor {
+                    Flavor::V4OverWebsocket => format!("ws://{addr}/mqtt"),
+                    _ => addr.ip().to_string(),
+                };
+                let mut options = rumqttc::MqttOptions::new(format!("{device}-client"), host, addr.port());
+                options.set_credentials(device, token);
+                options.set_keep_alive(Duration::from_secs(30));
+                if flavor == Flavor::V4OverWebsocket {
+                    options.set_transport(rumqttc::Transport::Ws);
+                }
+                let (client, mut events) = rumqttc::AsyncClient::new(options, 64);
+                loop {
+                    match events.poll().await {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => break,
+                        Ok(_) => {}
+                        Err(error) => return Err(error.to_string()),
+                    }
+                }
+                tokio::spawn(async move {
+                    loop {
+                        let seen = match events.poll().await {
+                            Ok(rumqttc::Event::Incoming(packet)) => match packet {
+                                rumqttc::Packet::Publish(p) => Seen::Publish(p.topic, p.payload.to_vec()),
+                                rumqttc::Packet::PubAck(a) => Seen::PubAck(a.pkid, 0),
+                                rumqttc::Packet::SubAck(s) => Seen::SubAck(
+                                    s.return_codes
+                                        .iter()
+                                        .map(|code| match code {
+                                            rumqttc::SubscribeReasonCode::Success(qos) => *qos as u8,
+                                            rumqttc::SubscribeReasonCode::Failure => 0x80,
+                                        })
+                                        .collect(),
+                                ),
+                                _ => continue,
+                            },
+                            Ok(_) => continue,
+                            Err(error) => {
+                                let _ = tx.send(Seen::Closed(error.to_string()));
+                                return;
+                            }
+                        };
+                        if tx.send(seen).is_err() {
+                            return;
+                        }
+                    }
+                });
+                Client::V4(client)
+            }
+            Flavor::V5 => {
+                use rumqttc::v5::mqttbytes::v5::Packet;
+                let mut options = rumqttc::v5::MqttOptions::new(format!("{device}-client"), addr.ip().to_string(), addr.port());
+                options.set_credentials(device, token);
+                options.set_keep_alive(Duration::from_secs(30));
+                let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
+                loop {
+                    match events.poll().await {
+                        Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_))) => break,
+                        Ok(_) => {}
+                        Err(error) => return Err(format!("{error:?}")),
+                    }
+                }
+                tokio::spawn(async move {
+                    loop {
+                        let seen = match events.poll().await {
+                            Ok(rumqttc::v5::Event::Incoming(packet)) => match packet {
+                                Packet::Publish(p) => Seen::Publish(
+                                    String::from_utf8_lossy(&p.topic).into_owned(),
+                                    p.payload.to_vec(),
+                                ),
+                                Packet::PubAck(a) => Seen::PubAck(a.pkid, a.reason as u8),
+                                Packet::SubAck(s) => Seen::SubAck(s.return_codes.iter().map(v5_suback_code).collect()),
+                                Packet::Disconnect(d) => Seen::Disconnect(d.reason_code as u8),
+                                _ => continue,
+                            },
+                            Ok(_) => continue,
+                            Err(error) => {
+                                let _ = tx.send(Seen::Closed(format!("{error:?}")));
+                                return;
+                            }
+                        };
+                        if tx.send(seen).is_err() {
+                            return;
+                        }
+                    }
+                });
+                Client::V5(client)
+            }
+        };
+        Ok(MqttDevice { client, seen })
+    }
+
+    /// Subscribes to `filter` at QoS 1.
+    pub async fn subscribe(&self, filter: &str) {
+        match &self.client {
+            Client::V4(c) => c.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap(),
+            Client::V5(c) => c
+                .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Publishes `payload` on `topic` at `qos` (0, 1 or 2).
+    pub async fn publish(&self, topic: &str, payload: &[u8], qos: u8) {
+        match &self.client {
+            Client::V4(c) => {
+                let qos = rumqttc::qos(qos).unwrap();
+                c.publish(topic, qos, false, payload.to_vec()).await.unwrap()
+            }
+            Client::V5(c) => {
+                let qos = rumqttc::v5::mqttbytes::qos(qos).unwrap();
+                c.publish(topic, qos, false, payload.to_vec()).await.unwrap()
+            }
+        }
+    }
+
+    /// The next thing seen that `pick` accepts, within `timeout`.
+    pub async fn next<T>(&mut self, timeout: Duration, mut pick: impl FnMut(Seen) -> Option<T>) -> T {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let seen = self.seen.recv().await.expect("the event loop reports until closed");
+                if let Some(found) = pick(seen) {
+                    return found;
+                }
+            }
+        })
+        .await
+        .expect("the expected packet arrived in time")
+    }
+
+    /// The next PUBLISH from the server.
+    pub async fn next_publish(&mut self, timeout: Duration) -> (String, Vec<u8>) {
+        self.next(timeout, |seen| match seen {
+            Seen::Publish(topic, payload) => Some((topic, payload)),
+            Seen::Closed(error) => panic!("closed while waiting for a publish: {error}"),
+            _ => None,
+        })
+        .await
+    }
+}
+
+fn v5_suback_code(code: &rumqttc::v5::mqttbytes::v5::SubscribeReasonCode) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as Code;
+    match code {
+        Code::Success(qos) => *qos as u8,
+        Code::NotAuthorized => 0x87,
+        Code::TopicFilterInvalid => 0x8f,
+        _ => 0x80,
+    }
+}

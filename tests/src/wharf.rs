@@ -1,0 +1,100 @@
+//! A whole Wharf in the test process (the `wharf up` wiring: in-process bus,
+//! SQLite), on free ports, for scenarios about devices.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use wharf_auth::TokenIssuer;
+use wharf_cli::embedded::{self, Embedded, UpSettings};
+use wharf_socket::Addresses;
+use wharf_store::{DeviceStateRow, Store, StoreConfig};
+
+use crate::{temp_dir, wait_until};
+
+/// A running in-process Wharf.
+pub struct TestWharf {
+    wharf: Option<Embedded>,
+    shutdown: CancellationToken,
+    pub addresses: Addresses,
+    pub data_dir: PathBuf,
+    secret: String,
+}
+
+impl TestWharf {
+    /// Starts Wharf with the demo model and rule; `customize` adjusts the
+    /// settings (limits, framing…) before it starts.
+    pub async fn start(customize: impl FnOnce(&mut UpSettings)) -> Self {
+        let data_dir = temp_dir("wharf-test");
+        let mut settings = UpSettings::default();
+        settings.use_data_dir(data_dir.clone());
+        crate::socket::on_free_ports(&mut settings.socket);
+        settings.up.ops_listen = ([127, 0, 0, 1], 0).into();
+        settings.receiver.flush_interval = Duration::from_millis(100);
+        customize(&mut settings);
+        let shutdown = CancellationToken::new();
+        let wharf = embedded::start(settings, shutdown.clone())
+            .await
+            .expect("wharf starts");
+        TestWharf {
+            addresses: wharf.addresses,
+            secret: wharf.secret.clone(),
+            wharf: Some(wharf),
+            shutdown,
+            data_dir,
+        }
+    }
+
+    /// A token for `device` of the demo model.
+    pub fn token(&self, device: &str) -> String {
+        TokenIssuer::new(&self.secret)
+            .issue(device, "demo-thermostat", Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// A token signed with a secret this Wharf does not know.
+    pub fn forged_token(&self, device: &str) -> String {
+        TokenIssuer::new("a-secret-this-wharf-never-configured")
+            .issue(device, "demo-thermostat", Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    /// Where the operations endpoint listens.
+    pub fn ops(&self) -> std::net::SocketAddr {
+        self.wharf.as_ref().expect("running").ops_addr
+    }
+
+    /// The store this Wharf writes device states to.
+    pub async fn store(&self) -> Store {
+        Store::connect(&StoreConfig {
+            url: format!("sqlite://{}/wharf.db", self.data_dir.display()),
+            ..StoreConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Waits until `device` has `frames` frames stored, and returns its state.
+    pub async fn state_after(&self, device: &str, frames: i64) -> DeviceStateRow {
+        let store = self.store().await;
+        wait_until(Duration::from_secs(30), "the device's state", || async {
+            let row = store.load_device_state(device).await.unwrap()?;
+            (row.message_count >= frames).then_some(row)
+        })
+        .await
+    }
+
+    /// Stops Wharf and waits until it has.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(wharf) = self.wharf.take() {
+            wharf.wait().await.expect("wharf stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestWharf {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
