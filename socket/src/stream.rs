@@ -19,7 +19,15 @@ pub(crate) trait ByteStream: Send {
 
     /// Writes all of `bytes`.
     fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Closes gracefully, so what was written last (a DISCONNECT, a status
+    /// frame) reaches the peer instead of being lost to a reset.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
+
+/// How long a closing connection reads (and discards) what the peer still
+/// sends: closing a TCP socket with unread input resets it.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl ByteStream for TcpStream {
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -28,6 +36,15 @@ impl ByteStream for TcpStream {
 
     async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         AsyncWriteExt::write_all(self, bytes).await
+    }
+
+    async fn close(&mut self) {
+        let _ = self.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(LINGER, async {
+            while matches!(self.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 
@@ -68,5 +85,9 @@ impl ByteStream for WsBytes {
             .send(Message::binary(bytes.to_vec()))
             .await
             .map_err(io::Error::other)
+    }
+
+    async fn close(&mut self) {
+        let _ = tokio::time::timeout(LINGER, self.ws.close(None)).await;
     }
 }

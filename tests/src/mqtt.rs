@@ -43,7 +43,12 @@ enum Client {
 
 impl MqttDevice {
     /// Connects as `device` with `token`; the refusal as text otherwise.
-    pub async fn connect(flavor: Flavor, addr: SocketAddr, device: &str, token: &str) -> Result<Self, String> {
+    pub async fn connect(
+        flavor: Flavor,
+        addr: SocketAddr,
+        device: &str,
+        token: &str,
+    ) -> Result<Self, String> {
         let (tx, seen) = mpsc::unbounded_channel();
         let client = match flavor {
             Flavor::V4 | Flavor::V4OverWebsocket => {
@@ -51,7 +56,8 @@ impl MqttDevice {
                     Flavor::V4OverWebsocket => format!("ws://{addr}/mqtt"),
                     _ => addr.ip().to_string(),
                 };
-                let mut options = rumqttc::MqttOptions::new(format!("{device}-client"), host, addr.port());
+                let mut options =
+                    rumqttc::MqttOptions::new(format!("{device}-client"), host, addr.port());
                 options.set_credentials(device, token);
                 options.set_keep_alive(Duration::from_secs(30));
                 if flavor == Flavor::V4OverWebsocket {
@@ -69,13 +75,17 @@ impl MqttDevice {
                     loop {
                         let seen = match events.poll().await {
                             Ok(rumqttc::Event::Incoming(packet)) => match packet {
-                                rumqttc::Packet::Publish(p) => Seen::Publish(p.topic, p.payload.to_vec()),
+                                rumqttc::Packet::Publish(p) => {
+                                    Seen::Publish(p.topic, p.payload.to_vec())
+                                }
                                 rumqttc::Packet::PubAck(a) => Seen::PubAck(a.pkid, 0),
                                 rumqttc::Packet::SubAck(s) => Seen::SubAck(
                                     s.return_codes
                                         .iter()
                                         .map(|code| match code {
-                                            rumqttc::SubscribeReasonCode::Success(qos) => *qos as u8,
+                                            rumqttc::SubscribeReasonCode::Success(qos) => {
+                                                *qos as u8
+                                            }
                                             rumqttc::SubscribeReasonCode::Failure => 0x80,
                                         })
                                         .collect(),
@@ -97,7 +107,11 @@ impl MqttDevice {
             }
             Flavor::V5 => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
-                let mut options = rumqttc::v5::MqttOptions::new(format!("{device}-client"), addr.ip().to_string(), addr.port());
+                let mut options = rumqttc::v5::MqttOptions::new(
+                    format!("{device}-client"),
+                    addr.ip().to_string(),
+                    addr.port(),
+                );
                 options.set_credentials(device, token);
                 options.set_keep_alive(Duration::from_secs(30));
                 let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
@@ -116,13 +130,24 @@ impl MqttDevice {
                                     String::from_utf8_lossy(&p.topic).into_owned(),
                                     p.payload.to_vec(),
                                 ),
-                                Packet::PubAck(a) => Seen::PubAck(a.pkid, a.reason as u8),
-                                Packet::SubAck(s) => Seen::SubAck(s.return_codes.iter().map(v5_suback_code).collect()),
+                                Packet::PubAck(a) => Seen::PubAck(a.pkid, v5_puback_code(a.reason)),
+                                Packet::SubAck(s) => Seen::SubAck(
+                                    s.return_codes.iter().map(v5_suback_code).collect(),
+                                ),
                                 Packet::Disconnect(d) => Seen::Disconnect(d.reason_code as u8),
                                 _ => continue,
                             },
                             Ok(_) => continue,
                             Err(error) => {
+                                // A DISCONNECT from the server ends rumqttc's loop with an error.
+                                if let rumqttc::v5::ConnectionError::MqttState(
+                                    rumqttc::v5::StateError::ServerDisconnect {
+                                        reason_code, ..
+                                    },
+                                ) = &error
+                                {
+                                    let _ = tx.send(Seen::Disconnect(*reason_code as u8));
+                                }
                                 let _ = tx.send(Seen::Closed(format!("{error:?}")));
                                 return;
                             }
@@ -141,7 +166,10 @@ impl MqttDevice {
     /// Subscribes to `filter` at QoS 1.
     pub async fn subscribe(&self, filter: &str) {
         match &self.client {
-            Client::V4(c) => c.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap(),
+            Client::V4(c) => c
+                .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+                .await
+                .unwrap(),
             Client::V5(c) => c
                 .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
                 .await
@@ -154,23 +182,35 @@ impl MqttDevice {
         match &self.client {
             Client::V4(c) => {
                 let qos = rumqttc::qos(qos).unwrap();
-                c.publish(topic, qos, false, payload.to_vec()).await.unwrap()
+                c.publish(topic, qos, false, payload.to_vec())
+                    .await
+                    .unwrap()
             }
             Client::V5(c) => {
                 let qos = rumqttc::v5::mqttbytes::qos(qos).unwrap();
-                c.publish(topic, qos, false, payload.to_vec()).await.unwrap()
+                c.publish(topic, qos, false, payload.to_vec())
+                    .await
+                    .unwrap()
             }
         }
     }
 
     /// The next thing seen that `pick` accepts, within `timeout`.
-    pub async fn next<T>(&mut self, timeout: Duration, mut pick: impl FnMut(Seen) -> Option<T>) -> T {
+    pub async fn next<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(Seen) -> Option<T>,
+    ) -> T {
         tokio::time::timeout(timeout, async {
+            let mut skipped = Vec::new();
             loop {
-                let seen = self.seen.recv().await.expect("the event loop reports until closed");
-                if let Some(found) = pick(seen) {
+                let Some(seen) = self.seen.recv().await else {
+                    panic!("the connection ended without the expected packet; saw {skipped:?}");
+                };
+                if let Some(found) = pick(seen.clone()) {
                     return found;
                 }
+                skipped.push(seen);
             }
         })
         .await
@@ -194,6 +234,16 @@ fn v5_suback_code(code: &rumqttc::v5::mqttbytes::v5::SubscribeReasonCode) -> u8 
         Code::Success(qos) => *qos as u8,
         Code::NotAuthorized => 0x87,
         Code::TopicFilterInvalid => 0x8f,
+        _ => 0x80,
+    }
+}
+
+fn v5_puback_code(reason: rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason as Reason;
+    match reason {
+        Reason::Success => 0,
+        Reason::NotAuthorized => 0x87,
+        Reason::TopicNameInvalid => 0x90,
         _ => 0x80,
     }
 }

@@ -31,12 +31,23 @@ async fn mqtt_round_trip(flavor: Flavor) {
     let mut thermostat = MqttDevice::connect(flavor, addr, &device, &wharf.token(&device))
         .await
         .expect("a valid token connects");
-    thermostat.subscribe(&format!("devices/{device}/commands/#")).await;
-    let granted = thermostat.next(PATIENCE, |seen| match seen { Seen::SubAck(codes) => Some(codes), _ => None }).await;
+    thermostat
+        .subscribe(&format!("devices/{device}/commands/#"))
+        .await;
+    let granted = thermostat
+        .next(PATIENCE, |seen| match seen {
+            Seen::SubAck(codes) => Some(codes),
+            _ => None,
+        })
+        .await;
     assert_eq!(granted, vec![1]);
 
     thermostat
-        .publish(&format!("devices/{device}/telemetry"), br#"{"temperature": 35}"#, 1)
+        .publish(
+            &format!("devices/{device}/telemetry"),
+            br#"{"temperature": 35}"#,
+            1,
+        )
         .await;
     let (topic, frame) = thermostat.next_publish(PATIENCE).await;
     assert_eq!(topic, format!("devices/{device}/commands/fan"));
@@ -69,7 +80,14 @@ async fn mosquitto_clients_round_trip() {
     for version in ["5", "311"] {
         let device = unique("thermo");
         let output = tokio::process::Command::new("mosquitto_rr")
-            .args(["-V", version, "-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
+            .args([
+                "-V",
+                version,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &mqtt.port().to_string(),
+            ])
             .args(["-u", &device, "-P", &wharf.token(&device)])
             .args(["-t", &format!("devices/{device}/telemetry")])
             .args(["-e", &format!("devices/{device}/commands/fan")])
@@ -79,7 +97,10 @@ async fn mosquitto_clients_round_trip() {
             .expect("mosquitto_rr is installed (mosquitto-clients; .ci/run installs it)");
         assert!(output.status.success(), "MQTT {version}: {output:?}");
         assert_fan(&output.stdout);
-        assert_eq!(wharf.state_after(&device, 1).await.reported["temperature"], json!(35));
+        assert_eq!(
+            wharf.state_after(&device, 1).await.reported["temperature"],
+            json!(35)
+        );
     }
     let refused = tokio::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
@@ -89,7 +110,10 @@ async fn mosquitto_clients_round_trip() {
         .await
         .unwrap();
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("not authorised"), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not authorised"),
+        "{refused:?}"
+    );
     wharf.stop().await;
 }
 
@@ -109,13 +133,20 @@ async fn write_length_frame(stream: &mut TcpStream, frame: &[u8]) {
 async fn tcp_length_prefixed_round_trip() {
     let wharf = TestWharf::start(|_| {}).await;
     let device = unique("thermo");
-    let mut stream = TcpStream::connect(wharf.addresses.tcp.unwrap()).await.unwrap();
+    let mut stream = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
     write_length_frame(&mut stream, wharf.token(&device).as_bytes()).await;
     assert_eq!(read_length_frame(&mut stream).await, vec![0], "status ok");
     write_length_frame(&mut stream, br#"{"temperature": 35}"#).await;
-    let frame = tokio::time::timeout(PATIENCE, read_length_frame(&mut stream)).await.unwrap();
+    let frame = tokio::time::timeout(PATIENCE, read_length_frame(&mut stream))
+        .await
+        .unwrap();
     assert_fan(&frame);
-    assert_eq!(wharf.state_after(&device, 1).await.reported["temperature"], json!(35));
+    assert_eq!(
+        wharf.state_after(&device, 1).await.reported["temperature"],
+        json!(35)
+    );
     wharf.stop().await;
 }
 
@@ -123,21 +154,34 @@ async fn tcp_length_prefixed_round_trip() {
 async fn tcp_lines_round_trip() {
     let wharf = TestWharf::start(|settings| settings.socket.tcp.framing = Framing::Lines).await;
     let device = unique("thermo");
-    let stream = TcpStream::connect(wharf.addresses.tcp.unwrap()).await.unwrap();
+    let stream = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
     let (read, mut write) = stream.into_split();
     let mut lines = tokio::io::BufReader::new(read);
     let mut line = String::new();
-    write.write_all(format!("{}\n", wharf.token(&device)).as_bytes()).await.unwrap();
-    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await.unwrap();
+    write
+        .write_all(format!("{}\n", wharf.token(&device)).as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line)
+        .await
+        .unwrap();
     assert_eq!(line, "0\n", "status ok");
     write.write_all(b"{\"temperature\": 35}\r\n").await.unwrap();
     line.clear();
-    tokio::time::timeout(PATIENCE, tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_fan(line.trim_end().as_bytes());
-    assert_eq!(wharf.state_after(&device, 1).await.reported["temperature"], json!(35));
+    assert_eq!(
+        wharf.state_after(&device, 1).await.reported["temperature"],
+        json!(35)
+    );
     wharf.stop().await;
 }
 
@@ -147,23 +191,38 @@ async fn udp_round_trip() {
     let device = unique("thermo");
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(wharf.addresses.udp.unwrap()).await.unwrap();
-    socket.send(format!("HELLO {}", wharf.token(&device)).as_bytes()).await.unwrap();
+    socket
+        .send(format!("HELLO {}", wharf.token(&device)).as_bytes())
+        .await
+        .unwrap();
     let mut buf = vec![0; 2048];
-    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n, 8, "the session id");
     let session: Vec<u8> = buf[..8].to_vec();
     let mut datagram = session.clone();
     datagram.extend_from_slice(br#"{"temperature": 35}"#);
     socket.send(&datagram).await.unwrap();
-    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_fan(&buf[..n]);
-    assert_eq!(wharf.state_after(&device, 1).await.reported["temperature"], json!(35));
+    assert_eq!(
+        wharf.state_after(&device, 1).await.reported["temperature"],
+        json!(35)
+    );
 
     // A datagram for a session the Socket does not know is answered, not published.
     let mut stranger = vec![0xff; 8];
     stranger.extend_from_slice(b"{}");
     socket.send(&stranger).await.unwrap();
-    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(PATIENCE, socket.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"UNKNOWN_SESSION");
     wharf.stop().await;
 }

@@ -173,6 +173,13 @@ impl Codec {
     }
 }
 
+/// An MQTT 5 DISCONNECT with `reason` and no properties. Written by hand:
+/// rumqttd 0.20 encodes a remaining length of 1 but appends an empty
+/// property length, a byte clients read as the start of another packet.
+pub(crate) fn disconnect_v5(reason: u8) -> [u8; 3] {
+    [0xe0, 0x01, reason]
+}
+
 /// A QoS 1 PUBLISH of `payload` on `topic` with packet id `pkid`.
 pub(crate) fn publish_qos1(topic: &str, payload: &[u8], pkid: u16) -> Publish {
     // rumqttd keeps QoS and packet id crate-private but rebuilds a PUBLISH

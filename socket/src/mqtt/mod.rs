@@ -25,9 +25,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
-    Packet, PingResp, PubAck, PubAckReason, QoS, SubAck, SubscribeReasonCode, UnsubAck,
-    UnsubAckReason,
+    ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Packet, PingResp, PubAck,
+    PubAckReason, QoS, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -263,18 +262,9 @@ impl Connection {
     }
 
     /// Tells a v5 client why it is disconnected; v4 has no way to say.
-    async fn send_disconnect<S: ByteStream>(
-        &mut self,
-        stream: &mut S,
-        reason: DisconnectReasonCode,
-    ) {
+    async fn send_disconnect<S: ByteStream>(&mut self, stream: &mut S, reason: u8) {
         if self.is_v5() {
-            let disconnect = Disconnect {
-                reason_code: reason,
-            };
-            let _ = self
-                .send(stream, Packet::Disconnect(disconnect, None))
-                .await;
+            let _ = stream.write_all(&codec::disconnect_v5(reason)).await;
         }
     }
 }
@@ -563,16 +553,17 @@ impl SessionState {
         reason: CloseReason,
         will: Option<LastWill>,
     ) {
+        // MQTT 5 reason codes (section 3.14.2.1).
         let code = match reason {
-            CloseReason::ShuttingDown => Some(DisconnectReasonCode::ServerShuttingDown),
-            CloseReason::TakenOver => Some(DisconnectReasonCode::SessionTakenOver),
-            CloseReason::FrameTooLarge => Some(DisconnectReasonCode::PacketTooLarge),
-            CloseReason::RateLimited => Some(DisconnectReasonCode::MessageRateTooHigh),
-            CloseReason::QosNotSupported => Some(DisconnectReasonCode::QoSNotSupported),
-            CloseReason::IdleTimeout => Some(DisconnectReasonCode::KeepAliveTimeout),
-            CloseReason::NotAuthorized => Some(DisconnectReasonCode::NotAuthorized),
-            CloseReason::ProtocolError => Some(DisconnectReasonCode::ProtocolError),
-            CloseReason::BusUnavailable => Some(DisconnectReasonCode::ServerBusy),
+            CloseReason::ShuttingDown => Some(0x8b),
+            CloseReason::TakenOver => Some(0x8e),
+            CloseReason::FrameTooLarge => Some(0x95),
+            CloseReason::RateLimited => Some(0x96),
+            CloseReason::QosNotSupported => Some(0x9b),
+            CloseReason::IdleTimeout => Some(0x8d),
+            CloseReason::NotAuthorized => Some(0x87),
+            CloseReason::ProtocolError => Some(0x82),
+            CloseReason::BusUnavailable => Some(0x89),
             _ => None,
         };
         let still_connected = !matches!(
@@ -598,6 +589,9 @@ impl SessionState {
         }
         if let Some(code) = code {
             conn.send_disconnect(stream, code).await;
+        }
+        if still_connected {
+            stream.close().await;
         }
         for (_, (outcome, _)) in self.awaiting_ack.drain() {
             let _ = outcome.send(Err((

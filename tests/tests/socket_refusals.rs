@@ -1,0 +1,431 @@
+//! What a device sees when the Socket refuses it, per transport: bad tokens,
+//! publishing or subscribing outside its topics, oversized frames, a
+//! handshake that never completes, the rate limit, and a second connection
+//! taking over the first.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UdpSocket};
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen};
+use wharf_tests::wharf::TestWharf;
+use wharf_tests::{WsDevice, http, unique};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+async fn tcp_status_after(stream: &mut TcpStream, first_frame: &[u8]) -> Vec<u8> {
+    stream.write_u32(first_frame.len() as u32).await.unwrap();
+    stream.write_all(first_frame).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the socket answered and closed")
+        .unwrap();
+    rest
+}
+
+async fn metric(wharf: &TestWharf, series: &str) -> f64 {
+    let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(series))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_are_refused_on_every_transport() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let forged = wharf.forged_token(&device);
+
+    let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    assert_eq!(WsDevice::refused_status(&ws, &forged).await, 401);
+
+    for flavor in [Flavor::V4, Flavor::V5] {
+        let refused =
+            MqttDevice::connect(flavor, wharf.addresses.mqtt.unwrap(), &device, &forged).await;
+        let error = refused.err().expect("a forged token is refused");
+        assert!(error.contains("NotAuthorized"), "{flavor:?}: {error}");
+    }
+    // A valid token of another device is refused too.
+    let other = wharf.token("someone-else");
+    let refused =
+        MqttDevice::connect(Flavor::V5, wharf.addresses.mqtt.unwrap(), &device, &other).await;
+    assert!(refused.err().unwrap().contains("NotAuthorized"));
+
+    let mut stream = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        tcp_status_after(&mut stream, forged.as_bytes()).await,
+        vec![0, 0, 0, 1, 1],
+        "status 1 then close"
+    );
+
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(wharf.addresses.udp.unwrap()).await.unwrap();
+    udp.send(format!("HELLO {forged}").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0; 64];
+    let n = tokio::time::timeout(PATIENCE, udp.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"UNAUTHORIZED");
+
+    assert!(metric(&wharf, "wharf_socket_auth_failures_total").await >= 6.0);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_cannot_use_other_devices_topics() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let mqtt = wharf.addresses.mqtt.unwrap();
+
+    // MQTT 5: refused with 0x87, the connection stays.
+    let device = unique("thermo");
+    let mut v5 = MqttDevice::connect(Flavor::V5, mqtt, &device, &wharf.token(&device))
+        .await
+        .unwrap();
+    v5.subscribe("devices/someone-else/commands/#").await;
+    let codes = v5
+        .next(PATIENCE, |seen| match seen {
+            Seen::SubAck(codes) => Some(codes),
+            _ => None,
+        })
+        .await;
+    assert_eq!(codes, vec![0x87]);
+    v5.publish(
+        "devices/someone-else/telemetry",
+        br#"{"temperature": 99}"#,
+        1,
+    )
+    .await;
+    let reason = v5
+        .next(PATIENCE, |seen| match seen {
+            Seen::PubAck(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, 0x87);
+    v5.publish(
+        &format!("devices/{device}/telemetry"),
+        br#"{"temperature": 21}"#,
+        1,
+    )
+    .await;
+    assert_eq!(
+        v5.next(PATIENCE, |seen| match seen {
+            Seen::PubAck(_, reason) => Some(reason),
+            _ => None,
+        })
+        .await,
+        0
+    );
+    let state = wharf.state_after(&device, 1).await;
+    assert_eq!(
+        state.message_count, 1,
+        "the refused publish was not applied"
+    );
+    assert_eq!(state.reported["temperature"], 21);
+
+    // MQTT 3.1.1: SUBACK failure 0x80; a publish outside closes the connection.
+    let device = unique("thermo");
+    let mut v4 = MqttDevice::connect(Flavor::V4, mqtt, &device, &wharf.token(&device))
+        .await
+        .unwrap();
+    v4.subscribe("devices/someone-else/commands/#").await;
+    let codes = v4
+        .next(PATIENCE, |seen| match seen {
+            Seen::SubAck(codes) => Some(codes),
+            _ => None,
+        })
+        .await;
+    assert_eq!(codes, vec![0x80]);
+    v4.publish("devices/someone-else/telemetry", b"{}", 1).await;
+    v4.next(PATIENCE, |seen| {
+        matches!(seen, Seen::Closed(_)).then_some(())
+    })
+    .await;
+
+    assert_eq!(metric(&wharf, "wharf_socket_acl_denied_total").await, 4.0);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_frames_close_the_connection_with_a_reason() {
+    let wharf = TestWharf::start(|settings| settings.socket.max_frame_bytes = 1024).await;
+    let big = vec![b'x'; 4096];
+
+    let device = unique("thermo");
+    let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    let mut client = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
+    client.send_binary(big.clone()).await;
+    let (code, reason) = client.closed(PATIENCE).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("max_frame_bytes (1024)"), "{reason}");
+
+    // The CONNACK tells MQTT 5 clients the maximum packet size, so rumqttc
+    // would refuse to send this; a hand-made client sends it anyway.
+    let device = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::publish(
+        &format!("devices/{device}/telemetry"),
+        &big,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        raw_mqtt5::disconnect_reason(&mut raw).await,
+        0x95,
+        "packet too large"
+    );
+
+    let device = unique("thermo");
+    let mut stream = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
+    stream
+        .write_u32(wharf.token(&device).len() as u32)
+        .await
+        .unwrap();
+    stream
+        .write_all(wharf.token(&device).as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        tcp_status_after(&mut stream, &big).await,
+        vec![0, 0, 0, 1, 0, 0, 0, 0, 1, 2],
+        "ok, then status 2"
+    );
+
+    assert_eq!(
+        metric(
+            &wharf,
+            "wharf_socket_frames_dropped_total{reason=\"oversized\"}"
+        )
+        .await,
+        3.0
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_that_never_completes_is_dropped() {
+    let wharf =
+        TestWharf::start(|settings| settings.socket.handshake_timeout = Duration::from_millis(500))
+            .await;
+    for addr in [
+        wharf.addresses.websocket,
+        wharf.addresses.mqtt,
+        wharf.addresses.tcp,
+    ] {
+        // Connect, then say nothing (or, slowloris-style, very little).
+        let mut stream = TcpStream::connect(addr.unwrap()).await.unwrap();
+        stream.write_all(b"G").await.unwrap();
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "{addr:?} kept a silent connection open");
+    }
+    let timeouts = metric(&wharf, "wharf_socket_handshake_failures_total").await;
+    assert_eq!(timeouts, 3.0);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_over_the_rate_limit_are_cut_off() {
+    let wharf = TestWharf::start(|settings| {
+        settings.socket.rate_limit.per_second = 5;
+        settings.socket.rate_limit.burst = 5;
+    })
+    .await;
+
+    let device = unique("thermo");
+    let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    let mut client = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
+    for _ in 0..20 {
+        client.send_text(r#"{"temperature": 20}"#).await;
+    }
+    let (code, reason) = client.closed(PATIENCE).await;
+    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+
+    let device = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        raw.write_all(&raw_mqtt5::publish(
+            &format!("devices/{device}/telemetry"),
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        raw_mqtt5::disconnect_reason(&mut raw).await,
+        0x96,
+        "message rate too high"
+    );
+
+    // UDP drops what is over the rate, and the session lives on.
+    let device = unique("thermo");
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(wharf.addresses.udp.unwrap()).await.unwrap();
+    udp.send(format!("HELLO {}", wharf.token(&device)).as_bytes())
+        .await
+        .unwrap();
+    let mut session = [0; 8];
+    tokio::time::timeout(PATIENCE, udp.recv(&mut session))
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..20 {
+        let mut datagram = session.to_vec();
+        datagram.extend_from_slice(br#"{"temperature": 20}"#);
+        udp.send(&datagram).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = wharf.state_after(&device, 1).await.message_count;
+    assert!(
+        (5..=8).contains(&stored),
+        "about the burst of 5 was applied, not {stored}"
+    );
+
+    let dropped = metric(
+        &wharf,
+        "wharf_socket_frames_dropped_total{reason=\"rate_limited\"}",
+    )
+    .await;
+    assert!(dropped >= 2.0 + 12.0, "{dropped}");
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_connection_takes_over_the_first() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    let mut first = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
+    let mut second = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
+    let (_, reason) = first.closed(PATIENCE).await;
+    assert_eq!(reason, "session taken over");
+    // Commands follow the newer connection.
+    second.send_text(r#"{"temperature": 35}"#).await;
+    let command: serde_json::Value =
+        serde_json::from_str(&second.next_text(PATIENCE).await).unwrap();
+    assert_eq!(command["cmd"], "fan");
+
+    let device = unique("thermo");
+    let mqtt = wharf.addresses.mqtt.unwrap();
+    let mut older = TcpStream::connect(mqtt).await.unwrap();
+    older
+        .write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .await
+        .unwrap();
+    let mut newer = MqttDevice::connect(Flavor::V5, mqtt, &device, &wharf.token(&device))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw_mqtt5::disconnect_reason(&mut older).await,
+        0x8e,
+        "session taken over"
+    );
+    newer
+        .subscribe(&format!("devices/{device}/commands/#"))
+        .await;
+    newer
+        .next(PATIENCE, |seen| {
+            matches!(seen, Seen::SubAck(_)).then_some(())
+        })
+        .await;
+    newer
+        .publish(&format!("devices/{device}/t"), br#"{"temperature": 35}"#, 1)
+        .await;
+    let (_, command) = newer.next_publish(PATIENCE).await;
+    assert!(String::from_utf8_lossy(&command).contains("fan"));
+    wharf.stop().await;
+}
+
+/// MQTT 5 packets made by hand, for what well-behaved clients never send.
+mod raw_mqtt5 {
+    fn string(text: &str) -> Vec<u8> {
+        let mut out = (text.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(text.as_bytes());
+        out
+    }
+
+    fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
+        let mut out = vec![first];
+        let mut length = body.len();
+        loop {
+            let mut byte = (length % 128) as u8;
+            length /= 128;
+            if length > 0 {
+                byte |= 0x80;
+            }
+            out.push(byte);
+            if length == 0 {
+                break;
+            }
+        }
+        out.extend(body);
+        out
+    }
+
+    /// CONNECT with username and password, clean start, no properties.
+    pub(super) fn connect(username: &str, password: &str) -> Vec<u8> {
+        let mut body = string("MQTT");
+        body.extend_from_slice(&[5, 0b1100_0010, 0, 60, 0]);
+        body.extend(string("raw-client"));
+        body.extend(string(username));
+        body.extend(string(password));
+        packet(0x10, body)
+    }
+
+    /// Reads packets until the server closes the connection; the reason
+    /// code of the DISCONNECT it sent.
+    pub(super) async fn disconnect_reason(stream: &mut tokio::net::TcpStream) -> u8 {
+        use tokio::io::AsyncReadExt as _;
+        let mut bytes = Vec::new();
+        tokio::time::timeout(super::PATIENCE, stream.read_to_end(&mut bytes))
+            .await
+            .expect("the server closed the connection")
+            .ok();
+        let mut at = 0;
+        while at + 1 < bytes.len() {
+            let (first, mut length, mut shift, mut i) = (bytes[at], 0usize, 0, at + 1);
+            loop {
+                length |= usize::from(bytes[i] & 0x7f) << shift;
+                shift += 7;
+                i += 1;
+                if bytes[i - 1] & 0x80 == 0 {
+                    break;
+                }
+            }
+            if first == 0xe0 {
+                return bytes[i];
+            }
+            at = i + length;
+        }
+        panic!("no DISCONNECT in {bytes:x?}");
+    }
+
+    /// PUBLISH at QoS 0 with no properties.
+    pub(super) fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = string(topic);
+        body.push(0);
+        body.extend_from_slice(payload);
+        packet(0x30, body)
+    }
+}
