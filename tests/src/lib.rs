@@ -3,6 +3,7 @@
 //! device played by tokio-tungstenite.
 //!
 //! # Layout
+//! - [`broker`]: a broker of a test's own behind a proxy it can cut.
 //! - [`env`]: the broker and database the scenarios run against.
 //! - [`process`]: the service binaries, started as real processes.
 //! - [`device`]: [`WsDevice`], a WebSocket device.
@@ -16,6 +17,7 @@
 //! - [`workload`]: counter workloads for exact-count checks.
 //! - [`wharf`]: [`wharf::TestWharf`], a whole Wharf in the test process.
 
+pub mod broker;
 pub mod device;
 pub mod env;
 pub mod http;

@@ -429,3 +429,34 @@ mod raw_mqtt5 {
         packet(0x30, body)
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_says_going_away_to_every_device() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    let mut client = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
+    let mqtt_device = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::connect(
+        &mqtt_device,
+        &wharf.token(&mqtt_device),
+    ))
+    .await
+    .unwrap();
+    wharf.state_after(&mqtt_device, 0).await; // connected and announced
+    let stopping = tokio::spawn(wharf.stop());
+    let (code, reason) = client.closed(PATIENCE).await;
+    assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
+    assert_eq!(
+        raw_mqtt5::disconnect_reason(&mut raw).await,
+        0x8b,
+        "server shutting down"
+    );
+    tokio::time::timeout(PATIENCE, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
