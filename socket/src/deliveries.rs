@@ -13,14 +13,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio::sync::{mpsc::error::TrySendError, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use wharf_bus::{BusConsumer, Consumer as _, InFlightOffsets, Message};
 use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 
 use crate::Shared;
-use crate::live::{Outbound, Outcome};
+use crate::live::{Outbound, Outcome, Refused};
 
 /// Deliveries awaiting their outcome at once.
 const MAX_IN_FLIGHT: usize = 4096;
@@ -150,16 +150,16 @@ fn hand_over(
         channel: command.channel.clone(),
         outcome,
     };
-    match connection.outbound.try_send(outbound) {
+    match connection.mailbox.push(outbound) {
         Ok(()) => Ok(receiver),
-        Err(TrySendError::Full(_)) => Err((
+        Err(Refused::Full) => Err((
             FailureReason::QueueFull,
             format!(
                 "{device} already has outbound_queue ({}) commands waiting",
                 shared.config.outbound_queue
             ),
         )),
-        Err(TrySendError::Closed(_)) => {
+        Err(Refused::Closed) => {
             Err((FailureReason::WriteFailed, "the connection closed".into()))
         }
     }

@@ -1,11 +1,15 @@
-//! The connections this instance holds: one per device, each with a bounded
-//! queue of commands to write.
+//! The connections this instance holds: one per device, each with a small
+//! mailbox for the commands to write and for the news of a takeover.
+//!
+//! The mailbox is one allocation that grows only when commands wait: a
+//! Socket holds many idle connections, and each byte of per-connection
+//! state counts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 use wharf_events::{FailureReason, Payload};
 
@@ -21,14 +25,94 @@ pub(crate) struct Outbound {
     pub(crate) outcome: oneshot::Sender<Outcome>,
 }
 
+/// What a session task learns from its mailbox.
+pub(crate) enum Signal {
+    Command(Outbound),
+    /// A newer connection of the device took over: close.
+    TakenOver,
+}
+
+/// Why a command could not be queued.
+pub(crate) enum Refused {
+    Full,
+    Closed,
+}
+
+/// Commands waiting for one connection, and whether it was taken over.
+pub(crate) struct Mailbox {
+    commands: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    notify: Notify,
+    taken_over: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Mailbox {
+            commands: Mutex::new(VecDeque::new()),
+            capacity,
+            notify: Notify::new(),
+            taken_over: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues a command behind the others, unless `capacity` are waiting.
+    pub(crate) fn push(&self, command: Outbound) -> Result<(), Refused> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let mut commands = self.lock();
+        if commands.len() >= self.capacity {
+            return Err(Refused::Full);
+        }
+        commands.push_back(command);
+        drop(commands);
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Tells the session a newer connection took over.
+    pub(crate) fn take_over(&self) {
+        self.taken_over.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// The next command, or the takeover. Cancel-safe: a command leaves the
+    /// mailbox only when returned.
+    pub(crate) async fn next(&self) -> Signal {
+        loop {
+            if self.taken_over.load(Ordering::Acquire) {
+                return Signal::TakenOver;
+            }
+            if let Some(command) = self.lock().pop_front() {
+                return Signal::Command(command);
+            }
+            // notify_one keeps a permit when nobody waits: no wake-up is lost.
+            self.notify.notified().await;
+        }
+    }
+
+    /// Refuses further commands and hands back those still waiting.
+    pub(crate) fn close(&self) -> Vec<Outbound> {
+        self.closed.store(true, Ordering::Release);
+        self.lock().drain(..).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outbound>> {
+        self.commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// How to reach the session task of one connection.
 #[derive(Clone)]
 pub(crate) struct ConnectionHandle {
     /// Tells this connection apart from the device's earlier and later ones.
     pub(crate) id: Uuid,
-    pub(crate) outbound: mpsc::Sender<Outbound>,
-    /// Cancelled when a newer connection of the device takes over.
-    pub(crate) taken_over: CancellationToken,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 /// The live connection of each device on this instance.
@@ -39,11 +123,7 @@ pub(crate) struct LiveConnections {
 
 impl LiveConnections {
     /// Makes `handle` the device's connection; returns the one it replaces.
-    pub(crate) fn insert(
-        &self,
-        device: &str,
-        handle: ConnectionHandle,
-    ) -> Option<ConnectionHandle> {
+    pub(crate) fn insert(&self, device: &str, handle: ConnectionHandle) -> Option<ConnectionHandle> {
         self.lock().insert(device.to_owned(), handle)
     }
 
@@ -78,8 +158,15 @@ mod tests {
     fn handle() -> ConnectionHandle {
         ConnectionHandle {
             id: Uuid::now_v7(),
-            outbound: mpsc::channel(1).0,
-            taken_over: CancellationToken::new(),
+            mailbox: Mailbox::new(1),
+        }
+    }
+
+    fn command() -> Outbound {
+        Outbound {
+            payload: Payload::Binary(vec![1]),
+            channel: None,
+            outcome: oneshot::channel().0,
         }
     }
 
@@ -94,5 +181,17 @@ mod tests {
         assert_eq!(live.get("d").map(|h| h.id), Some(new.id));
         assert!(live.remove("d", new.id));
         assert!(live.get("d").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_is_bounded_and_tells_of_a_takeover() {
+        let mailbox = Mailbox::new(1);
+        assert!(mailbox.push(command()).is_ok());
+        assert!(matches!(mailbox.push(command()), Err(Refused::Full)));
+        assert!(matches!(mailbox.next().await, Signal::Command(_)));
+        mailbox.take_over();
+        assert!(matches!(mailbox.next().await, Signal::TakenOver));
+        assert!(mailbox.close().is_empty());
+        assert!(matches!(mailbox.push(command()), Err(Refused::Closed)));
     }
 }

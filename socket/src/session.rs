@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use wharf_bus::{Delivered, PendingAck};
 use wharf_events::Transport;
@@ -18,7 +16,7 @@ use wharf_events::Transport;
 use crate::Shared;
 use crate::events_out::DeviceIdentity;
 use crate::limits::TokenBucket;
-use crate::live::{ConnectionHandle, Outbound};
+use crate::live::{ConnectionHandle, Mailbox};
 
 /// Why a connection ended; named in `DeviceDisconnected` and the metrics,
 /// and mapped by each transport to what the device sees.
@@ -86,10 +84,9 @@ impl CloseReason {
 pub(crate) struct Session {
     shared: Arc<Shared>,
     pub(crate) who: DeviceIdentity,
-    /// Commands for this connection, in the order the Commander sent them.
-    pub(crate) commands: mpsc::Receiver<Outbound>,
-    /// Cancelled when a newer connection of the device takes over.
-    pub(crate) taken_over: CancellationToken,
+    /// Commands for this connection, in the order the Commander sent them,
+    /// and the news of a takeover.
+    pub(crate) mailbox: Arc<Mailbox>,
     bucket: TokenBucket,
     gauge: Gauge,
 }
@@ -104,21 +101,32 @@ impl Session {
         transport: Transport,
         remote: Option<String>,
     ) -> Result<Session, CloseReason> {
+        // Boxed here, and in `publish` and `close`: a connection's task
+        // keeps its state for as long as the connection lives, so one-off
+        // steps must not make it larger.
+        Box::pin(Self::open_boxed(shared, device, model, transport, remote)).await
+    }
+
+    async fn open_boxed(
+        shared: &Arc<Shared>,
+        device: String,
+        model: String,
+        transport: Transport,
+        remote: Option<String>,
+    ) -> Result<Session, CloseReason> {
         let who = DeviceIdentity {
             device,
             model,
             transport,
             connection: wharf_events::new_id(),
         };
-        let (outbound, commands) = mpsc::channel(shared.config.outbound_queue);
-        let taken_over = CancellationToken::new();
+        let mailbox = Mailbox::new(shared.config.outbound_queue);
         let handle = ConnectionHandle {
             id: who.connection,
-            outbound,
-            taken_over: taken_over.clone(),
+            mailbox: mailbox.clone(),
         };
         if let Some(previous) = shared.live.insert(&who.device, handle) {
-            previous.taken_over.cancel();
+            previous.mailbox.take_over();
         }
         let gauge = shared
             .metrics
@@ -137,8 +145,7 @@ impl Session {
             bucket: TokenBucket::new(shared.config.rate_limit),
             shared: shared.clone(),
             who,
-            commands,
-            taken_over,
+            mailbox,
             gauge,
         })
     }
@@ -146,6 +153,14 @@ impl Session {
     /// Hands one frame to the bus; the returned acknowledgement resolves
     /// once it is durable. Refused frames are counted and logged.
     pub(crate) async fn publish(
+        &mut self,
+        channel: Option<String>,
+        bytes: &[u8],
+    ) -> Result<PendingAck, CloseReason> {
+        Box::pin(self.publish_boxed(channel, bytes)).await
+    }
+
+    async fn publish_boxed(
         &mut self,
         channel: Option<String>,
         bytes: &[u8],
@@ -182,7 +197,11 @@ impl Session {
 
     /// Ends the session: publishes the device's last will (MQTT), then
     /// unregisters it and publishes `DeviceDisconnected`.
-    pub(crate) async fn close(mut self, reason: CloseReason, will: Option<(String, Vec<u8>)>) {
+    pub(crate) async fn close(self, reason: CloseReason, will: Option<(String, Vec<u8>)>) {
+        Box::pin(self.close_boxed(reason, will)).await
+    }
+
+    async fn close_boxed(self, reason: CloseReason, will: Option<(String, Vec<u8>)>) {
         let shared = self.shared.clone();
         if let Some((topic, message)) = will {
             match shared.events.frame(&self.who, Some(topic), &message).await {
@@ -195,8 +214,7 @@ impl Session {
             }
         }
         // Commands queued for this connection fail now, not at their timeout.
-        self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        for command in self.mailbox.close() {
             let _ = command.outcome.send(Err((
                 wharf_events::FailureReason::WriteFailed,
                 format!("the connection closed: {}", reason.as_str()),

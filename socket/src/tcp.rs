@@ -21,6 +21,7 @@ use wharf_events::{Payload, Transport};
 use crate::Shared;
 use crate::accept::Listener;
 use crate::config::Framing;
+use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, frame_lost};
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "tcp")];
@@ -222,17 +223,17 @@ async fn connection(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            _ = session.taken_over.cancelled() => break CloseReason::TakenOver,
             (result, ()) = window.oldest_acked(), if !window.is_empty() => {
                 if let Err(error) = result {
                     frame_lost(&shared, &session.who, &error);
                     break CloseReason::BusUnavailable;
                 }
             }
-            Some(command) = session.commands.recv() => {
+            signal = session.mailbox.next() => {
+                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
                 out.clear();
                 encode(framing, &command.payload, &mut out);
-                let result = stream.write_all(&out).await;
+                let result = Box::pin(stream.write_all(&out)).await;
                 let written = result.is_ok();
                 if written {
                     shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();

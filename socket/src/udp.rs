@@ -20,6 +20,7 @@ use wharf_auth::DeviceClaims;
 use wharf_events::Transport;
 
 use crate::Shared;
+use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, frame_lost};
 
 type SessionId = [u8; 8];
@@ -172,13 +173,13 @@ async fn session(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            _ = session.taken_over.cancelled() => break CloseReason::TakenOver,
             (result, ()) = window.oldest_acked(), if !window.is_empty() => {
                 if let Err(error) = result {
                     frame_lost(&shared, &session.who, &error);
                 }
             }
-            Some(command) = session.commands.recv() => {
+            signal = session.mailbox.next() => {
+                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
                 let bytes = command.payload.to_bytes();
                 let result = socket.send_to(&bytes, address).await;
                 if result.is_ok() {

@@ -22,6 +22,7 @@ use wharf_events::{Payload, Transport};
 
 use crate::Shared;
 use crate::accept::Listener;
+use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, frame_lost};
 use crate::stream::WsBytes;
 
@@ -67,7 +68,8 @@ async fn connection(
         },
         Some(ws_config(shared.config.max_frame_bytes)),
     );
-    let ws = match tokio::time::timeout(shared.config.handshake_timeout, handshake).await {
+    // Boxed: the handshake's state is large and gone once it completes.
+    let ws = match tokio::time::timeout(shared.config.handshake_timeout, Box::pin(handshake)).await {
         Err(_) => return handshake_failed(&shared, "timeout"),
         Ok(Err(WsError::Http(_))) => return, // refused by `route_request`, already counted
         Ok(Err(error)) => {
@@ -76,18 +78,19 @@ async fn connection(
         }
         Ok(Ok(ws)) => ws,
     };
+    // Boxed: the handshake's locals need not stay in the task.
     match route.expect("a completed handshake was routed") {
         Route::Mqtt => {
-            crate::mqtt::serve(
+            let mqtt = crate::mqtt::serve(
                 shared,
                 WsBytes::new(ws),
                 peer,
                 Transport::MqttWebsocket,
                 stop,
-            )
-            .await
+            );
+            Box::pin(mqtt).await
         }
-        Route::Device(claims) => device(shared, ws, claims, peer, stop).await,
+        Route::Device(claims) => Box::pin(device(shared, ws, claims, peer, stop)).await,
     }
 }
 
@@ -115,23 +118,25 @@ async fn device(
             return;
         }
     };
-    let (mut sink, mut stream) = ws.split();
+    // One stream for both directions: select! drops the read future before
+    // a branch's handler writes, so no split (and its lock) is needed.
     let mut window = Window::new(shared.config.max_in_flight);
     let idle = shared.config.idle_timeout;
     let reason = loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            _ = session.taken_over.cancelled() => break CloseReason::TakenOver,
             (result, ()) = window.oldest_acked(), if !window.is_empty() => {
                 if let Err(error) = result {
                     frame_lost(&shared, &session.who, &error);
                     break CloseReason::BusUnavailable;
                 }
             }
-            Some(command) = session.commands.recv() => {
+            signal = session.mailbox.next() => {
+                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
                 let bytes = command.payload.len() as u64;
-                let result = sink.send(to_message(command.payload)).await;
+                // Boxed: the write's state exists only while it runs.
+                let result = Box::pin(ws.send(to_message(command.payload))).await;
                 let written = result.is_ok();
                 if written {
                     shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();
@@ -145,7 +150,7 @@ async fn device(
                 }
             }
             // Reading stops while the window is full: backpressure.
-            message = tokio::time::timeout(idle, stream.next()), if !window.is_full() => {
+            message = tokio::time::timeout(idle, ws.next()), if !window.is_full() => {
                 let bytes = match message {
                     Err(_) => break CloseReason::IdleTimeout,
                     Ok(None) => break CloseReason::ConnectionLost,
@@ -183,8 +188,8 @@ async fn device(
             code,
             reason: text.into(),
         };
-        let _ = sink.send(Message::Close(Some(frame))).await;
-        let _ = sink.close().await;
+        let _ = Box::pin(ws.send(Message::Close(Some(frame)))).await;
+        let _ = Box::pin(ws.close(None)).await;
     }
     while !window.is_empty() {
         if let (Err(error), ()) = window.oldest_acked().await {
@@ -329,7 +334,7 @@ fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
         // Allocated up front for every connection: keep it small.
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
 }
 
 fn to_message(payload: Payload) -> Message {

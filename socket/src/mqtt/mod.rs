@@ -37,7 +37,7 @@ use wharf_events::{FailureReason, Transport};
 
 use crate::Shared;
 use crate::accept::Listener;
-use crate::live::{Outbound, Outcome};
+use crate::live::{Outbound, Outcome, Signal};
 use crate::session::{CloseReason, Session, Window, frame_lost};
 use crate::stream::ByteStream;
 use codec::{Codec, CodecError, Received};
@@ -67,6 +67,40 @@ pub(crate) async fn serve<S: ByteStream>(
     transport: Transport,
     stop: CancellationToken,
 ) {
+    // The handshake is boxed and gone once done: an idle connection's task
+    // holds only what the session needs.
+    let Some(accepted) = Box::pin(accept(&shared, &mut stream, peer, transport)).await else {
+        return;
+    };
+    let Accepted {
+        mut conn,
+        mut state,
+        will,
+        idle,
+    } = accepted;
+    let reason = state
+        .run(&shared, &mut conn, &mut stream, idle, &stop)
+        .await;
+    Box::pin(state.finish(&shared, &mut conn, &mut stream, reason, will)).await;
+}
+
+/// A device past CONNECT: authenticated, announced, acknowledged.
+struct Accepted {
+    conn: Connection,
+    state: SessionState,
+    will: Option<LastWill>,
+    /// How long the device may stay silent.
+    idle: Duration,
+}
+
+/// Reads the CONNECT, authenticates, opens the session and answers with a
+/// CONNACK; `None` when the device was refused or went away.
+async fn accept<S: ByteStream>(
+    shared: &Arc<Shared>,
+    stream: &mut S,
+    peer: SocketAddr,
+    transport: Transport,
+) -> Option<Accepted> {
     let mut conn = Connection {
         buf: BytesMut::new(),
         out: BytesMut::new(),
@@ -74,16 +108,16 @@ pub(crate) async fn serve<S: ByteStream>(
         codec: None,
     };
     let label = transport.as_str();
-    let connect = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        conn.read_connect(&mut stream),
-    )
-    .await;
+    let connect = tokio::time::timeout(shared.config.handshake_timeout, conn.read_connect(stream)).await;
     let (connect, will, login) = match connect {
-        Err(_) => return handshake_failed(&shared, label, "timeout"),
+        Err(_) => {
+            handshake_failed(shared, label, "timeout");
+            return None;
+        }
         Ok(Err(error)) => {
             debug!(?error, "no valid CONNECT");
-            return handshake_failed(&shared, label, "protocol");
+            handshake_failed(shared, label, "protocol");
+            return None;
         }
         Ok(Ok(Packet::Connect(connect, _, will, _, login))) => (connect, will, login),
         Ok(Ok(_)) => unreachable!("read_connect returns only CONNECT"),
@@ -102,53 +136,31 @@ pub(crate) async fn serve<S: ByteStream>(
                 .get_or_create(&[("transport", label), ("reason", error.label())])
                 .inc();
             debug!(%error, "refused a device");
-            let _ = conn
-                .send_connack(&mut stream, ConnectReturnCode::NotAuthorized)
-                .await;
-            return;
+            let _ = conn.send_connack(stream, ConnectReturnCode::NotAuthorized).await;
+            return None;
         }
     };
     tracing::Span::current().record("device", claims.sub.as_str());
-    let will = match will {
-        Some(will) if !acl::may_publish(&claims.sub, &String::from_utf8_lossy(&will.topic)) => {
-            shared
-                .metrics
-                .acl_denied
-                .get_or_create(&[("kind", "will")])
-                .inc();
-            let _ = conn
-                .send_connack(&mut stream, ConnectReturnCode::NotAuthorized)
-                .await;
-            return;
-        }
-        will => will,
-    };
-    let session = match Session::open(
-        &shared,
-        claims.sub,
-        claims.model,
-        transport,
-        Some(peer.to_string()),
-    )
-    .await
+    if let Some(will) = &will
+        && !acl::may_publish(&claims.sub, &String::from_utf8_lossy(&will.topic))
     {
-        Ok(session) => session,
-        Err(_) => {
-            let code = if conn.is_v5() {
-                ConnectReturnCode::ServerUnavailable
-            } else {
-                ConnectReturnCode::ServiceUnavailable
-            };
-            let _ = conn.send_connack(&mut stream, code).await;
-            return;
-        }
+        shared.metrics.acl_denied.get_or_create(&[("kind", "will")]).inc();
+        let _ = conn.send_connack(stream, ConnectReturnCode::NotAuthorized).await;
+        return None;
+    }
+    let opened = Session::open(shared, claims.sub, claims.model, transport, Some(peer.to_string())).await;
+    let Ok(session) = opened else {
+        let code = if conn.is_v5() {
+            ConnectReturnCode::ServerUnavailable
+        } else {
+            ConnectReturnCode::ServiceUnavailable
+        };
+        let _ = conn.send_connack(stream, code).await;
+        return None;
     };
-    if conn
-        .send_connack(&mut stream, ConnectReturnCode::Success)
-        .await
-        .is_err()
-    {
-        return session.close(CloseReason::ConnectionLost, None).await;
+    if conn.send_connack(stream, ConnectReturnCode::Success).await.is_err() {
+        session.close(CloseReason::ConnectionLost, None).await;
+        return None;
     }
     // 1.5 × the keep-alive the client asked for, within idle_timeout.
     let keep_alive = Duration::from_millis(u64::from(connect.keep_alive) * 1500);
@@ -156,7 +168,7 @@ pub(crate) async fn serve<S: ByteStream>(
         true => shared.config.idle_timeout,
         false => keep_alive.min(shared.config.idle_timeout),
     };
-    let mut state = SessionState {
+    let state = SessionState {
         session,
         window: Window::new(shared.config.max_in_flight),
         subscriptions: Vec::new(),
@@ -164,12 +176,12 @@ pub(crate) async fn serve<S: ByteStream>(
         next_pkid: 0,
         transport: label,
     };
-    let reason = state
-        .run(&shared, &mut conn, &mut stream, idle, &stop)
-        .await;
-    state
-        .finish(&shared, &mut conn, &mut stream, reason, will)
-        .await;
+    Some(Accepted {
+        conn,
+        state,
+        will,
+        idle,
+    })
 }
 
 /// The byte-level side of a connection: buffers and the codec.
@@ -257,8 +269,8 @@ impl Connection {
             session_present: false,
             code,
         };
-        self.send(stream, Packet::ConnAck(connack, properties))
-            .await
+        // Boxed: a CONNACK is sent once; its state need not stay in the task.
+        Box::pin(self.send(stream, Packet::ConnAck(connack, properties))).await
     }
 
     /// Tells a v5 client why it is disconnected; v4 has no way to say.
@@ -300,7 +312,6 @@ impl SessionState {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return CloseReason::ShuttingDown,
-                _ = self.session.taken_over.cancelled() => return CloseReason::TakenOver,
                 (result, pkid) = self.window.oldest_acked(), if !self.window.is_empty() => {
                     if let Err(error) = result {
                         frame_lost(shared, &self.session.who, &error);
@@ -308,7 +319,7 @@ impl SessionState {
                     }
                     if let Some(pkid) = pkid {
                         let ack = Packet::PubAck(PubAck { pkid, reason: PubAckReason::Success }, None);
-                        if conn.send(stream, ack).await.is_err() {
+                        if Box::pin(conn.send(stream, ack)).await.is_err() {
                             return CloseReason::ConnectionLost;
                         }
                     }
@@ -316,8 +327,11 @@ impl SessionState {
                 _ = tokio::time::sleep_until(next_ack_deadline.unwrap_or_else(Instant::now)), if next_ack_deadline.is_some() => {
                     self.expire_acks();
                 }
-                Some(command) = self.session.commands.recv() => {
-                    if let Err(reason) = self.send_command(shared, conn, stream, command).await {
+                signal = self.session.mailbox.next() => {
+                    let Signal::Command(command) = signal else { return CloseReason::TakenOver };
+                    // Handlers are boxed: their state exists only while they
+                    // run, not in every idle connection's task.
+                    if let Err(reason) = Box::pin(self.send_command(shared, conn, stream, command)).await {
                         return reason;
                     }
                 }
@@ -337,7 +351,7 @@ impl SessionState {
                             return CloseReason::ProtocolError;
                         }
                     };
-                    if let Err(reason) = self.handle(shared, conn, stream, received).await {
+                    if let Err(reason) = Box::pin(self.handle(shared, conn, stream, received)).await {
                         return reason;
                     }
                 }
