@@ -38,7 +38,11 @@ fn main() {
             .cloned()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(if args.iter().any(|a| a == "serve") { 1 } else { 2 })
+        .worker_threads(if args.iter().any(|a| a == "serve") {
+            1
+        } else {
+            2
+        })
         .enable_all()
         .build()
         .expect("a runtime");
@@ -119,15 +123,24 @@ async fn serve() {
 /// standard input closes.
 async fn clients(ws: SocketAddr, mqtt: SocketAddr, count: usize, source: IpAddr) {
     let issuer = TokenIssuer::new(SECRET);
-    let IpAddr::V4(source) = source else { panic!("an IPv4 source") };
+    let IpAddr::V4(source) = source else {
+        panic!("an IPv4 source")
+    };
     let mut held = Vec::with_capacity(count);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let device = format!("dev-{source}-{i}");
-        let token = issuer.issue(&device, "bench", Duration::from_secs(3600)).unwrap();
+        let token = issuer
+            .issue(&device, "bench", Duration::from_secs(3600))
+            .unwrap();
         // Each source address has ~28k ports per destination.
         let octets = source.octets();
-        let from = std::net::Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3] + (i / 10_000) as u8);
+        let from = std::net::Ipv4Addr::new(
+            octets[0],
+            octets[1],
+            octets[2],
+            octets[3] + (i / 10_000) as u8,
+        );
         let websocket = match std::env::var("BENCH_ONLY").as_deref() {
             Ok("ws") => true,
             Ok("mqtt") => false,
@@ -205,7 +218,9 @@ async fn ingest_clients(ws: SocketAddr, count: usize, seconds: u64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
-        let token = issuer.issue(&format!("ingest-{i}"), "bench", Duration::from_secs(3600)).unwrap();
+        let token = issuer
+            .issue(&format!("ingest-{i}"), "bench", Duration::from_secs(3600))
+            .unwrap();
         tasks.spawn(async move {
             use futures_util::SinkExt as _;
             let url = format!("ws://{ws}/v1/ws?token={token}");
@@ -214,7 +229,11 @@ async fn ingest_clients(ws: SocketAddr, count: usize, seconds: u64) {
             while Instant::now() < deadline {
                 for _ in 0..100 {
                     let frame = format!("{{\"temperature\":{},\"n\":{sent}}}", 20 + sent % 10);
-                    if device.feed(tokio_tungstenite::tungstenite::Message::text(frame)).await.is_err() {
+                    if device
+                        .feed(tokio_tungstenite::tungstenite::Message::text(frame))
+                        .await
+                        .is_err()
+                    {
                         return sent;
                     }
                     sent += 1;
@@ -245,7 +264,9 @@ fn orchestrate(connections: usize, shards: usize) {
                 .spawn()
                 .unwrap();
             let mut line = String::new();
-            BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+            BufReader::new(child.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
             let mut words = line.split_whitespace().skip(1);
             let ws = words.next().unwrap().parse().unwrap();
             let mqtt = words.next().unwrap().parse().unwrap();
@@ -261,10 +282,19 @@ fn orchestrate(connections: usize, shards: usize) {
         .enumerate()
         .map(|(shard, (_, ws, mqtt, _))| {
             Command::new(&exe)
-                .args(["clients", "--ws", &ws.to_string(), "--mqtt", &mqtt.to_string()])
+                .args([
+                    "clients",
+                    "--ws",
+                    &ws.to_string(),
+                    "--mqtt",
+                    &mqtt.to_string(),
+                ])
                 .args(["--count", &per_shard.to_string()])
                 // A fresh range of source addresses per run and shard.
-                .args(["--source", &format!("127.{}.{}.2", 10 + std::process::id() % 200, shard + 1)])
+                .args([
+                    "--source",
+                    &format!("127.{}.{}.2", 10 + std::process::id() % 200, shard + 1),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .spawn()
@@ -274,8 +304,14 @@ fn orchestrate(connections: usize, shards: usize) {
     let mut held = 0;
     for client in &mut clients {
         let mut line = String::new();
-        BufReader::new(client.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        held += line.split_whitespace().nth(1).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        BufReader::new(client.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        held += line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
     }
     let elapsed = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
@@ -285,7 +321,9 @@ fn orchestrate(connections: usize, shards: usize) {
         .map(|((child, ..), before)| rss(child.id()).saturating_sub(*before))
         .collect();
     let total_grown: u64 = grown.iter().sum();
-    println!("\n| connections held | Socket processes | connect time | RSS growth | per connection |");
+    println!(
+        "\n| connections held | Socket processes | connect time | RSS growth | per connection |"
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| {held} (half WebSocket, half MQTT) | {shards} | {:.1} s | {:.1} MiB | {:.0} bytes |",
@@ -303,7 +341,15 @@ fn orchestrate(connections: usize, shards: usize) {
     let frames_before = frames_received(*ops);
     let cpu_before = cpu_time(server.id());
     Command::new(&exe)
-        .args(["ingest", "--ws", &ws.to_string(), "--count", "64", "--seconds", "10"])
+        .args([
+            "ingest",
+            "--ws",
+            &ws.to_string(),
+            "--count",
+            "64",
+            "--seconds",
+            "10",
+        ])
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -357,6 +403,9 @@ fn cpu_time(pid: u32) -> Duration {
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }

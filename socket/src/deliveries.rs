@@ -159,9 +159,7 @@ fn hand_over(
                 shared.config.outbound_queue
             ),
         )),
-        Err(Refused::Closed) => {
-            Err((FailureReason::WriteFailed, "the connection closed".into()))
-        }
+        Err(Refused::Closed) => Err((FailureReason::WriteFailed, "the connection closed".into())),
     }
 }
 

@@ -256,4 +256,3 @@ pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyho
     ops.serve_while(registry, readiness, socket.run(shutdown))
         .await
 }
-

@@ -123,7 +123,11 @@ pub(crate) struct LiveConnections {
 
 impl LiveConnections {
     /// Makes `handle` the device's connection; returns the one it replaces.
-    pub(crate) fn insert(&self, device: &str, handle: ConnectionHandle) -> Option<ConnectionHandle> {
+    pub(crate) fn insert(
+        &self,
+        device: &str,
+        handle: ConnectionHandle,
+    ) -> Option<ConnectionHandle> {
         self.lock().insert(device.to_owned(), handle)
     }
 

@@ -69,7 +69,8 @@ async fn connection(
         Some(ws_config(shared.config.max_frame_bytes)),
     );
     // Boxed: the handshake's state is large and gone once it completes.
-    let ws = match tokio::time::timeout(shared.config.handshake_timeout, Box::pin(handshake)).await {
+    let ws = match tokio::time::timeout(shared.config.handshake_timeout, Box::pin(handshake)).await
+    {
         Err(_) => return handshake_failed(&shared, "timeout"),
         Ok(Err(WsError::Http(_))) => return, // refused by `route_request`, already counted
         Ok(Err(error)) => {

@@ -22,7 +22,9 @@ use wharf_tests::socket::SocketPorts;
 use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
 
 /// Long enough for a Kafka consumer group to form; a healthy run is faster.
-const PATIENCE: Duration = Duration::from_secs(60);
+/// (Under a full parallel test run, tansu can take tens of seconds to form
+/// a group.)
+const PATIENCE: Duration = Duration::from_secs(120);
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(flavor = "multi_thread")]

@@ -108,7 +108,8 @@ async fn accept<S: ByteStream>(
         codec: None,
     };
     let label = transport.as_str();
-    let connect = tokio::time::timeout(shared.config.handshake_timeout, conn.read_connect(stream)).await;
+    let connect =
+        tokio::time::timeout(shared.config.handshake_timeout, conn.read_connect(stream)).await;
     let (connect, will, login) = match connect {
         Err(_) => {
             handshake_failed(shared, label, "timeout");
@@ -136,7 +137,9 @@ async fn accept<S: ByteStream>(
                 .get_or_create(&[("transport", label), ("reason", error.label())])
                 .inc();
             debug!(%error, "refused a device");
-            let _ = conn.send_connack(stream, ConnectReturnCode::NotAuthorized).await;
+            let _ = conn
+                .send_connack(stream, ConnectReturnCode::NotAuthorized)
+                .await;
             return None;
         }
     };
@@ -144,11 +147,24 @@ async fn accept<S: ByteStream>(
     if let Some(will) = &will
         && !acl::may_publish(&claims.sub, &String::from_utf8_lossy(&will.topic))
     {
-        shared.metrics.acl_denied.get_or_create(&[("kind", "will")]).inc();
-        let _ = conn.send_connack(stream, ConnectReturnCode::NotAuthorized).await;
+        shared
+            .metrics
+            .acl_denied
+            .get_or_create(&[("kind", "will")])
+            .inc();
+        let _ = conn
+            .send_connack(stream, ConnectReturnCode::NotAuthorized)
+            .await;
         return None;
     }
-    let opened = Session::open(shared, claims.sub, claims.model, transport, Some(peer.to_string())).await;
+    let opened = Session::open(
+        shared,
+        claims.sub,
+        claims.model,
+        transport,
+        Some(peer.to_string()),
+    )
+    .await;
     let Ok(session) = opened else {
         let code = if conn.is_v5() {
             ConnectReturnCode::ServerUnavailable
@@ -158,7 +174,11 @@ async fn accept<S: ByteStream>(
         let _ = conn.send_connack(stream, code).await;
         return None;
     };
-    if conn.send_connack(stream, ConnectReturnCode::Success).await.is_err() {
+    if conn
+        .send_connack(stream, ConnectReturnCode::Success)
+        .await
+        .is_err()
+    {
         session.close(CloseReason::ConnectionLost, None).await;
         return None;
     }
