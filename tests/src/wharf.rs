@@ -59,6 +59,16 @@ impl TestWharf {
             .unwrap()
     }
 
+    /// A reader of the command-status topic, from its beginning.
+    pub async fn command_status(&self) -> wharf_bus::BusConsumer {
+        use wharf_bus::Subscriber as _;
+        let bus = &self.wharf.as_ref().expect("running").bus;
+        bus.bus
+            .subscribe(&crate::unique("status"), &[bus.topics.command_status()])
+            .await
+            .unwrap()
+    }
+
     /// Where the operations endpoint listens.
     pub fn ops(&self) -> std::net::SocketAddr {
         self.wharf.as_ref().expect("running").ops_addr

@@ -421,6 +421,40 @@ mod raw_mqtt5 {
         panic!("no DISCONNECT in {bytes:x?}");
     }
 
+    /// An MQTT 3.1.1 CONNECT with a last will (QoS 0), username and password.
+    pub(super) fn connect_v4_with_will(
+        username: &str,
+        password: &str,
+        will_topic: &str,
+        will: &[u8],
+    ) -> Vec<u8> {
+        let mut body = string("MQTT");
+        body.extend_from_slice(&[4, 0b1100_0110, 0, 60]);
+        body.extend(string("will-client"));
+        body.extend(string(will_topic));
+        body.extend_from_slice(&(will.len() as u16).to_be_bytes());
+        body.extend_from_slice(will);
+        body.extend(string(username));
+        body.extend(string(password));
+        packet(0x10, body)
+    }
+
+    /// SUBSCRIBE to `filter` at QoS 1, packet id 1.
+    pub(super) fn subscribe(filter: &str) -> Vec<u8> {
+        let mut body = vec![0, 1, 0]; // packet id 1, no properties
+        body.extend(string(filter));
+        body.push(1);
+        packet(0x82, body)
+    }
+
+    /// PUBLISH at QoS 2 with packet id 1 and no properties.
+    pub(super) fn publish_qos2(topic: &str, payload: &[u8]) -> Vec<u8> {
+        let mut body = string(topic);
+        body.extend_from_slice(&[0, 1, 0]);
+        body.extend_from_slice(payload);
+        packet(0x34, body)
+    }
+
     /// PUBLISH at QoS 0 with no properties.
     pub(super) fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
         let mut body = string(topic);
@@ -459,4 +493,120 @@ async fn shutdown_says_going_away_to_every_device() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qos_2_is_refused_clearly() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::publish_qos2(
+        &format!("devices/{device}/t"),
+        b"{}",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        raw_mqtt5::disconnect_reason(&mut raw).await,
+        0x9b,
+        "QoS not supported"
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_will_is_published_when_a_device_vanishes() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let will_topic = format!("devices/{device}/status");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    let connect = raw_mqtt5::connect_v4_with_will(
+        &device,
+        &wharf.token(&device),
+        &will_topic,
+        br#"{"online": false}"#,
+    );
+    raw.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    drop(raw); // gone without DISCONNECT
+    let state = wharf.state_after(&device, 1).await;
+    assert_eq!(
+        state.reported["online"], false,
+        "the will reached the device's state"
+    );
+
+    // A will outside the device's topics is refused at CONNECT.
+    let other = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    let connect = raw_mqtt5::connect_v4_with_will(
+        &other,
+        &wharf.token(&other),
+        "devices/someone-else/status",
+        b"x",
+    );
+    raw.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 4];
+    raw.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 5], "not authorized");
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_the_device_does_not_acknowledge_fails_with_no_ack() {
+    use wharf_bus::Consumer as _;
+    let wharf =
+        TestWharf::start(|settings| settings.socket.delivery_timeout = Duration::from_secs(1))
+            .await;
+    let mut status = wharf.command_status().await;
+    let device = unique("thermo");
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .await
+        .unwrap();
+    raw.write_all(&raw_mqtt5::subscribe(&format!(
+        "devices/{device}/commands/#"
+    )))
+    .await
+    .unwrap();
+    // A reading that makes the demo rule ask for `fan`; the device never PUBACKs.
+    raw.write_all(&raw_mqtt5::publish(
+        &format!("devices/{device}/t"),
+        br#"{"temperature": 35}"#,
+    ))
+    .await
+    .unwrap();
+    let failure = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let message = status.recv().await.unwrap();
+            let envelope = wharf_events::Envelope::from_json(&message.payload).unwrap();
+            match envelope.event {
+                wharf_events::Event::CommandFailed(failed) if envelope.device == device => {
+                    return failed;
+                }
+                wharf_events::Event::CommandDelivered(_) if envelope.device == device => {
+                    panic!("delivered without an ack")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the command failed in time");
+    assert_eq!(failure.reason, wharf_events::FailureReason::NoAck);
+    assert_eq!(failure.detail, "no ack");
+    drop(raw);
+    wharf.stop().await;
 }

@@ -147,6 +147,8 @@ pub struct Embedded {
     pub ops_addr: SocketAddr,
     /// The secret device tokens are signed with.
     pub secret: String,
+    /// The bus the services share (to watch its topics).
+    pub bus: BusHandle,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -196,8 +198,14 @@ pub async fn start(
         &readiness,
     )
     .await?;
-    let commander =
-        Commander::bind(settings.commander, profiles, bus, &mut registry, &readiness).await?;
+    let commander = Commander::bind(
+        settings.commander,
+        profiles,
+        bus.clone(),
+        &mut registry,
+        &readiness,
+    )
+    .await?;
     let addresses = socket.addresses();
     let ops_addr = ops.local_addr()?;
 
@@ -240,6 +248,7 @@ pub async fn start(
     };
     let task = tokio::spawn(ops.serve_while(registry, readiness, all_services));
     Ok(Embedded {
+        bus,
         addresses,
         ops_addr,
         secret,
