@@ -184,31 +184,23 @@ async fn clients(ws: SocketAddr, mqtt: SocketAddr, count: usize, source: IpAddr)
 }
 
 fn mqtt_connect(username: &str, password: &str) -> Vec<u8> {
-    let string = |text: &str| {
-        let mut out = (text.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(text.as_bytes());
-        out
+    use rumqttd::protocol::{Connect, Login, Packet, Protocol as _, v4::V4};
+    let connect = Connect {
+        keep_alive: 0, // keep-alive off: idle on purpose
+        client_id: username.to_owned(),
+        clean_session: true,
     };
-    let mut body = string("MQTT");
-    body.extend_from_slice(&[4, 0b1100_0010, 0, 0]); // keep-alive off: idle on purpose
-    body.extend(string(username));
-    body.extend(string(username));
-    body.extend(string(password));
-    let mut out = vec![0x10];
-    let mut length = body.len();
-    loop {
-        let mut byte = (length % 128) as u8;
-        length /= 128;
-        if length > 0 {
-            byte |= 0x80;
-        }
-        out.push(byte);
-        if length == 0 {
-            break;
-        }
-    }
-    out.extend(body);
-    out
+    let login = Some(Login {
+        username: username.to_owned(),
+        password: password.to_owned(),
+    });
+    let mut buffer = bytes::BytesMut::new();
+    V4.write(
+        Packet::Connect(connect, None, None, None, login),
+        &mut buffer,
+    )
+    .expect("a valid CONNECT");
+    buffer.to_vec()
 }
 
 /// `count` WebSocket devices sending small JSON frames as fast as they can

@@ -22,6 +22,10 @@ use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 use crate::Shared;
 use crate::live::{Outbound, Outcome, Refused};
 
+/// How long after a command's deadline its delivery stops waiting for the
+/// session that holds it.
+const BACKSTOP: Duration = Duration::from_secs(2);
+
 /// Deliveries awaiting their outcome at once.
 const MAX_IN_FLIGHT: usize = 4096;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
@@ -101,14 +105,17 @@ fn start(shared: &Arc<Shared>, message: &Message) -> Option<Pending> {
         );
         return None;
     };
-    let outcome = hand_over(shared, &dispatch.device, command);
+    let deadline = tokio::time::Instant::now() + shared.config.delivery_timeout;
+    let outcome = hand_over(shared, &dispatch.device, command, deadline);
     let command = command.clone();
     let timeout = shared.config.delivery_timeout;
     let (topic, partition, offset) = (message.topic.clone(), message.partition, message.offset);
     Some(Box::pin(async move {
         let outcome = match outcome {
             Err(failure) => Err(failure),
-            Ok(receiver) => match tokio::time::timeout(timeout, receiver).await {
+            // The session answers by the deadline; this wait is the backstop
+            // for a session stuck writing to a device that does not read.
+            Ok(receiver) => match tokio::time::timeout_at(deadline + BACKSTOP, receiver).await {
                 Ok(Ok(outcome)) => outcome,
                 Ok(Err(_)) => Err((FailureReason::WriteFailed, "the connection closed".into())),
                 Err(_) => Err((
@@ -136,6 +143,7 @@ fn hand_over(
     shared: &Shared,
     device: &str,
     command: &CommandDispatched,
+    deadline: tokio::time::Instant,
 ) -> Result<oneshot::Receiver<Outcome>, (FailureReason, String)> {
     let instance = &shared.config.instance_id;
     let Some(connection) = shared.live.get(device) else {
@@ -149,6 +157,7 @@ fn hand_over(
         payload: command.frame.clone(),
         channel: command.channel.clone(),
         outcome,
+        deadline,
     };
     match connection.mailbox.push(outbound) {
         Ok(()) => Ok(receiver),

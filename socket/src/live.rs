@@ -23,6 +23,9 @@ pub(crate) struct Outbound {
     pub(crate) channel: Option<String>,
     /// Answered once the frame is written (or, over MQTT, acknowledged).
     pub(crate) outcome: oneshot::Sender<Outcome>,
+    /// When `delivery_timeout` runs out: an MQTT command not acknowledged
+    /// by then fails with `no_ack`.
+    pub(crate) deadline: tokio::time::Instant,
 }
 
 /// What a session task learns from its mailbox.
@@ -171,6 +174,7 @@ mod tests {
             payload: Payload::Binary(vec![1]),
             channel: None,
             outcome: oneshot::channel().0,
+            deadline: tokio::time::Instant::now(),
         }
     }
 

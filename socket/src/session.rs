@@ -11,12 +11,12 @@ use std::time::Instant;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, warn};
 use wharf_bus::{Delivered, PendingAck};
-use wharf_events::Transport;
+use wharf_events::{FailureReason, Transport};
 
 use crate::Shared;
 use crate::events_out::DeviceIdentity;
 use crate::limits::TokenBucket;
-use crate::live::{ConnectionHandle, Mailbox};
+use crate::live::{ConnectionHandle, Mailbox, Outcome};
 
 /// Why a connection ended; named in `DeviceDisconnected` and the metrics,
 /// and mapped by each transport to what the device sees.
@@ -243,6 +243,29 @@ impl Session {
 pub(crate) fn frame_lost(shared: &Shared, who: &DeviceIdentity, error: &wharf_bus::Error) {
     shared.metrics.dropped("bus_unavailable");
     warn!(%error, device = %who.device, "frame did not reach the bus");
+}
+
+/// Counts a command frame written to a device and answers its delivery;
+/// whether the write succeeded (a failed one ends the connection, except
+/// over UDP where nothing is connected).
+pub(crate) fn command_written<E: std::fmt::Display>(
+    shared: &Shared,
+    transport: &crate::metrics::Label,
+    outcome: tokio::sync::oneshot::Sender<Outcome>,
+    result: Result<(), E>,
+    bytes: usize,
+) -> bool {
+    let written = result.is_ok();
+    if written {
+        shared.metrics.frames_sent.get_or_create(transport).inc();
+        shared
+            .metrics
+            .frame_bytes_sent
+            .get_or_create(transport)
+            .inc_by(bytes as u64);
+    }
+    let _ = outcome.send(result.map_err(|error| (FailureReason::WriteFailed, error.to_string())));
+    written
 }
 
 /// Frames handed to the bus and not acknowledged yet, oldest first, each

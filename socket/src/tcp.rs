@@ -22,7 +22,7 @@ use crate::Shared;
 use crate::accept::Listener;
 use crate::config::Framing;
 use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, frame_lost};
+use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "tcp")];
 
@@ -234,15 +234,7 @@ async fn connection(
                 out.clear();
                 encode(framing, &command.payload, &mut out);
                 let result = Box::pin(stream.write_all(&out)).await;
-                let written = result.is_ok();
-                if written {
-                    shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();
-                    shared.metrics.frame_bytes_sent.get_or_create(&TRANSPORT).inc_by(out.len() as u64);
-                }
-                let _ = command.outcome.send(result.map_err(|error| {
-                    (wharf_events::FailureReason::WriteFailed, error.to_string())
-                }));
-                if !written {
+                if !command_written(&shared, &TRANSPORT, command.outcome, result, out.len()) {
                     break CloseReason::WriteFailed;
                 }
             }

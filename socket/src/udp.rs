@@ -21,7 +21,7 @@ use wharf_events::Transport;
 
 use crate::Shared;
 use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, frame_lost};
+use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 
 type SessionId = [u8; 8];
 
@@ -181,14 +181,8 @@ async fn session(
             signal = session.mailbox.next() => {
                 let Signal::Command(command) = signal else { break CloseReason::TakenOver };
                 let bytes = command.payload.to_bytes();
-                let result = socket.send_to(&bytes, address).await;
-                if result.is_ok() {
-                    shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();
-                    shared.metrics.frame_bytes_sent.get_or_create(&TRANSPORT).inc_by(bytes.len() as u64);
-                }
-                let _ = command.outcome.send(result.map(drop).map_err(|error| {
-                    (wharf_events::FailureReason::WriteFailed, error.to_string())
-                }));
+                let result = socket.send_to(&bytes, address).await.map(drop);
+                command_written(&shared, &TRANSPORT, command.outcome, result, bytes.len());
             }
             // While the window is full the session's queue fills, and the
             // dispatcher drops what does not fit: backpressure for UDP.

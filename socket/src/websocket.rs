@@ -23,7 +23,7 @@ use wharf_events::{Payload, Transport};
 use crate::Shared;
 use crate::accept::Listener;
 use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, frame_lost};
+use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 use crate::stream::WsBytes;
 
 /// The path WebSocket devices connect to.
@@ -135,18 +135,10 @@ async fn device(
             }
             signal = session.mailbox.next() => {
                 let Signal::Command(command) = signal else { break CloseReason::TakenOver };
-                let bytes = command.payload.len() as u64;
+                let bytes = command.payload.len();
                 // Boxed: the write's state exists only while it runs.
                 let result = Box::pin(ws.send(to_message(command.payload))).await;
-                let written = result.is_ok();
-                if written {
-                    shared.metrics.frames_sent.get_or_create(&TRANSPORT).inc();
-                    shared.metrics.frame_bytes_sent.get_or_create(&TRANSPORT).inc_by(bytes);
-                }
-                let _ = command.outcome.send(result.map_err(|error| {
-                    (wharf_events::FailureReason::WriteFailed, error.to_string())
-                }));
-                if !written {
+                if !command_written(&shared, &TRANSPORT, command.outcome, result, bytes) {
                     break CloseReason::WriteFailed;
                 }
             }

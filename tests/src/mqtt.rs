@@ -247,3 +247,118 @@ fn v5_puback_code(reason: rumqttc::v5::mqttbytes::v5::PubAckReason) -> u8 {
         _ => 0x80,
     }
 }
+
+/// MQTT packets written byte for byte, for what well-behaved clients never
+/// send (oversized or QoS 2 publishes, a will outside the device's topics)
+/// and for tests that map packet ids one-to-one to messages. Encoded with
+/// rumqttc's packet codecs; read back by hand.
+pub mod raw {
+    use bytes::BytesMut;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::mqttbytes::v5;
+    use tokio::io::AsyncReadExt as _;
+
+    fn bytes(write: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+        let mut buffer = BytesMut::new();
+        write(&mut buffer);
+        buffer.to_vec()
+    }
+
+    fn qos5(qos: u8) -> QoS5 {
+        match qos {
+            0 => QoS5::AtMostOnce,
+            1 => QoS5::AtLeastOnce,
+            _ => QoS5::ExactlyOnce,
+        }
+    }
+
+    /// An MQTT 5 CONNECT with username and password, clean start.
+    pub fn connect_v5(username: &str, password: &str) -> Vec<u8> {
+        let connect = v5::Connect {
+            keep_alive: 60,
+            client_id: format!("{username}-raw"),
+            clean_start: true,
+            properties: None,
+        };
+        let login = Some(v5::Login::new(username, password));
+        bytes(|b| {
+            connect.write(&None, &login, b).expect("a valid CONNECT");
+        })
+    }
+
+    /// An MQTT 3.1.1 CONNECT with username and password, keep-alive
+    /// `keep_alive` seconds (0: none) and an optional QoS 0 last will.
+    pub fn connect_v4(
+        username: &str,
+        password: &str,
+        keep_alive: u16,
+        will: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
+        let mut connect = rumqttc::Connect::new(username);
+        connect.keep_alive = keep_alive;
+        connect.set_login(username, password);
+        connect.last_will = will.map(|(topic, message)| {
+            rumqttc::LastWill::new(topic, message, rumqttc::QoS::AtMostOnce, false)
+        });
+        bytes(|b| {
+            connect.write(b).expect("a valid CONNECT");
+        })
+    }
+
+    /// An MQTT 5 PUBLISH without properties; `pkid` matters only for QoS > 0.
+    pub fn publish_v5(topic: &str, qos: u8, pkid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut publish = v5::Publish::new(topic, qos5(qos), payload.to_vec(), None);
+        publish.pkid = pkid;
+        bytes(|b| {
+            publish.write(b).expect("a valid PUBLISH");
+        })
+    }
+
+    /// An MQTT 3.1.1 PUBLISH at QoS 1 with packet id `pkid`.
+    pub fn publish_v4_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
+        let mut publish = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload);
+        publish.pkid = pkid;
+        bytes(|b| {
+            publish.write(b).expect("a valid PUBLISH");
+        })
+    }
+
+    /// An MQTT 5 SUBSCRIBE to `filter` at QoS 1, packet id 1.
+    pub fn subscribe_v5(filter: &str) -> Vec<u8> {
+        let mut subscribe = v5::Subscribe::new(v5::Filter::new(filter, QoS5::AtLeastOnce), None);
+        subscribe.pkid = 1;
+        bytes(|b| {
+            subscribe.write(b).expect("a valid SUBSCRIBE");
+        })
+    }
+
+    /// Reads packets until the server closes the connection (waiting at
+    /// most `patience`); the reason code of the MQTT 5 DISCONNECT it sent.
+    pub async fn disconnect_reason(
+        stream: &mut tokio::net::TcpStream,
+        patience: std::time::Duration,
+    ) -> u8 {
+        let mut bytes = Vec::new();
+        tokio::time::timeout(patience, stream.read_to_end(&mut bytes))
+            .await
+            .expect("the server closed the connection")
+            .ok();
+        let mut at = 0;
+        while at + 1 < bytes.len() {
+            let (first, mut length, mut shift, mut i) = (bytes[at], 0usize, 0, at + 1);
+            loop {
+                length |= usize::from(bytes[i] & 0x7f) << shift;
+                shift += 7;
+                i += 1;
+                if bytes[i - 1] & 0x80 == 0 {
+                    break;
+                }
+            }
+            if first == 0xe0 {
+                return bytes[i];
+            }
+            at = i + length;
+        }
+        panic!("no DISCONNECT in {bytes:x?}");
+    }
+}

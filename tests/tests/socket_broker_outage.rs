@@ -14,6 +14,7 @@ use wharf_auth::TokenIssuer;
 use wharf_bus::{BusConfig, Consumer as _, KafkaBus, Subscriber as _};
 use wharf_events::{Envelope, Event, Topics};
 use wharf_tests::broker::FlakyBroker;
+use wharf_tests::mqtt::raw;
 use wharf_tests::process::Service;
 use wharf_tests::socket::SocketPorts;
 use wharf_tests::{http, temp_dir, unique, wait_until};
@@ -55,7 +56,7 @@ async fn every_acknowledged_message_survives_a_broker_outage() {
         .unwrap();
     let mut stream = TcpStream::connect(ports.mqtt).await.unwrap();
     stream
-        .write_all(&mqtt311::connect(&device, &token))
+        .write_all(&raw::connect_v4(&device, &token, 60, None))
         .await
         .unwrap();
     let mut connack = [0u8; 4];
@@ -82,7 +83,7 @@ async fn every_acknowledged_message_survives_a_broker_outage() {
         for seq in 1..=MESSAGES {
             let payload = format!("{{\"seq\":{seq}}}");
             writer
-                .write_all(&mqtt311::publish_qos1(&topic, seq, payload.as_bytes()))
+                .write_all(&raw::publish_v4_qos1(&topic, seq, payload.as_bytes()))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -155,47 +156,4 @@ async fn every_acknowledged_message_survives_a_broker_outage() {
         "acknowledged but not stored: {missing:?}"
     );
     assert_eq!(stored.len(), usize::from(MESSAGES));
-}
-
-/// MQTT 3.1.1 packets made by hand.
-mod mqtt311 {
-    fn string(text: &str) -> Vec<u8> {
-        let mut out = (text.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(text.as_bytes());
-        out
-    }
-
-    fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
-        let mut out = vec![first];
-        let mut length = body.len();
-        loop {
-            let mut byte = (length % 128) as u8;
-            length /= 128;
-            if length > 0 {
-                byte |= 0x80;
-            }
-            out.push(byte);
-            if length == 0 {
-                break;
-            }
-        }
-        out.extend(body);
-        out
-    }
-
-    pub(super) fn connect(username: &str, password: &str) -> Vec<u8> {
-        let mut body = string("MQTT");
-        body.extend_from_slice(&[4, 0b1100_0010, 0, 60]);
-        body.extend(string("outage-client"));
-        body.extend(string(username));
-        body.extend(string(password));
-        packet(0x10, body)
-    }
-
-    pub(super) fn publish_qos1(topic: &str, pkid: u16, payload: &[u8]) -> Vec<u8> {
-        let mut body = string(topic);
-        body.extend_from_slice(&pkid.to_be_bytes());
-        body.extend_from_slice(payload);
-        packet(0x32, body)
-    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
-use wharf_tests::mqtt::{Flavor, MqttDevice, Seen};
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, raw};
 use wharf_tests::wharf::TestWharf;
 use wharf_tests::{WsDevice, http, unique};
 
@@ -173,17 +173,19 @@ async fn oversized_frames_close_the_connection_with_a_reason() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::publish(
+    raw.write_all(&raw::publish_v5(
         &format!("devices/{device}/telemetry"),
+        0,
+        0,
         &big,
     ))
     .await
     .unwrap();
     assert_eq!(
-        raw_mqtt5::disconnect_reason(&mut raw).await,
+        raw::disconnect_reason(&mut raw, PATIENCE).await,
         0x95,
         "packet too large"
     );
@@ -261,19 +263,21 @@ async fn devices_over_the_rate_limit_are_cut_off() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
         .await
         .unwrap();
     for _ in 0..20 {
-        raw.write_all(&raw_mqtt5::publish(
+        raw.write_all(&raw::publish_v5(
             &format!("devices/{device}/telemetry"),
+            0,
+            0,
             b"{}",
         ))
         .await
         .unwrap();
     }
     assert_eq!(
-        raw_mqtt5::disconnect_reason(&mut raw).await,
+        raw::disconnect_reason(&mut raw, PATIENCE).await,
         0x96,
         "message rate too high"
     );
@@ -330,14 +334,14 @@ async fn a_second_connection_takes_over_the_first() {
     let mqtt = wharf.addresses.mqtt.unwrap();
     let mut older = TcpStream::connect(mqtt).await.unwrap();
     older
-        .write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+        .write_all(&raw::connect_v5(&device, &wharf.token(&device)))
         .await
         .unwrap();
     let mut newer = MqttDevice::connect(Flavor::V5, mqtt, &device, &wharf.token(&device))
         .await
         .unwrap();
     assert_eq!(
-        raw_mqtt5::disconnect_reason(&mut older).await,
+        raw::disconnect_reason(&mut older, PATIENCE).await,
         0x8e,
         "session taken over"
     );
@@ -357,113 +361,6 @@ async fn a_second_connection_takes_over_the_first() {
     wharf.stop().await;
 }
 
-/// MQTT 5 packets made by hand, for what well-behaved clients never send.
-mod raw_mqtt5 {
-    fn string(text: &str) -> Vec<u8> {
-        let mut out = (text.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(text.as_bytes());
-        out
-    }
-
-    fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
-        let mut out = vec![first];
-        let mut length = body.len();
-        loop {
-            let mut byte = (length % 128) as u8;
-            length /= 128;
-            if length > 0 {
-                byte |= 0x80;
-            }
-            out.push(byte);
-            if length == 0 {
-                break;
-            }
-        }
-        out.extend(body);
-        out
-    }
-
-    /// CONNECT with username and password, clean start, no properties.
-    pub(super) fn connect(username: &str, password: &str) -> Vec<u8> {
-        let mut body = string("MQTT");
-        body.extend_from_slice(&[5, 0b1100_0010, 0, 60, 0]);
-        body.extend(string("raw-client"));
-        body.extend(string(username));
-        body.extend(string(password));
-        packet(0x10, body)
-    }
-
-    /// Reads packets until the server closes the connection; the reason
-    /// code of the DISCONNECT it sent.
-    pub(super) async fn disconnect_reason(stream: &mut tokio::net::TcpStream) -> u8 {
-        use tokio::io::AsyncReadExt as _;
-        let mut bytes = Vec::new();
-        tokio::time::timeout(super::PATIENCE, stream.read_to_end(&mut bytes))
-            .await
-            .expect("the server closed the connection")
-            .ok();
-        let mut at = 0;
-        while at + 1 < bytes.len() {
-            let (first, mut length, mut shift, mut i) = (bytes[at], 0usize, 0, at + 1);
-            loop {
-                length |= usize::from(bytes[i] & 0x7f) << shift;
-                shift += 7;
-                i += 1;
-                if bytes[i - 1] & 0x80 == 0 {
-                    break;
-                }
-            }
-            if first == 0xe0 {
-                return bytes[i];
-            }
-            at = i + length;
-        }
-        panic!("no DISCONNECT in {bytes:x?}");
-    }
-
-    /// An MQTT 3.1.1 CONNECT with a last will (QoS 0), username and password.
-    pub(super) fn connect_v4_with_will(
-        username: &str,
-        password: &str,
-        will_topic: &str,
-        will: &[u8],
-    ) -> Vec<u8> {
-        let mut body = string("MQTT");
-        body.extend_from_slice(&[4, 0b1100_0110, 0, 60]);
-        body.extend(string("will-client"));
-        body.extend(string(will_topic));
-        body.extend_from_slice(&(will.len() as u16).to_be_bytes());
-        body.extend_from_slice(will);
-        body.extend(string(username));
-        body.extend(string(password));
-        packet(0x10, body)
-    }
-
-    /// SUBSCRIBE to `filter` at QoS 1, packet id 1.
-    pub(super) fn subscribe(filter: &str) -> Vec<u8> {
-        let mut body = vec![0, 1, 0]; // packet id 1, no properties
-        body.extend(string(filter));
-        body.push(1);
-        packet(0x82, body)
-    }
-
-    /// PUBLISH at QoS 2 with packet id 1 and no properties.
-    pub(super) fn publish_qos2(topic: &str, payload: &[u8]) -> Vec<u8> {
-        let mut body = string(topic);
-        body.extend_from_slice(&[0, 1, 0]);
-        body.extend_from_slice(payload);
-        packet(0x34, body)
-    }
-
-    /// PUBLISH at QoS 0 with no properties.
-    pub(super) fn publish(topic: &str, payload: &[u8]) -> Vec<u8> {
-        let mut body = string(topic);
-        body.push(0);
-        body.extend_from_slice(payload);
-        packet(0x30, body)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_says_going_away_to_every_device() {
     let wharf = TestWharf::start(|_| {}).await;
@@ -474,18 +371,15 @@ async fn shutdown_says_going_away_to_every_device() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::connect(
-        &mqtt_device,
-        &wharf.token(&mqtt_device),
-    ))
-    .await
-    .unwrap();
+    raw.write_all(&raw::connect_v5(&mqtt_device, &wharf.token(&mqtt_device)))
+        .await
+        .unwrap();
     wharf.state_after(&mqtt_device, 0).await; // connected and announced
     let stopping = tokio::spawn(wharf.stop());
     let (code, reason) = client.closed(PATIENCE).await;
     assert_eq!((code, reason.as_str()), (1001, "server shutting down"));
     assert_eq!(
-        raw_mqtt5::disconnect_reason(&mut raw).await,
+        raw::disconnect_reason(&mut raw, PATIENCE).await,
         0x8b,
         "server shutting down"
     );
@@ -502,17 +396,19 @@ async fn qos_2_is_refused_clearly() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::publish_qos2(
+    raw.write_all(&raw::publish_v5(
         &format!("devices/{device}/t"),
+        2,
+        1,
         b"{}",
     ))
     .await
     .unwrap();
     assert_eq!(
-        raw_mqtt5::disconnect_reason(&mut raw).await,
+        raw::disconnect_reason(&mut raw, PATIENCE).await,
         0x9b,
         "QoS not supported"
     );
@@ -527,11 +423,11 @@ async fn a_last_will_is_published_when_a_device_vanishes() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    let connect = raw_mqtt5::connect_v4_with_will(
+    let connect = raw::connect_v4(
         &device,
         &wharf.token(&device),
-        &will_topic,
-        br#"{"online": false}"#,
+        60,
+        Some((&will_topic, br#"{"online": false}"#)),
     );
     raw.write_all(&connect).await.unwrap();
     let mut connack = [0u8; 4];
@@ -549,11 +445,11 @@ async fn a_last_will_is_published_when_a_device_vanishes() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    let connect = raw_mqtt5::connect_v4_with_will(
+    let connect = raw::connect_v4(
         &other,
         &wharf.token(&other),
-        "devices/someone-else/status",
-        b"x",
+        60,
+        Some(("devices/someone-else/status", b"x")),
     );
     raw.write_all(&connect).await.unwrap();
     let mut connack = [0u8; 4];
@@ -573,17 +469,17 @@ async fn a_command_the_device_does_not_acknowledge_fails_with_no_ack() {
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::connect(&device, &wharf.token(&device)))
+    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
         .await
         .unwrap();
-    raw.write_all(&raw_mqtt5::subscribe(&format!(
-        "devices/{device}/commands/#"
-    )))
-    .await
-    .unwrap();
+    raw.write_all(&raw::subscribe_v5(&format!("devices/{device}/commands/#")))
+        .await
+        .unwrap();
     // A reading that makes the demo rule ask for `fan`; the device never PUBACKs.
-    raw.write_all(&raw_mqtt5::publish(
+    raw.write_all(&raw::publish_v5(
         &format!("devices/{device}/t"),
+        0,
+        0,
         br#"{"temperature": 35}"#,
     ))
     .await

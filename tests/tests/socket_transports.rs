@@ -102,6 +102,22 @@ async fn mosquitto_clients_round_trip() {
             json!(35)
         );
     }
+    // mosquitto_pub at QoS 1: it exits 0 only after the PUBACK, which the
+    // Socket sends once the bus holds the frame.
+    let device = unique("thermo");
+    let published = tokio::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string(), "-q", "1"])
+        .args(["-u", &device, "-P", &wharf.token(&device)])
+        .args(["-t", &format!("devices/{device}/telemetry")])
+        .args(["-m", r#"{"temperature": 21}"#])
+        .output()
+        .await
+        .unwrap();
+    assert!(published.status.success(), "{published:?}");
+    assert_eq!(
+        wharf.state_after(&device, 1).await.reported["temperature"],
+        json!(21)
+    );
     let refused = tokio::process::Command::new("mosquitto_pub")
         .args(["-h", "127.0.0.1", "-p", &mqtt.port().to_string()])
         .args(["-u", "thermo-x", "-P", &wharf.forged_token("thermo-x")])

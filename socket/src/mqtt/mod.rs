@@ -547,8 +547,8 @@ impl SessionState {
             .frame_bytes_sent
             .get_or_create(&[("transport", self.transport)])
             .inc_by(payload.len() as u64);
-        let deadline = Instant::now() + shared.config.delivery_timeout;
-        self.awaiting_ack.insert(pkid, (command.outcome, deadline));
+        self.awaiting_ack
+            .insert(pkid, (command.outcome, command.deadline));
         Ok(())
     }
 
