@@ -2,16 +2,22 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
+use wharf_auth::{ApiKeys, AuthConfig};
 use wharf_bus::BusConfig;
 use wharf_runtime::{LogConfig, Settings, Validate};
+use wharf_store::StoreConfig;
 
-/// Everything `wharf-commander` reads: `[bus]`, `[log]`, `[commander]`.
+/// Everything `wharf-commander` reads: `[bus]`, `[store]`, `[auth]`,
+/// `[log]`, `[commander]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct CommanderSettings {
     pub bus: BusConfig,
+    pub store: StoreConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
     pub commander: CommanderConfig,
 }
@@ -23,14 +29,45 @@ pub struct CommanderConfig {
     /// Consumer group of the command-requests topic;
     /// `<topic prefix>.commander` when not set.
     pub group: Option<String>,
-    /// The `source` of the events the Commander emits.
+    /// The `source` of the events the Commander emits, and the owner of
+    /// its outbox rows: stable across restarts (a StatefulSet pod name).
     pub instance_id: String,
-    /// Directory of device profiles, one `MODEL.toml` per model.
+    /// Directory of device profiles, one `MODEL.toml` per model; reloaded
+    /// on SIGHUP.
     pub profiles_dir: PathBuf,
-    /// Command ids remembered to recognise replayed requests.
-    pub dedupe_window: usize,
+    /// Commands a device's offline queue holds; the oldest expire first.
+    pub queue_limit: usize,
+    /// How long a command waits for an offline device when neither the
+    /// request nor the profile says.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// The longest time to live a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// How often queued commands are checked for expiry.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_listen: SocketAddr,
+    pub api: ApiConfig,
+}
+
+/// The `[commander.api]` section: the REST API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// Accepted API keys, as `sha256:<hex>` hashes (`wharf api-key new`).
+    pub keys: Vec<String>,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How long a read answers identical reads that follow it (0s: only
+    /// reads in flight are shared).
+    #[serde(with = "humantime_serde")]
+    pub read_cache: Duration,
+    /// How long device tokens the API issues are valid.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
 }
 
 impl Default for CommanderConfig {
@@ -39,8 +76,24 @@ impl Default for CommanderConfig {
             group: None,
             instance_id: "commander".into(),
             profiles_dir: "profiles".into(),
-            dedupe_window: 100_000,
+            queue_limit: 100,
+            default_ttl: Duration::from_secs(3600),
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(1),
             ops_listen: ([0, 0, 0, 0], 9103).into(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: ([0, 0, 0, 0], 8088).into(),
+            keys: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            read_cache: Duration::from_millis(250),
+            token_ttl: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -60,8 +113,30 @@ impl CommanderConfig {
         if self.group.as_ref().is_some_and(String::is_empty) {
             problems.push("commander.group: must not be empty".into());
         }
-        if self.dedupe_window == 0 {
-            problems.push("commander.dedupe_window: must be at least 1".into());
+        if self.instance_id.is_empty() {
+            problems.push("commander.instance_id: must not be empty".into());
+        }
+        if self.queue_limit == 0 {
+            problems.push("commander.queue_limit: must be at least 1".into());
+        }
+        for (name, value) in [
+            ("default_ttl", self.default_ttl),
+            ("max_ttl", self.max_ttl),
+            ("sweep_interval", self.sweep_interval),
+            ("api.token_ttl", self.api.token_ttl),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("commander.{name}: must be more than 0s"));
+            }
+        }
+        if self.default_ttl > self.max_ttl {
+            problems.push("commander.default_ttl: must not exceed commander.max_ttl".into());
+        }
+        if self.api.max_body_bytes < 1024 {
+            problems.push("commander.api.max_body_bytes: must be at least 1024".into());
+        }
+        if let Err(problem) = ApiKeys::from_hashes(&self.api.keys) {
+            problems.push(format!("commander.api.keys: {problem}"));
         }
         problems
     }
@@ -70,8 +145,16 @@ impl CommanderConfig {
 impl Validate for CommanderSettings {
     fn problems(&self) -> Vec<String> {
         let mut problems = self.bus.problems();
+        problems.extend(self.store.problems());
+        problems.extend(self.auth.problems());
         problems.extend(self.log.problems());
         problems.extend(self.commander.problems());
+        if self.commander.api.keys.is_empty() {
+            problems.push(
+                "commander.api.keys: at least one key hash is required (`wharf api-key new` prints a key and its hash)"
+                    .into(),
+            );
+        }
         if let Err(profile_problems) = crate::Profiles::load_dir(&self.commander.profiles_dir) {
             problems.extend(
                 profile_problems

@@ -1,71 +1,113 @@
 //! Wharf's command side. It turns abstract command requests into the frames
 //! a device model understands (per-model profiles), learns from the presence
-//! topic which Socket instance holds each device, and sends each frame to
-//! that instance's deliveries topic.
+//! topic which Socket instance holds each device, sends each frame to that
+//! instance's deliveries topic, queues commands for offline devices, tracks
+//! every command to its terminal status, and serves the REST API.
 //!
 //! # Layout
 //! - [`config`]: [`CommanderSettings`] and the `[commander]` section.
-//! - [`profiles`]: [`Profiles`], per-model command templates.
+//! - [`profiles`]: [`Profiles`], per-model commands, arguments and templates.
 //! - `presence`: which Socket instance holds each device.
-//! - `dedupe`: recently seen command ids.
+//! - `desk`: every command decision, as one transaction plus its events.
+//! - `relay`: publishes the outbox those transactions write.
+//! - [`api`]: the REST API.
 //! - [`metrics`]: every metric the Commander exports.
-//! - [`Commander`]: the consume → render → route loop.
+//! - [`Commander`]: the loop that feeds requests, presence, delivery
+//!   outcomes and expiry to the desk.
 //!
 //! # Invariants
-//! - A request id seen recently is not sent again: replays from the
-//!   Receiver produce the same ids, and devices get each command once.
-//! - Every request ends in an event on the command-status topic:
-//!   `CommandDispatched`, or `CommandFailed` with a reason.
-//! - Offsets of requests are committed only after their outcome is durable.
+//! - Every command reaches exactly one terminal status (`delivered`,
+//!   `failed`, `rejected`, `expired`), in the `commands` table and as an
+//!   event on the command-status topic.
+//! - A request id handled before is not sent again: replays from the
+//!   Receiver produce the same ids, and the `commands` table remembers them.
+//! - Events are written to the outbox in the transaction that makes them
+//!   true, and published from there: never lost, never published for a
+//!   change that did not commit.
+//! - Offsets are committed only after what they carried is in the database.
 
+pub mod api;
 pub mod config;
-mod dedupe;
+mod desk;
 pub mod metrics;
 mod presence;
 pub mod profiles;
+mod relay;
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+use wharf_auth::{ApiKeys, TokenIssuer};
 use wharf_bus::{
-    Bus, BusConsumer, BusHandle, Consumer as _, Message, OffsetTracker, Publisher as _, Record,
-    Subscriber as _, TopicSpec,
+    BusConsumer, BusHandle, Consumer as _, Message, OffsetTracker, Publisher as _, Subscriber as _,
+    TopicSpec,
 };
-use wharf_events::{CommandDispatched, CommandFailed, CommandRequested, Envelope, Event, Topics};
-use wharf_runtime::{OpsEndpoint, Readiness, Registry};
+use wharf_events::{Envelope, Event};
+use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
+use wharf_store::Store;
 
-pub use config::{CommanderConfig, CommanderSettings};
-use dedupe::RecentIds;
+pub use config::{ApiConfig, CommanderConfig, CommanderSettings};
+use desk::{Desk, Handled};
 use metrics::CommanderMetrics;
 use presence::Presence;
-pub use profiles::Profiles;
+pub use profiles::{LiveProfiles, Profiles};
+use relay::{OutboxRelay, OutboxWaker};
 
-/// How often handled requests' offsets are committed.
+/// How often handled requests' and outcomes' offsets are committed.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// Sweeps between two rescans of the devices with queued commands.
+const RESCAN_EVERY: u32 = 10;
+/// Devices with queued commands looked at per rescan.
+const RESCAN_LIMIT: u32 = 10_000;
 
-/// A Commander subscribed to requests and presence, ready to run.
+/// What the Commander works with besides its configuration.
+pub struct CommanderParts {
+    pub profiles: LiveProfiles,
+    pub bus: BusHandle,
+    pub store: Store,
+    /// The secret device tokens are signed with (`auth.secret`).
+    pub secret: String,
+    pub api_keys: ApiKeys,
+}
+
+/// A Commander subscribed to its topics with its API bound, ready to run.
 pub struct Commander {
-    config: CommanderConfig,
-    profiles: Profiles,
-    bus: Bus,
-    topics: Topics,
+    pipeline: Pipeline,
+    relay: OutboxRelay,
+    api: api::ApiServer,
+}
+
+/// The loop that feeds requests, presence, outcomes and expiry to the desk.
+struct Pipeline {
+    profiles: LiveProfiles,
+    store: Store,
+    desk: Arc<Desk>,
+    waker: OutboxWaker,
     requests: BusConsumer,
+    outcomes: BusConsumer,
     presence_feed: BusConsumer,
     presence: Presence,
-    recent: RecentIds,
-    offsets: OffsetTracker,
+    /// Devices known to have queued commands: a connect of one flushes.
+    queued_devices: HashSet<String>,
+    request_offsets: OffsetTracker,
+    outcome_offsets: OffsetTracker,
+    sweep_interval: Duration,
     metrics: CommanderMetrics,
+    ready: ReadyFlag,
 }
 
 impl Commander {
-    /// Creates the topics the Commander uses and subscribes to the command
-    /// requests and to the whole presence topic.
+    /// Creates the topics the Commander uses, subscribes to command
+    /// requests, delivery outcomes and the whole presence topic, and binds
+    /// the API.
     pub async fn bind(
         config: CommanderConfig,
-        profiles: Profiles,
-        bus: BusHandle,
+        parts: CommanderParts,
         registry: &mut Registry,
         readiness: &Readiness,
     ) -> anyhow::Result<Self> {
@@ -73,11 +115,13 @@ impl Commander {
             bus,
             topics,
             partitions,
-        } = bus;
+        } = parts.bus;
         bus.ensure_topics(&[
             TopicSpec::new(topics.command_requests(), partitions),
             TopicSpec::new(topics.command_status(), partitions),
+            TopicSpec::new(topics.device_events(), partitions),
             TopicSpec::compacted(topics.presence(), partitions),
+            TopicSpec::compacted(topics.revocations(), partitions),
         ])
         .await
         .context("failed to create the commander's topics")?;
@@ -86,6 +130,10 @@ impl Commander {
             .subscribe(&group, &[topics.command_requests()])
             .await
             .context("failed to subscribe to the command requests")?;
+        let outcomes = bus
+            .subscribe(&format!("{group}.outcomes"), &[topics.command_status()])
+            .await
+            .context("failed to subscribe to the command status")?;
         // A group of its own that never commits: every start reads the whole
         // (compacted) presence topic.
         let presence_group = format!("{group}.presence.{}", wharf_events::new_id().simple());
@@ -93,61 +141,212 @@ impl Commander {
             .subscribe(&presence_group, &[topics.presence()])
             .await
             .context("failed to subscribe to presence")?;
-        readiness.flag("commander").set(true);
-        info!(profiles = profiles.len(), %group, "commander ready");
+        let metrics = CommanderMetrics::register(registry);
+        let desk = Arc::new(Desk {
+            instance: config.instance_id.clone(),
+            topics: topics.clone(),
+            queue_limit: config.queue_limit,
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
+        });
+        let waker = OutboxWaker::default();
+        let api = api::ApiServer::bind(
+            config.api.listen,
+            api::ApiState {
+                store: parts.store.clone(),
+                profiles: parts.profiles.clone(),
+                desk: desk.clone(),
+                issuer: TokenIssuer::new(&parts.secret),
+                keys: parts.api_keys,
+                waker: waker.clone(),
+                cache: api::coalesce::Coalescer::new(config.api.read_cache),
+                metrics: metrics.clone(),
+                config: config.api.clone(),
+                max_ttl: config.max_ttl,
+            },
+        )
+        .await?;
+        let queued_devices = parts
+            .store
+            .devices_with_queued_commands(RESCAN_LIMIT)
+            .await
+            .context("failed to read the queued commands")?
+            .into_iter()
+            .collect();
+        let ready = readiness.flag("commander");
+        ready.set(true);
+        info!(
+            models = parts.profiles.current().len(),
+            %group,
+            api = %api.local_addr()?,
+            "commander ready"
+        );
         Ok(Commander {
-            recent: RecentIds::new(config.dedupe_window),
-            config,
-            profiles,
-            bus,
-            topics,
-            requests,
-            presence_feed,
-            presence: Presence::default(),
-            offsets: OffsetTracker::default(),
-            metrics: CommanderMetrics::register(registry),
+            relay: OutboxRelay {
+                store: parts.store.clone(),
+                bus,
+                instance: config.instance_id,
+                waker: waker.clone(),
+                metrics: metrics.clone(),
+            },
+            pipeline: Pipeline {
+                profiles: parts.profiles,
+                store: parts.store,
+                desk,
+                waker,
+                requests,
+                outcomes,
+                presence_feed,
+                presence: Presence::default(),
+                queued_devices,
+                request_offsets: OffsetTracker::default(),
+                outcome_offsets: OffsetTracker::default(),
+                sweep_interval: config.sweep_interval,
+                metrics,
+                ready,
+            },
+            api,
         })
     }
 
-    /// Routes commands until `shutdown`, then commits what it handled.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Where the API listens.
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.api.local_addr()
+    }
+
+    /// Runs until `shutdown`: stops the API, commits what it handled, and
+    /// publishes what is left in the outbox. `reload` reloads the profiles.
+    pub async fn run(self, shutdown: CancellationToken, mut reload: Reload) -> anyhow::Result<()> {
+        let Commander {
+            mut pipeline,
+            relay,
+            api,
+        } = self;
+        let relay_stop = CancellationToken::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let api_task = tokio::spawn(api.serve(shutdown.clone()));
+        let result = pipeline.serve(&shutdown, &mut reload).await;
+        let committed = pipeline.commit().await;
+        api_task.await.context("the API panicked")??;
+        relay_stop.cancel();
+        relay_task.await.context("the outbox relay panicked")??;
+        result.and(committed)
+    }
+}
+
+impl Pipeline {
+    async fn serve(
+        &mut self,
+        shutdown: &CancellationToken,
+        reload: &mut Reload,
+    ) -> anyhow::Result<()> {
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+        let mut sweep_tick = tokio::time::interval(self.sweep_interval);
+        let mut sweeps = 0u32;
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
+                true = reload.requested() => self.reload_profiles(),
                 // Presence first: a device's connect must be known before
                 // the commands its frames cause.
                 update = self.presence_feed.recv() => {
                     let message = update.context("failed to read presence")?;
-                    match Envelope::from_json(&message.payload) {
-                        Ok(envelope) => self.presence.apply(&envelope),
-                        Err(error) => warn!(%error, offset = message.offset, "skipping an undecodable presence record"),
-                    }
-                    self.metrics.connected_devices.set(self.presence.len() as i64);
+                    self.on_presence(&message, shutdown).await?;
                 }
                 request = self.requests.recv() => {
                     let message = request.context("failed to read the command requests")?;
-                    self.handle(&message).await?;
-                    self.offsets.consumed(&message);
+                    self.on_request(&message, shutdown).await?;
+                    self.request_offsets.consumed(&message);
+                }
+                outcome = self.outcomes.recv() => {
+                    let message = outcome.context("failed to read the command status")?;
+                    self.on_outcome(&message, shutdown).await?;
+                    self.outcome_offsets.consumed(&message);
+                }
+                _ = sweep_tick.tick() => {
+                    sweeps = sweeps.wrapping_add(1);
+                    self.sweep(sweeps % RESCAN_EVERY == 0, shutdown).await?;
                 }
                 _ = commit_tick.tick() => self.commit().await?,
             }
         }
-        self.commit().await
     }
 
-    async fn commit(&mut self) -> anyhow::Result<()> {
-        if self.offsets.has_pending() {
-            self.requests
-                .commit(&self.offsets.take())
-                .await
-                .context("failed to commit handled requests")?;
+    fn reload_profiles(&self) {
+        match self.profiles.reload() {
+            Ok(models) => {
+                self.metrics
+                    .profile_reloads
+                    .get_or_create(&[("outcome", "ok")])
+                    .inc();
+                info!(models, "profiles reloaded");
+            }
+            Err(problems) => {
+                self.metrics
+                    .profile_reloads
+                    .get_or_create(&[("outcome", "failed")])
+                    .inc();
+                warn!(
+                    problems = problems.join("; "),
+                    "profiles not reloaded; the previous ones stay"
+                );
+            }
+        }
+    }
+
+    async fn on_presence(
+        &mut self,
+        message: &Message,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let envelope = match Envelope::from_json(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                warn!(%error, offset = message.offset, "skipping an undecodable presence record");
+                return Ok(());
+            }
+        };
+        let connected = self.presence.apply(&envelope);
+        self.metrics
+            .connected_devices
+            .set(self.presence.len() as i64);
+        if let Some(device) = connected
+            && self.queued_devices.contains(&device)
+        {
+            self.flush(&device, shutdown).await?;
         }
         Ok(())
     }
 
-    async fn handle(&mut self, message: &Message) -> anyhow::Result<()> {
+    /// Sends `device`'s queued commands, if it is connected.
+    async fn flush(&mut self, device: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let Some(location) = self.presence.location(device).cloned() else {
+            return Ok(());
+        };
+        let profiles = self.profiles.current();
+        let (desk, store) = (&self.desk, &self.store);
+        let Some(settled) = retry_store(&self.ready, shutdown, || {
+            desk.flush_queue(store, &profiles, device, &location)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        self.queued_devices.remove(device);
+        self.metrics.count_queue("dispatched", settled.dispatched);
+        self.metrics.count_queue("rejected", settled.rejected);
+        self.metrics.count_queue("expired", settled.expired);
+        debug!(device, ?settled, "queue flushed");
+        self.waker.wake();
+        Ok(())
+    }
+
+    async fn on_request(
+        &mut self,
+        message: &Message,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
         let envelope = match Envelope::from_json(&message.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
@@ -160,114 +359,165 @@ impl Commander {
             self.metrics.count("unexpected");
             return Ok(());
         };
-        if !self.recent.insert(envelope.id) {
-            self.metrics.count("duplicate");
-            debug!(id = %envelope.id, "dropping a duplicate request");
+        let profiles = self.profiles.current();
+        let (desk, store, presence) = (&self.desk, &self.store, &self.presence);
+        let Some(handled) = retry_store(&self.ready, shutdown, || {
+            desk.handle_request(store, &profiles, presence, &envelope, request)
+        })
+        .await?
+        else {
+            return Ok(());
+        };
+        debug!(id = %envelope.id, device = %envelope.device, outcome = handled.label(), "command request handled");
+        self.metrics.count(handled.label());
+        if handled == Handled::Queued {
+            self.queued_devices.insert(envelope.device.clone());
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    async fn on_outcome(
+        &mut self,
+        message: &Message,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        // Only what Sockets report; the Commander's own events come back too.
+        let Ok(envelope) = Envelope::from_json(&message.payload) else {
+            return Ok(());
+        };
+        if !matches!(
+            envelope.event,
+            Event::CommandDelivered(_) | Event::CommandFailed(_)
+        ) {
             return Ok(());
         }
-        let status = self.topics.command_status();
-        match self.route(&envelope, request) {
-            Route::Dispatch {
-                instance,
-                dispatched,
-            } => {
-                let deliveries = self.topics.deliveries(&instance);
-                let to_socket = self
-                    .bus
-                    .enqueue(Record::event(deliveries, &dispatched))
-                    .await?;
-                let to_status = self.bus.enqueue(Record::event(status, &dispatched)).await?;
-                to_socket
-                    .await
-                    .context("a dispatch did not reach the bus")?;
-                to_status
-                    .await
-                    .context("a dispatch status did not reach the bus")?;
-                self.metrics.count("dispatched");
-            }
-            Route::Fail(failed) => {
-                self.bus
-                    .publish(Record::event(status, &failed))
-                    .await
-                    .context("a failure status did not reach the bus")?;
-                self.metrics.count("failed");
-            }
+        let (desk, store) = (&self.desk, &self.store);
+        if let Some(true) = retry_store(&self.ready, shutdown, || {
+            desk.record_outcome(store, &envelope)
+        })
+        .await?
+        {
+            self.metrics.outcomes_recorded.inc();
         }
         Ok(())
     }
 
-    /// Renders the command and finds the Socket instance holding the device.
-    fn route(&self, envelope: &Envelope, request: &CommandRequested) -> Route {
-        let source = &self.config.instance_id;
-        let fail = |(reason, detail): (wharf_events::FailureReason, String)| {
-            debug!(id = %envelope.id, device = %envelope.device, ?reason, %detail, "command failed");
-            envelope.derive(
-                "failed",
-                source,
-                Event::CommandFailed(CommandFailed {
-                    command_id: envelope.id,
-                    reason,
-                    detail,
-                }),
-            )
+    /// Expires what is due; on `rescan`, also flushes devices that are
+    /// connected with queued commands the loop did not know about (queued
+    /// by another Commander instance, or while this one was down).
+    async fn sweep(&mut self, rescan: bool, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (desk, store) = (&self.desk, &self.store);
+        if let Some(expired) = retry_store(&self.ready, shutdown, || desk.expire_due(store)).await?
+            && expired > 0
+        {
+            self.metrics.count_queue("expired", expired);
+            self.waker.wake();
+        }
+        if !rescan {
+            return Ok(());
+        }
+        let Some(devices) = retry_store(&self.ready, shutdown, || {
+            store.devices_with_queued_commands(RESCAN_LIMIT)
+        })
+        .await?
+        else {
+            return Ok(());
         };
-        let rendered = match self.profiles.render(
-            &envelope.device,
-            &request.model,
-            &request.command,
-            &request.args,
-            envelope.id,
-        ) {
-            Ok(rendered) => rendered,
-            Err(failure) => return Route::Fail(fail(failure)),
-        };
-        let Some(instance) = self.presence.instance_of(&envelope.device) else {
-            return Route::Fail(fail((
-                wharf_events::FailureReason::DeviceNotConnected,
-                format!(
-                    "{} is not connected to any socket instance",
-                    envelope.device
-                ),
-            )));
-        };
-        let dispatched = envelope.derive(
-            "dispatched",
-            source,
-            Event::CommandDispatched(CommandDispatched {
-                command_id: envelope.id,
-                command: request.command.clone(),
-                instance: instance.to_owned(),
-                channel: Some(rendered.mqtt_topic),
-                frame: rendered.frame,
-            }),
-        );
-        Route::Dispatch {
-            instance: instance.to_owned(),
-            dispatched,
+        self.queued_devices = devices.into_iter().collect();
+        let connected: Vec<String> = self
+            .queued_devices
+            .iter()
+            .filter(|device| self.presence.location(device).is_some())
+            .cloned()
+            .collect();
+        for device in connected {
+            self.flush(&device, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        if self.request_offsets.has_pending() {
+            self.requests
+                .commit(&self.request_offsets.take())
+                .await
+                .context("failed to commit handled requests")?;
+        }
+        if self.outcome_offsets.has_pending() {
+            self.outcomes
+                .commit(&self.outcome_offsets.take())
+                .await
+                .context("failed to commit recorded outcomes")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `op` until it succeeds, waiting out database outages (not ready
+/// meanwhile); `None` when shutdown came first. Errors that a retry cannot
+/// fix are returned.
+async fn retry_store<T, F: Future<Output = wharf_store::Result<T>>>(
+    ready: &ReadyFlag,
+    shutdown: &CancellationToken,
+    mut op: impl FnMut() -> F,
+) -> anyhow::Result<Option<T>> {
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(value) => {
+                if failures > 0 {
+                    info!(failures, "the database is back");
+                    ready.set(true);
+                }
+                return Ok(Some(value));
+            }
+            Err(error) if error.is_retryable() => {
+                failures += 1;
+                ready.set(false);
+                warn!(%error, failures, "the database is unavailable; retrying");
+                let pause = Duration::from_millis(100 << failures.min(6));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            Err(error) => return Err(error).context("the database refused a command change"),
         }
     }
 }
 
-/// Where a request goes: to a Socket instance, or to a failure status.
-enum Route {
-    Dispatch {
-        instance: String,
-        dispatched: Envelope,
-    },
-    Fail(Envelope),
-}
-
 /// Runs the Commander as its own process: loads the profiles, connects to
-/// the bus, binds the operations listener, and serves until `shutdown`.
-pub async fn run(settings: CommanderSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let profiles = Profiles::load_dir(&settings.commander.profiles_dir)
+/// the bus and the store, binds the API and the operations listener, and
+/// serves until `shutdown`; `reload` reloads the profiles.
+pub async fn run(
+    settings: CommanderSettings,
+    shutdown: CancellationToken,
+    reload: Reload,
+) -> anyhow::Result<()> {
+    let dir = settings.commander.profiles_dir.clone();
+    let profiles = LiveProfiles::new(move || Profiles::load_dir(&dir))
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    let api_keys =
+        ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
+    let store = Store::connect(&settings.store)
+        .await
+        .context("failed to open the store")?;
     let ops = OpsEndpoint::bind(settings.commander.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let commander =
-        Commander::bind(settings.commander, profiles, bus, &mut registry, &readiness).await?;
-    ops.serve_while(registry, readiness, commander.run(shutdown))
-        .await
+    let parts = CommanderParts {
+        profiles,
+        bus,
+        store: store.clone(),
+        secret: settings.auth.secret.clone(),
+        api_keys,
+    };
+    let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;
+    let served = ops
+        .serve_while(registry, readiness, commander.run(shutdown, reload))
+        .await;
+    store.close().await;
+    served
 }

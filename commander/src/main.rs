@@ -2,5 +2,8 @@
 
 #[tokio::main]
 async fn main() {
-    wharf_runtime::service_main(wharf_commander::run).await;
+    wharf_runtime::service_main(|settings, shutdown| {
+        wharf_commander::run(settings, shutdown, wharf_runtime::reload_on_hangup())
+    })
+    .await;
 }

@@ -7,15 +7,32 @@ use prometheus_client::registry::Registry;
 
 /// A single label, such as `outcome="dispatched"`.
 pub type Label = [(&'static str, &'static str); 1];
+/// Two labels, such as `method="GET",status="200"`.
+pub type Labels = [(&'static str, String); 2];
 
 /// The Commander's metrics; clones share the same series.
 #[derive(Clone, Default)]
 pub struct CommanderMetrics {
-    /// Command requests handled, by outcome (`dispatched`, `failed`,
-    /// `duplicate`, `undecodable`).
+    /// Command requests handled, by outcome (`dispatched`, `queued`,
+    /// `rejected`, `duplicate`, `undecodable`, `unexpected`).
     pub requests: Family<Label, Counter>,
+    /// Queued commands settled, by outcome (`dispatched`, `rejected`,
+    /// `expired`).
+    pub queue: Family<Label, Counter>,
+    /// Delivery outcomes reported by Sockets and recorded.
+    pub outcomes_recorded: Counter,
     /// Devices the presence map holds as connected.
     pub connected_devices: Gauge,
+    /// Events published from the outbox.
+    pub outbox_published: Counter,
+    /// Outbox publishing rounds that failed (bus or database down).
+    pub outbox_failures: Counter,
+    /// Profile reloads, by outcome (`ok`, `failed`).
+    pub profile_reloads: Family<Label, Counter>,
+    /// API responses, by method and status code.
+    pub api_responses: Family<Labels, Counter>,
+    /// Database reads made for API GETs (coalesced requests share one).
+    pub api_store_reads: Counter,
 }
 
 impl CommanderMetrics {
@@ -29,14 +46,57 @@ impl CommanderMetrics {
             metrics.requests.clone(),
         );
         r.register(
+            "queue",
+            "Queued commands settled, by outcome",
+            metrics.queue.clone(),
+        );
+        r.register(
+            "outcomes_recorded",
+            "Delivery outcomes reported by Sockets and recorded",
+            metrics.outcomes_recorded.clone(),
+        );
+        r.register(
             "connected_devices",
             "Devices the presence map holds as connected",
             metrics.connected_devices.clone(),
+        );
+        r.register(
+            "outbox_published",
+            "Events published from the outbox",
+            metrics.outbox_published.clone(),
+        );
+        r.register(
+            "outbox_failures",
+            "Outbox publishing rounds that failed",
+            metrics.outbox_failures.clone(),
+        );
+        r.register(
+            "profile_reloads",
+            "Profile reloads, by outcome",
+            metrics.profile_reloads.clone(),
+        );
+        r.register(
+            "api_responses",
+            "API responses, by method and status code",
+            metrics.api_responses.clone(),
+        );
+        r.register(
+            "api_store_reads",
+            "Database reads made for API GETs; coalesced requests share one",
+            metrics.api_store_reads.clone(),
         );
         metrics
     }
 
     pub(crate) fn count(&self, outcome: &'static str) {
         self.requests.get_or_create(&[("outcome", outcome)]).inc();
+    }
+
+    pub(crate) fn count_queue(&self, outcome: &'static str, by: usize) {
+        if by > 0 {
+            self.queue
+                .get_or_create(&[("outcome", outcome)])
+                .inc_by(by as u64);
+        }
     }
 }

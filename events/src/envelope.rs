@@ -200,6 +200,7 @@ mod tests {
             model: "demo-thermostat".into(),
             command: "fan".into(),
             args: Default::default(),
+            ttl_ms: None,
         });
         let a = cause.derive("rule:hot", "receiver", request.clone());
         let b = cause.derive("rule:hot", "receiver", request);

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::lifecycle::{CommandExpired, CommandQueued, CommandRejected, DeviceRevoked};
 use crate::payload::{self, Encoding, Payload, PayloadOut};
 
 /// Every event Wharf services exchange.
@@ -16,9 +17,13 @@ pub enum Event {
     FrameReceived(FrameReceived),
     DesiredStateChanged(DesiredStateChanged),
     CommandRequested(CommandRequested),
+    CommandRejected(CommandRejected),
+    CommandQueued(CommandQueued),
     CommandDispatched(CommandDispatched),
     CommandDelivered(CommandDelivered),
     CommandFailed(CommandFailed),
+    CommandExpired(CommandExpired),
+    DeviceRevoked(DeviceRevoked),
 }
 
 impl Event {
@@ -30,9 +35,13 @@ impl Event {
             Event::FrameReceived(_) => "FrameReceived",
             Event::DesiredStateChanged(_) => "DesiredStateChanged",
             Event::CommandRequested(_) => "CommandRequested",
+            Event::CommandRejected(_) => "CommandRejected",
+            Event::CommandQueued(_) => "CommandQueued",
             Event::CommandDispatched(_) => "CommandDispatched",
             Event::CommandDelivered(_) => "CommandDelivered",
             Event::CommandFailed(_) => "CommandFailed",
+            Event::CommandExpired(_) => "CommandExpired",
+            Event::DeviceRevoked(_) => "DeviceRevoked",
         }
     }
 
@@ -51,9 +60,13 @@ impl Event {
             "FrameReceived" => parse(data, Event::FrameReceived),
             "DesiredStateChanged" => parse(data, Event::DesiredStateChanged),
             "CommandRequested" => parse(data, Event::CommandRequested),
+            "CommandRejected" => parse(data, Event::CommandRejected),
+            "CommandQueued" => parse(data, Event::CommandQueued),
             "CommandDispatched" => parse(data, Event::CommandDispatched),
             "CommandDelivered" => parse(data, Event::CommandDelivered),
             "CommandFailed" => parse(data, Event::CommandFailed),
+            "CommandExpired" => parse(data, Event::CommandExpired),
+            "DeviceRevoked" => parse(data, Event::DeviceRevoked),
             _ => return None,
         })
     }
@@ -181,6 +194,10 @@ pub struct CommandRequested {
     pub command: String,
     #[serde(default)]
     pub args: Map<String, Value>,
+    /// How long the command may wait for an offline device, in
+    /// milliseconds; the profile's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
 }
 
 /// The Commander rendered a command and sent it to the Socket instance that
@@ -195,6 +212,9 @@ pub struct CommandDispatched {
     pub instance: String,
     /// Where the frame goes on the connection: the MQTT topic.
     pub channel: Option<String>,
+    /// MQTT QoS of the PUBLISH (0: delivered once written, 1: once the
+    /// device acknowledges); 1 when absent.
+    pub qos: Option<u8>,
     /// The bytes to write to the device.
     pub frame: Payload,
 }
@@ -206,6 +226,8 @@ struct DispatchWire {
     instance: String,
     #[serde(default)]
     channel: Option<String>,
+    #[serde(default)]
+    qos: Option<u8>,
     payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<Encoding>,
@@ -220,6 +242,7 @@ impl TryFrom<DispatchWire> for CommandDispatched {
             command: wire.command,
             instance: wire.instance,
             channel: wire.channel,
+            qos: wire.qos,
             frame: payload::from_wire(wire.payload, wire.encoding)?,
         })
     }
@@ -234,6 +257,8 @@ impl Serialize for CommandDispatched {
             instance: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             channel: &'a Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            qos: &'a Option<u8>,
             payload: PayloadOut<'a>,
             #[serde(skip_serializing_if = "Option::is_none")]
             encoding: Option<Encoding>,
@@ -244,6 +269,7 @@ impl Serialize for CommandDispatched {
             command: &self.command,
             instance: &self.instance,
             channel: &self.channel,
+            qos: &self.qos,
             payload,
             encoding,
         }
@@ -279,13 +305,20 @@ pub enum FailureReason {
     NoAck,
     /// Too many commands are already waiting for the device.
     QueueFull,
-    /// No profile is configured for the device's model.
-    UnknownModel,
-    /// The model's profile has no such command.
-    UnknownCommand,
-    /// The profile's template could not be rendered with the arguments.
-    RenderFailed,
     /// A reason this version does not know.
     #[serde(other)]
     Other,
+}
+
+impl FailureReason {
+    /// The wire name, also used in the `commands` table and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::DeviceNotConnected => "device_not_connected",
+            FailureReason::WriteFailed => "write_failed",
+            FailureReason::NoAck => "no_ack",
+            FailureReason::QueueFull => "queue_full",
+            FailureReason::Other => "other",
+        }
+    }
 }

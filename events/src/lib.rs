@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`envelope`]: [`Envelope`], its JSON encoding and decoding.
 //! - [`event`]: [`Event`], one struct per event type, named as facts.
+//! - [`lifecycle`]: a command refused, queued or expired; a device revoked.
 //! - [`payload`]: [`Payload`], device bytes carried as JSON or base64.
 //! - [`ids`]: fresh (UUIDv7) and derived (UUIDv5) event ids.
+//! - [`time`]: points in time inside event data, as RFC 3339.
 //! - [`topics`]: [`Topics`], topic names under a configurable prefix.
 //!
 //! # Invariants
@@ -19,7 +21,9 @@
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod lifecycle;
 pub mod payload;
+pub mod time;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope};
@@ -28,5 +32,8 @@ pub use event::{
     DeviceConnected, DeviceDisconnected, Event, FailureReason, FrameReceived, Transport,
 };
 pub use ids::{derive_id, new_id};
+pub use lifecycle::{
+    CommandExpired, CommandQueued, CommandRejected, DeviceRevoked, ExpiryReason, RejectReason,
+};
 pub use payload::Payload;
 pub use topics::{TopicNameError, Topics};

@@ -56,6 +56,12 @@ impl Topics {
         format!("{}.presence", self.prefix)
     }
 
+    /// Device revocations (compacted, keyed by device); read by every
+    /// Socket instance.
+    pub fn revocations(&self) -> String {
+        format!("{}.revocations", self.prefix)
+    }
+
     /// Frames for the devices held by one Socket instance.
     pub fn deliveries(&self, instance: &str) -> String {
         format!("{}.deliveries.{instance}", self.prefix)
@@ -109,6 +115,7 @@ mod tests {
         assert_eq!(t.command_requests(), "acme.command-requests");
         assert_eq!(t.command_status(), "acme.command-status");
         assert_eq!(t.presence(), "acme.presence");
+        assert_eq!(t.revocations(), "acme.revocations");
         assert_eq!(t.deliveries("socket-0"), "acme.deliveries.socket-0");
         assert_eq!(Topics::default().device_events(), "wharf.device-events");
     }

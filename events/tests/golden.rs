@@ -13,10 +13,16 @@ const FIXTURES: &[(&str, &str)] = &[
     ("frame_received_binary.json", "FrameReceived"),
     ("desired_state_changed.json", "DesiredStateChanged"),
     ("command_requested.json", "CommandRequested"),
+    ("command_requested_with_ttl.json", "CommandRequested"),
+    ("command_rejected.json", "CommandRejected"),
+    ("command_queued.json", "CommandQueued"),
     ("command_dispatched.json", "CommandDispatched"),
     ("command_dispatched_mqtt.json", "CommandDispatched"),
+    ("command_dispatched_binary_qos0.json", "CommandDispatched"),
     ("command_delivered.json", "CommandDelivered"),
     ("command_failed.json", "CommandFailed"),
+    ("command_expired.json", "CommandExpired"),
+    ("device_revoked.json", "DeviceRevoked"),
 ];
 
 fn fixture(name: &str) -> String {
@@ -50,9 +56,13 @@ fn every_event_type_has_a_fixture() {
         "FrameReceived",
         "DesiredStateChanged",
         "CommandRequested",
+        "CommandRejected",
+        "CommandQueued",
         "CommandDispatched",
         "CommandDelivered",
         "CommandFailed",
+        "CommandExpired",
+        "DeviceRevoked",
     ] {
         assert!(kinds.contains(&kind), "no golden fixture for {kind}");
     }
@@ -66,4 +76,33 @@ fn binary_payloads_travel_as_base64() {
     };
     assert_eq!(frame.payload, Payload::Binary(vec![0x00, 0x01, 0xff]));
     assert_eq!(frame.channel.as_deref(), Some("devices/thermo-42/raw"));
+}
+
+#[test]
+fn lifecycle_events_carry_reasons_and_times() {
+    let rejected = Envelope::from_json(fixture("command_rejected.json").as_bytes()).unwrap();
+    let Event::CommandRejected(rejected) = rejected.event else {
+        panic!("expected a CommandRejected");
+    };
+    assert_eq!(rejected.reason, wharf_events::RejectReason::InvalidArgument);
+    assert_eq!(rejected.argument.as_deref(), Some("celsius"));
+
+    let queued = Envelope::from_json(fixture("command_queued.json").as_bytes()).unwrap();
+    let Event::CommandQueued(queued) = queued.event else {
+        panic!("expected a CommandQueued");
+    };
+    let expires = queued.expires_at.duration_since(envelope_time()).unwrap();
+    assert_eq!(expires.as_secs(), 30);
+
+    let dispatched =
+        Envelope::from_json(fixture("command_dispatched_binary_qos0.json").as_bytes()).unwrap();
+    let Event::CommandDispatched(dispatched) = dispatched.event else {
+        panic!("expected a CommandDispatched");
+    };
+    assert_eq!(dispatched.qos, Some(0));
+    assert_eq!(dispatched.frame, Payload::Binary(vec![0x02, 0x15, 0xd7]));
+}
+
+fn envelope_time() -> std::time::SystemTime {
+    humantime::parse_rfc3339("2026-11-22T10:00:00.123Z").unwrap()
 }

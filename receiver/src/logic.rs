@@ -65,6 +65,7 @@ impl<'a> Replies<'a> {
                 model: model.to_owned(),
                 command: command.to_owned(),
                 args,
+                ttl_ms: None,
             }),
         ));
     }

@@ -35,7 +35,7 @@ impl TwinLogic {
     }
 
     fn request_delta(&self, state: &DeviceState, key: &str, replies: &mut Replies<'_>) {
-        let delta = delta(state);
+        let delta = state.delta();
         if !delta.is_empty() && !state.model.is_empty() {
             replies.request_command(key, &state.model, &self.set_desired, delta);
         }
@@ -113,16 +113,6 @@ impl DeviceLogic for TwinLogic {
         state.last_seen_ms = Some(at_ms).max(state.last_seen_ms);
         Change::Changed
     }
-}
-
-/// The desired keys whose reported value differs, with their desired values.
-pub fn delta(state: &DeviceState) -> Map<String, Value> {
-    state
-        .desired
-        .iter()
-        .filter(|(key, value)| state.reported.get(*key) != Some(value))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect()
 }
 
 fn cooling_down(state: &DeviceState, rule: &str, cooldown_ms: Option<i64>, at_ms: i64) -> bool {
@@ -284,7 +274,7 @@ mod tests {
             vec![("set_desired".into(), json!({"target": 21}))]
         );
         assert_eq!(
-            delta(&state),
+            state.delta(),
             json!({"target": 21}).as_object().cloned().unwrap()
         );
 
@@ -297,7 +287,7 @@ mod tests {
         );
 
         run(&logic, &mut state, &frame(json!({"target": 21}), 2));
-        assert!(delta(&state).is_empty());
+        assert!(state.delta().is_empty());
         assert!(run(&logic, &mut state, &connected(Uuid::now_v7())).is_empty());
         let removed = run(&logic, &mut state, &desired(json!({"target": null})));
         assert!(removed.is_empty() && !state.desired.contains_key("target"));

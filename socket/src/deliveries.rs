@@ -156,6 +156,7 @@ fn hand_over(
     let outbound = Outbound {
         payload: command.frame.clone(),
         channel: command.channel.clone(),
+        qos: command.qos,
         outcome,
         deadline,
     };

@@ -17,6 +17,7 @@
 //! - `stream`: a byte stream over TCP or WebSocket messages.
 //! - `websocket`, `mqtt`, `tcp`, `udp`: one module per transport.
 //! - `deliveries`: consumes this instance's deliveries topic.
+//! - `revocations`: tokens of deleted devices, refused and disconnected.
 //! - [`Socket`]: binds the listeners and runs the tasks.
 //!
 //! # Invariants
@@ -27,7 +28,9 @@
 //! - Frames on their way to the bus are bounded per connection: when the
 //!   bus is slow, the Socket stops reading (UDP: drops and counts).
 //! - An MQTT QoS 1 PUBACK is sent only after the bus acknowledged the event.
-//! - The Socket reads only its own `deliveries.<instance>` topic.
+//! - The Socket reads only its own `deliveries.<instance>` topic (and the
+//!   whole revocations topic).
+//! - A token issued before its device's revocation admits no connection.
 
 mod accept;
 pub mod config;
@@ -37,6 +40,7 @@ mod limits;
 mod live;
 pub mod metrics;
 mod mqtt;
+mod revocations;
 mod session;
 mod stream;
 mod tcp;
@@ -54,7 +58,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use wharf_auth::TokenVerifier;
+use wharf_auth::{AuthError, DeviceClaims, TokenVerifier};
 use wharf_bus::{BusConsumer, BusHandle, Publisher as _, Subscriber as _, TopicSpec};
 use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 
@@ -62,11 +66,13 @@ pub use config::{SocketConfig, SocketSettings};
 use events_out::EventsOut;
 use live::LiveConnections;
 use metrics::SocketMetrics;
+use revocations::Revocations;
 
 /// What every task of the Socket shares.
 struct Shared {
     config: SocketConfig,
     verifier: TokenVerifier,
+    revocations: Revocations,
     live: LiveConnections,
     events: EventsOut,
     metrics: SocketMetrics,
@@ -74,6 +80,38 @@ struct Shared {
     connection_slots: Arc<Semaphore>,
     /// Every connection's task, awaited at shutdown.
     sessions: TaskTracker,
+}
+
+impl Shared {
+    /// Checks a token at a handshake over `transport` (a metrics label):
+    /// signed with our secret, not expired, naming `device` when the
+    /// transport says which device connects, and not revoked. Refusals are
+    /// counted by reason.
+    fn authenticate(
+        &self,
+        transport: &'static str,
+        token: &str,
+        device: Option<&str>,
+    ) -> Result<DeviceClaims, AuthError> {
+        let verified = match device {
+            Some(device) => self.verifier.verify_for(token, device),
+            None => self.verifier.verify(token),
+        }
+        .and_then(
+            |claims| match self.revocations.is_revoked(&claims.sub, claims.iat) {
+                true => Err(AuthError::Revoked),
+                false => Ok(claims),
+            },
+        );
+        if let Err(error) = &verified {
+            self.metrics
+                .auth_failures
+                .get_or_create(&[("transport", transport), ("reason", error.label())])
+                .inc();
+            tracing::debug!(%error, transport, "refused a device");
+        }
+        verified
+    }
 }
 
 /// Where each enabled transport listens.
@@ -93,6 +131,7 @@ pub struct Socket {
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
     deliveries: BusConsumer,
+    revocations: BusConsumer,
 }
 
 impl Socket {
@@ -116,6 +155,7 @@ impl Socket {
             TopicSpec::new(topics.device_events(), partitions),
             TopicSpec::new(topics.command_status(), partitions),
             TopicSpec::compacted(topics.presence(), partitions),
+            TopicSpec::compacted(topics.revocations(), partitions),
             TopicSpec::new(&deliveries_topic, partitions),
         ])
         .await
@@ -127,6 +167,15 @@ impl Socket {
             .subscribe(&group, &[deliveries_topic])
             .await
             .context("failed to subscribe to the deliveries topic")?;
+        // A group of its own that never commits: every start reads every
+        // revocation still retained (the topic is compacted by device).
+        let revocations = bus
+            .subscribe(
+                &format!("{group}.revocations.{}", wharf_events::new_id().simple()),
+                &[topics.revocations()],
+            )
+            .await
+            .context("failed to subscribe to the revocations topic")?;
         let websocket = bind_tcp(config.websocket.enabled, config.websocket.listen).await?;
         let mqtt = bind_tcp(config.mqtt.enabled, config.mqtt.listen).await?;
         let tcp = bind_tcp(config.tcp.enabled, config.tcp.listen).await?;
@@ -144,6 +193,7 @@ impl Socket {
         Ok(Socket {
             shared: Arc::new(Shared {
                 verifier: TokenVerifier::new(secret),
+                revocations: Revocations::default(),
                 live: LiveConnections::default(),
                 connection_slots: Arc::new(Semaphore::new(config.max_connections)),
                 sessions: TaskTracker::new(),
@@ -156,6 +206,7 @@ impl Socket {
             tcp,
             udp,
             deliveries,
+            revocations,
         })
     }
 
@@ -181,6 +232,7 @@ impl Socket {
             tcp,
             udp,
             deliveries,
+            revocations,
         } = self;
         info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
         // A failed delivery task stops the whole Socket: accepting devices
@@ -190,6 +242,16 @@ impl Socket {
             let (shared, stop) = (shared.clone(), stop.clone());
             tokio::spawn(async move {
                 let result = deliveries::run(shared, deliveries, stop.clone()).await;
+                if result.is_err() {
+                    stop.cancel();
+                }
+                result
+            })
+        };
+        let revoking = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            tokio::spawn(async move {
+                let result = revocations::run(shared, revocations, stop.clone()).await;
                 if result.is_err() {
                     stop.cancel();
                 }
@@ -222,9 +284,10 @@ impl Socket {
                 "connections still open after the shutdown grace; leaving them"
             );
         }
-        let result = delivering.await.context("the deliveries task panicked")?;
+        let delivered = delivering.await.context("the deliveries task panicked")?;
+        let revoked = revoking.await.context("the revocations task panicked")?;
         shared.events.flush().await;
-        result
+        delivered.and(revoked)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The connections this instance holds: one per device, each with a small
-//! mailbox for the commands to write and for the news of a takeover.
+//! mailbox for the commands to write and for the news that it must close
+//! (taken over, revoked).
 //!
 //! The mailbox is one allocation that grows only when commands wait: a
 //! Socket holds many idle connections, and each byte of per-connection
@@ -7,11 +8,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 use wharf_events::{FailureReason, Payload};
+
+use crate::session::CloseReason;
 
 /// How a delivery ended, as the session task saw it.
 pub(crate) type Outcome = Result<(), (FailureReason, String)>;
@@ -21,6 +24,9 @@ pub(crate) struct Outbound {
     pub(crate) payload: Payload,
     /// The MQTT topic; other transports have one channel.
     pub(crate) channel: Option<String>,
+    /// MQTT: 0 publishes at most once and counts as delivered once
+    /// written; anything else publishes at QoS 1 and waits for the PUBACK.
+    pub(crate) qos: Option<u8>,
     /// Answered once the frame is written (or, over MQTT, acknowledged).
     pub(crate) outcome: oneshot::Sender<Outcome>,
     /// When `delivery_timeout` runs out: an MQTT command not acknowledged
@@ -31,8 +37,8 @@ pub(crate) struct Outbound {
 /// What a session task learns from its mailbox.
 pub(crate) enum Signal {
     Command(Outbound),
-    /// A newer connection of the device took over: close.
-    TakenOver,
+    /// Close the connection: a newer one took over, or its token was revoked.
+    Close(CloseReason),
 }
 
 /// Why a command could not be queued.
@@ -41,12 +47,12 @@ pub(crate) enum Refused {
     Closed,
 }
 
-/// Commands waiting for one connection, and whether it was taken over.
+/// Commands waiting for one connection, and why it must close, if it must.
 pub(crate) struct Mailbox {
     commands: Mutex<VecDeque<Outbound>>,
     capacity: usize,
     notify: Notify,
-    taken_over: AtomicBool,
+    closing: OnceLock<CloseReason>,
     closed: AtomicBool,
 }
 
@@ -56,7 +62,7 @@ impl Mailbox {
             commands: Mutex::new(VecDeque::new()),
             capacity,
             notify: Notify::new(),
-            taken_over: AtomicBool::new(false),
+            closing: OnceLock::new(),
             closed: AtomicBool::new(false),
         })
     }
@@ -76,18 +82,18 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Tells the session a newer connection took over.
-    pub(crate) fn take_over(&self) {
-        self.taken_over.store(true, Ordering::Release);
+    /// Tells the session to close for `reason`; the first reason given wins.
+    pub(crate) fn close_for(&self, reason: CloseReason) {
+        let _ = self.closing.set(reason);
         self.notify.notify_one();
     }
 
-    /// The next command, or the takeover. Cancel-safe: a command leaves the
-    /// mailbox only when returned.
+    /// The next command, or why to close. Cancel-safe: a command leaves
+    /// the mailbox only when returned.
     pub(crate) async fn next(&self) -> Signal {
         loop {
-            if self.taken_over.load(Ordering::Acquire) {
-                return Signal::TakenOver;
+            if let Some(reason) = self.closing.get() {
+                return Signal::Close(*reason);
             }
             if let Some(command) = self.lock().pop_front() {
                 return Signal::Command(command);
@@ -115,6 +121,9 @@ impl Mailbox {
 pub(crate) struct ConnectionHandle {
     /// Tells this connection apart from the device's earlier and later ones.
     pub(crate) id: Uuid,
+    /// When the connection's token was issued (seconds since the epoch):
+    /// a revocation closes connections whose token is older.
+    pub(crate) issued_at: u64,
     pub(crate) mailbox: Arc<Mailbox>,
 }
 
@@ -165,6 +174,7 @@ mod tests {
     fn handle() -> ConnectionHandle {
         ConnectionHandle {
             id: Uuid::now_v7(),
+            issued_at: 0,
             mailbox: Mailbox::new(1),
         }
     }
@@ -173,6 +183,7 @@ mod tests {
         Outbound {
             payload: Payload::Binary(vec![1]),
             channel: None,
+            qos: None,
             outcome: oneshot::channel().0,
             deadline: tokio::time::Instant::now(),
         }
@@ -197,8 +208,12 @@ mod tests {
         assert!(mailbox.push(command()).is_ok());
         assert!(matches!(mailbox.push(command()), Err(Refused::Full)));
         assert!(matches!(mailbox.next().await, Signal::Command(_)));
-        mailbox.take_over();
-        assert!(matches!(mailbox.next().await, Signal::TakenOver));
+        mailbox.close_for(CloseReason::TakenOver);
+        mailbox.close_for(CloseReason::Revoked);
+        assert!(matches!(
+            mailbox.next().await,
+            Signal::Close(CloseReason::TakenOver)
+        ));
         assert!(mailbox.close().is_empty());
         assert!(matches!(mailbox.push(command()), Err(Refused::Closed)));
     }

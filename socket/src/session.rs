@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, warn};
+use wharf_auth::DeviceClaims;
 use wharf_bus::{Delivered, PendingAck};
 use wharf_events::{FailureReason, Transport};
 
@@ -42,6 +43,8 @@ pub(crate) enum CloseReason {
     QosNotSupported,
     /// Writing to the device failed.
     WriteFailed,
+    /// The device was deleted: its token no longer admits it.
+    Revoked,
 }
 
 impl CloseReason {
@@ -59,6 +62,7 @@ impl CloseReason {
             CloseReason::NotAuthorized => "not authorized",
             CloseReason::QosNotSupported => "qos 2 not supported",
             CloseReason::WriteFailed => "write failed",
+            CloseReason::Revoked => "device revoked",
         }
     }
 
@@ -76,6 +80,7 @@ impl CloseReason {
             CloseReason::NotAuthorized => "not_authorized",
             CloseReason::QosNotSupported => "qos_not_supported",
             CloseReason::WriteFailed => "write_failed",
+            CloseReason::Revoked => "revoked",
         }
     }
 }
@@ -96,37 +101,41 @@ impl Session {
     /// publishes `DeviceConnected`, durable before any frame is read.
     pub(crate) async fn open(
         shared: &Arc<Shared>,
-        device: String,
-        model: String,
+        claims: DeviceClaims,
         transport: Transport,
         remote: Option<String>,
     ) -> Result<Session, CloseReason> {
         // Boxed here, and in `publish` and `close`: a connection's task
         // keeps its state for as long as the connection lives, so one-off
         // steps must not make it larger.
-        Box::pin(Self::open_boxed(shared, device, model, transport, remote)).await
+        Box::pin(Self::open_boxed(shared, claims, transport, remote)).await
     }
 
     async fn open_boxed(
         shared: &Arc<Shared>,
-        device: String,
-        model: String,
+        claims: DeviceClaims,
         transport: Transport,
         remote: Option<String>,
     ) -> Result<Session, CloseReason> {
         let who = DeviceIdentity {
-            device,
-            model,
+            device: claims.sub,
+            model: claims.model,
             transport,
             connection: wharf_events::new_id(),
         };
         let mailbox = Mailbox::new(shared.config.outbound_queue);
         let handle = ConnectionHandle {
             id: who.connection,
+            issued_at: claims.iat,
             mailbox: mailbox.clone(),
         };
         if let Some(previous) = shared.live.insert(&who.device, handle) {
-            previous.mailbox.take_over();
+            previous.mailbox.close_for(CloseReason::TakenOver);
+        }
+        // A revocation that arrived since the token was checked: the
+        // revocations task may have looked before this connection was live.
+        if shared.revocations.is_revoked(&who.device, claims.iat) {
+            mailbox.close_for(CloseReason::Revoked);
         }
         let gauge = shared
             .metrics

@@ -49,6 +49,8 @@ impl Status {
             CloseReason::RateLimited => Status::RateLimited,
             CloseReason::ShuttingDown => Status::GoingAway,
             CloseReason::TakenOver => Status::TakenOver,
+            // The token no longer admits the device: as at the handshake.
+            CloseReason::Revoked => Status::Unauthorized,
             CloseReason::BusUnavailable => Status::TryLater,
             CloseReason::IdleTimeout => Status::IdleTimeout,
             _ => Status::ProtocolError,
@@ -178,38 +180,25 @@ async fn connection(
         _ => return handshake_failed(&shared, "protocol"),
     };
     let token = String::from_utf8_lossy(&token);
-    let claims = match shared.verifier.verify(token.trim()) {
+    let claims = match shared.authenticate("tcp", token.trim(), None) {
         Ok(claims) => claims,
-        Err(error) => {
-            shared
-                .metrics
-                .auth_failures
-                .get_or_create(&[("transport", "tcp"), ("reason", error.label())])
-                .inc();
-            debug!(%error, "refused a device");
+        Err(_) => {
             let _ = stream
                 .write_all(&encode_status(framing, Status::Unauthorized))
                 .await;
             return;
         }
     };
-    let mut session = match Session::open(
-        &shared,
-        claims.sub,
-        claims.model,
-        Transport::Tcp,
-        Some(peer.to_string()),
-    )
-    .await
-    {
-        Ok(session) => session,
-        Err(reason) => {
-            let _ = stream
-                .write_all(&encode_status(framing, Status::of(reason)))
-                .await;
-            return;
-        }
-    };
+    let mut session =
+        match Session::open(&shared, claims, Transport::Tcp, Some(peer.to_string())).await {
+            Ok(session) => session,
+            Err(reason) => {
+                let _ = stream
+                    .write_all(&encode_status(framing, Status::of(reason)))
+                    .await;
+                return;
+            }
+        };
     if stream
         .write_all(&encode_status(framing, Status::Ok))
         .await
@@ -230,7 +219,10 @@ async fn connection(
                 }
             }
             signal = session.mailbox.next() => {
-                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
+                let command = match signal {
+                    Signal::Command(command) => command,
+                    Signal::Close(reason) => break reason,
+                };
                 out.clear();
                 encode(framing, &command.payload, &mut out);
                 let result = Box::pin(stream.write_all(&out)).await;

@@ -111,14 +111,9 @@ fn hello(
     shared: &Shared,
     token: &str,
 ) -> Result<(DeviceClaims, OwnedSemaphorePermit), &'static str> {
-    let claims = shared.verifier.verify(token).map_err(|error| {
-        shared
-            .metrics
-            .auth_failures
-            .get_or_create(&[("transport", "udp"), ("reason", error.label())])
-            .inc();
-        "UNAUTHORIZED"
-    })?;
+    let claims = shared
+        .authenticate("udp", token, None)
+        .map_err(|_| "UNAUTHORIZED")?;
     let permit = shared
         .connection_slots
         .clone()
@@ -155,14 +150,7 @@ async fn session(
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
-    let opened = Session::open(
-        &shared,
-        claims.sub,
-        claims.model,
-        Transport::Udp,
-        Some(address.to_string()),
-    )
-    .await;
+    let opened = Session::open(&shared, claims, Transport::Udp, Some(address.to_string())).await;
     let mut session = match opened {
         Ok(session) => session,
         Err(_) => return reply_to(&socket, address, "TRY_LATER").await,
@@ -179,7 +167,10 @@ async fn session(
                 }
             }
             signal = session.mailbox.next() => {
-                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
+                let command = match signal {
+                    Signal::Command(command) => command,
+                    Signal::Close(reason) => break reason,
+                };
                 let bytes = command.payload.to_bytes();
                 let result = socket.send_to(&bytes, address).await.map(drop);
                 command_written(&shared, &TRANSPORT, command.outcome, result, bytes.len());
@@ -211,6 +202,7 @@ async fn session(
         CloseReason::ShuttingDown => Some("GOING_AWAY"),
         CloseReason::TakenOver => Some("TAKEN_OVER"),
         CloseReason::BusUnavailable => Some("TRY_LATER"),
+        CloseReason::Revoked => Some("UNAUTHORIZED"),
         _ => None,
     };
     if let Some(word) = farewell {

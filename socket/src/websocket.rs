@@ -106,8 +106,7 @@ async fn device(
     tracing::Span::current().record("device", claims.sub.as_str());
     let mut session = match Session::open(
         &shared,
-        claims.sub,
-        claims.model,
+        claims,
         Transport::Websocket,
         Some(peer.to_string()),
     )
@@ -134,7 +133,10 @@ async fn device(
                 }
             }
             signal = session.mailbox.next() => {
-                let Signal::Command(command) = signal else { break CloseReason::TakenOver };
+                let command = match signal {
+                    Signal::Command(command) => command,
+                    Signal::Close(reason) => break reason,
+                };
                 let bytes = command.payload.len();
                 // Boxed: the write's state exists only while it runs.
                 let result = Box::pin(ws.send(to_message(command.payload))).await;
@@ -202,6 +204,7 @@ fn close_frame(reason: CloseReason, max_frame_bytes: usize) -> (CloseCode, Strin
             format!("frame exceeds max_frame_bytes ({max_frame_bytes})"),
         ),
         CloseReason::RateLimited => (CloseCode::Policy, "rate limit exceeded".into()),
+        CloseReason::Revoked => (CloseCode::Policy, "device revoked".into()),
         CloseReason::IdleTimeout => (CloseCode::Away, "idle timeout".into()),
         CloseReason::BusUnavailable => {
             (CloseCode::Error, "bus unavailable, try again later".into())
@@ -260,24 +263,15 @@ fn route_request(
             *route = Some(Route::Mqtt);
             Ok(response)
         }
-        WS_PATH => match shared
-            .verifier
-            .verify(token_of(request).unwrap_or_default())
-        {
-            Ok(claims) => {
-                *route = Some(Route::Device(claims));
-                Ok(response)
+        WS_PATH => {
+            match shared.authenticate("websocket", token_of(request).unwrap_or_default(), None) {
+                Ok(claims) => {
+                    *route = Some(Route::Device(claims));
+                    Ok(response)
+                }
+                Err(error) => Err(reject(StatusCode::UNAUTHORIZED, error.to_string())),
             }
-            Err(error) => {
-                shared
-                    .metrics
-                    .auth_failures
-                    .get_or_create(&[("transport", "websocket"), ("reason", error.label())])
-                    .inc();
-                debug!(%error, "refused a device");
-                Err(reject(StatusCode::UNAUTHORIZED, error.to_string()))
-            }
-        },
+        }
         path => Err(reject(
             StatusCode::NOT_FOUND,
             format!(

@@ -15,9 +15,23 @@ pub fn postgres_url() -> String {
 }
 
 /// A free TCP port on 127.0.0.1, for services started as processes.
+///
+/// The kernel may hand the same ephemeral port out twice once the probing
+/// listener is closed, so ports already given to this test are skipped: two
+/// listeners of one scenario never collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! device played by tokio-tungstenite.
 //!
 //! # Layout
+//! - [`api`]: [`api::ApiClient`], the Commander's REST API over a real socket.
 //! - [`broker`]: a broker of a test's own behind a proxy it can cut.
+//! - [`commander`]: a Commander process's ports and API key.
 //! - [`env`]: the broker and database the scenarios run against.
 //! - [`process`]: the service binaries, started as real processes.
 //! - [`device`]: [`WsDevice`], a WebSocket device.
@@ -17,7 +19,9 @@
 //! - [`workload`]: counter workloads for exact-count checks.
 //! - [`wharf`]: [`wharf::TestWharf`], a whole Wharf in the test process.
 
+pub mod api;
 pub mod broker;
+pub mod commander;
 pub mod device;
 pub mod env;
 pub mod http;

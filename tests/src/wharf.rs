@@ -30,6 +30,7 @@ impl TestWharf {
         settings.use_data_dir(data_dir.clone());
         crate::socket::on_free_ports(&mut settings.socket);
         settings.up.ops_listen = ([127, 0, 0, 1], 0).into();
+        settings.commander.api.listen = ([127, 0, 0, 1], 0).into();
         settings.receiver.flush_interval = Duration::from_millis(100);
         customize(&mut settings);
         let shutdown = CancellationToken::new();
@@ -67,6 +68,15 @@ impl TestWharf {
             .subscribe(&crate::unique("status"), &[bus.topics.command_status()])
             .await
             .unwrap()
+    }
+
+    /// A client of the REST API with the development key.
+    pub fn api(&self) -> crate::api::ApiClient {
+        let wharf = self.wharf.as_ref().expect("running");
+        crate::api::ApiClient::new(
+            wharf.api_addr,
+            wharf.api_key.as_deref().expect("the development API key"),
+        )
     }
 
     /// Where the operations endpoint listens.

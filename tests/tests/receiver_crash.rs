@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use wharf_events::{Event, Topics};
 use wharf_store::{Store, StoreConfig};
+use wharf_tests::commander::CommanderPorts;
 use wharf_tests::env::{free_port, postgres_url};
 use wharf_tests::kafka::{self, TopicReader};
 use wharf_tests::process::Service;
@@ -35,8 +36,8 @@ async fn exact_counts_across_three_sigkills_on_postgres() {
 async fn crash_scenario(dir: &Path, store_url: &str) {
     let prefix = unique("crash");
     let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let commander_ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commander/profiles");
+    let commander = CommanderPorts::free();
+    let commander_ops = commander.ops;
     let config = dir.join("wharf.toml");
     std::fs::write(
         &config,
@@ -56,12 +57,10 @@ when = {{ field = "milestone", op = "==", value = true }}
 command = "fan"
 args = {{ on = true }}
 
-[commander]
-profiles_dir = "{profiles}"
-ops_listen = "{commander_ops}"
+{commander}
 "#,
             bus = kafka::bus_toml(&prefix, 4),
-            profiles = profiles.display(),
+            commander = commander.toml(),
         ),
     )
     .unwrap();
@@ -127,7 +126,8 @@ ops_listen = "{commander_ops}"
     );
     assert!(receiver.is_running());
 
-    // Each milestone asked for one command; the Commander settled each once.
+    // Each milestone asked for one command; the Commander handled each once
+    // (no device is connected: each is queued for it).
     let mut settled: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
     let expected = workload.milestones() as usize;
     while let Some(envelope) = status
@@ -140,7 +140,8 @@ ops_listen = "{commander_ops}"
     {
         let command = match &envelope.event {
             Event::CommandDispatched(e) => e.command_id,
-            Event::CommandFailed(e) => e.command_id,
+            Event::CommandQueued(e) => e.command_id,
+            Event::CommandRejected(e) => e.command_id,
             _ => continue,
         };
         *settled.entry(command).or_default() += 1;

@@ -16,6 +16,7 @@ use wharf_bus::{BusConfig, Consumer as _, KafkaBus, Subscriber as _};
 use wharf_cli::embedded::{self, UpSettings};
 use wharf_events::{Envelope, Event, Topics};
 use wharf_store::{Store, StoreConfig};
+use wharf_tests::commander::CommanderPorts;
 use wharf_tests::env::{free_port, kafka_brokers};
 use wharf_tests::process::Service;
 use wharf_tests::socket::SocketPorts;
@@ -55,9 +56,9 @@ async fn round_trip_as_three_processes_on_kafka() {
     let secret = wharf_auth::generate_secret();
     let socket = SocketPorts::free();
     let ws = socket.websocket;
-    let ops: Vec<SocketAddr> = vec![socket.ops, free_addr(), free_addr()];
+    let commander = CommanderPorts::free();
+    let ops: Vec<SocketAddr> = vec![socket.ops, free_addr(), commander.ops];
     let prefix = unique("e2e");
-    let profiles = Path::new(env!("CARGO_MANIFEST_DIR")).join("../commander/profiles");
     let config = format!(
         r#"
 [bus]
@@ -82,16 +83,13 @@ when = {{ field = "temperature", op = ">", value = 30 }}
 command = "fan"
 args = {{ on = true }}
 
-[commander]
-profiles_dir = "{profiles}"
-ops_listen = "{commander_ops}"
+{commander}
 "#,
         brokers = kafka_brokers(),
         db = dir.join("wharf.db").display(),
         socket = socket.toml("socket-a"),
         receiver_ops = ops[1],
-        commander_ops = ops[2],
-        profiles = profiles.display(),
+        commander = commander.toml(),
     );
     let config_path = dir.join("wharf.toml");
     std::fs::write(&config_path, config).unwrap();

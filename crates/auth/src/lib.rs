@@ -7,15 +7,20 @@
 //! - [`TokenIssuer`] / [`TokenVerifier`]: sign and check with one shared secret.
 //! - [`AuthConfig`]: the `[auth]` configuration section.
 //! - [`generate_secret`]: a fresh random secret for development set-ups.
+//! - [`api_keys`]: REST API keys, configured as hashes.
 //!
 //! # Invariants
 //! - Only HS256 is accepted; a token signed any other way is refused.
 //! - A token without `exp`, or past it, is refused.
 
+pub mod api_keys;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+pub use api_keys::{ApiKeys, generate_api_key, hash_api_key};
 
 /// The shortest secret accepted: shorter HMAC keys are guessable.
 pub const MIN_SECRET_LEN: usize = 16;
@@ -74,6 +79,9 @@ pub enum AuthError {
         token_device: String,
         claimed: String,
     },
+    /// The device was deleted after this token was issued.
+    #[error("token was revoked: the device was deleted")]
+    Revoked,
 }
 
 impl AuthError {
@@ -85,6 +93,7 @@ impl AuthError {
             AuthError::BadSignature => "bad_signature",
             AuthError::Malformed(_) => "malformed",
             AuthError::WrongDevice { .. } => "wrong_device",
+            AuthError::Revoked => "revoked",
         }
     }
 }

@@ -11,13 +11,14 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
+use wharf_auth::ApiKeys;
 use wharf_auth::AuthConfig;
 use wharf_bus::{BusConfig, BusHandle};
-use wharf_commander::{Commander, CommanderConfig, Profiles};
+use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
 use wharf_receiver::{Receiver, ReceiverConfig};
-use wharf_runtime::{LogConfig, OpsEndpoint, Readiness, Registry, Validate};
+use wharf_runtime::{LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate};
 use wharf_socket::{Socket, SocketConfig};
-use wharf_store::{Store, StoreConfig};
+use wharf_store::{DeviceRow, Store, StoreConfig};
 
 use crate::{demo, secret};
 
@@ -91,11 +92,18 @@ impl UpSettings {
     /// The demo profile (when enabled) plus every profile in
     /// `commander.profiles_dir`, when that directory exists.
     fn profiles(&self) -> Result<Profiles, Vec<String>> {
+        load_profiles(self.up.demo, &self.commander.profiles_dir)
+    }
+}
+
+/// The demo profile (when `demo`) plus every profile in `dir`, when that
+/// directory exists; called again on every reload.
+fn load_profiles(demo: bool, dir: &std::path::Path) -> Result<Profiles, Vec<String>> {
+    {
         let mut sources = Vec::new();
-        if self.up.demo {
+        if demo {
             sources.push(("built-in demo profile".to_owned(), demo::PROFILE.to_owned()));
         }
-        let dir = &self.commander.profiles_dir;
         if dir.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|error| vec![format!("cannot read {}: {error}", dir.display())])?
@@ -108,7 +116,7 @@ impl UpSettings {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|error| vec![format!("cannot read {}: {error}", path.display())])?;
                 // The shipped demo profile duplicates the built-in one.
-                if !(self.up.demo && text == demo::PROFILE) {
+                if !(demo && text == demo::PROFILE) {
                     sources.push((path.display().to_string(), text));
                 }
             }
@@ -147,6 +155,11 @@ pub struct Embedded {
     pub ops_addr: SocketAddr,
     /// The secret device tokens are signed with.
     pub secret: String,
+    /// Where the REST API listens.
+    pub api_addr: SocketAddr,
+    /// The development API key kept in the data directory; `None` when
+    /// `commander.api.keys` is configured.
+    pub api_key: Option<String>,
     /// The bus the services share (to watch its topics).
     pub bus: BusHandle,
     task: JoinHandle<anyhow::Result<()>>,
@@ -162,14 +175,29 @@ impl Embedded {
 /// Starts all three services; they stop when `shutdown` is cancelled or
 /// one of them fails. The Socket stops first, so the disconnects it
 /// publishes reach the others before they stop.
-pub async fn start(
+pub async fn start(settings: UpSettings, shutdown: CancellationToken) -> anyhow::Result<Embedded> {
+    start_with_reload(settings, shutdown, Reload::never()).await
+}
+
+/// [`start`], reloading the Commander's profiles when `reload` says so.
+pub async fn start_with_reload(
     mut settings: UpSettings,
     shutdown: CancellationToken,
+    reload: Reload,
 ) -> anyhow::Result<Embedded> {
     let secret = secret::load_or_create(&settings.auth.secret, &settings.up.data_dir)?;
-    let profiles = settings
-        .profiles()
+    let (demo_enabled, profiles_dir) = (settings.up.demo, settings.commander.profiles_dir.clone());
+    let profiles = LiveProfiles::new(move || load_profiles(demo_enabled, &profiles_dir))
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    let mut api_keys =
+        ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
+    let api_key = if api_keys.is_empty() {
+        let key = secret::load_or_create_api_key(&settings.up.data_dir)?;
+        api_keys = api_keys.with_key(&key);
+        Some(key)
+    } else {
+        None
+    };
     if settings.up.demo {
         settings.receiver.rules.push(demo::fan_rule());
     }
@@ -178,6 +206,9 @@ pub async fn start(
     let store = Store::connect(&settings.store)
         .await
         .context("failed to open the store")?;
+    if settings.up.demo {
+        register_demo_device(&store).await?;
+    }
     let ops = OpsEndpoint::bind(settings.up.ops_listen).await?;
     let mut registry = Registry::default();
     let readiness = Readiness::default();
@@ -198,14 +229,15 @@ pub async fn start(
         &readiness,
     )
     .await?;
-    let commander = Commander::bind(
-        settings.commander,
+    let parts = CommanderParts {
         profiles,
-        bus.clone(),
-        &mut registry,
-        &readiness,
-    )
-    .await?;
+        bus: bus.clone(),
+        store: store.clone(),
+        secret: secret.clone(),
+        api_keys,
+    };
+    let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;
+    let api_addr = commander.api_addr()?;
     let addresses = socket.addresses();
     let ops_addr = ops.local_addr()?;
 
@@ -229,7 +261,10 @@ pub async fn start(
     };
     let socket_task = supervise("socket", Box::pin(socket.run(socket_stop.clone())));
     let receiver_task = supervise("receiver", Box::pin(receiver.run(rest_stop.clone())));
-    let commander_task = supervise("commander", Box::pin(commander.run(rest_stop.clone())));
+    let commander_task = supervise(
+        "commander",
+        Box::pin(commander.run(rest_stop.clone(), reload)),
+    );
     let all_services = async move {
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -252,6 +287,25 @@ pub async fn start(
         addresses,
         ops_addr,
         secret,
+        api_addr,
+        api_key,
         task,
     })
+}
+
+/// Registers the demo device, so the API shows it, unless it exists (or
+/// was deleted: that stays the user's choice).
+async fn register_demo_device(store: &Store) -> anyhow::Result<()> {
+    if store.device(demo::DEVICE).await?.is_some() {
+        return Ok(());
+    }
+    let mut tx = store.begin().await?;
+    tx.create_device(&DeviceRow {
+        id: demo::DEVICE.into(),
+        model: demo::MODEL.into(),
+        ..DeviceRow::default()
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

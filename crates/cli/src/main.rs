@@ -39,6 +39,18 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Keys for the Commander's REST API.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Print a new random API key and the hash to put in
+    /// `commander.api.keys` (the Commander stores only hashes).
+    New,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +107,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             wharf_runtime::init_tracing(&settings.log);
             up(settings).await
         }
+        Command::ApiKey {
+            command: ApiKeyCommand::New,
+        } => {
+            let key = wharf_auth::generate_api_key();
+            println!("key:  {key}");
+            println!("hash: {}", wharf_auth::hash_api_key(&key));
+            println!(
+                "Give the key to API clients (Authorization: Bearer <key>) and add the hash to commander.api.keys."
+            );
+            Ok(())
+        }
         Command::Token { command } => match command {
             TokenCommand::Secret => {
                 println!("{}", wharf_auth::generate_secret());
@@ -129,7 +152,8 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
     let bus_url = settings.bus.url.clone();
     let store_url = wharf_store::redact(&settings.store.url);
     let shutdown = wharf_runtime::shutdown_on_signal();
-    let wharf = embedded::start(settings, shutdown).await?;
+    let wharf =
+        embedded::start_with_reload(settings, shutdown, wharf_runtime::reload_on_hangup()).await?;
     let host = |addr: std::net::SocketAddr| {
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())
@@ -162,6 +186,11 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
         "  health and metrics  http://{}/metrics",
         host(wharf.ops_addr)
     );
+    let api = format!("http://{}", host(wharf.api_addr));
+    println!("  rest api            {api}/v1 (OpenAPI: {api}/openapi.json)");
+    if let Some(key) = &wharf.api_key {
+        println!("  api key: {key}");
+    }
     if demo_enabled {
         let token = TokenIssuer::new(&wharf.secret).issue(
             demo::DEVICE,
@@ -193,6 +222,13 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
                 device = demo::DEVICE
             );
         }
+    }
+    if demo_enabled && let Some(key) = &wharf.api_key {
+        println!("  or send a command through the API:");
+        println!(
+            "    curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"args\":{{\"on\":true}}}}' {api}/v1/devices/{}/commands/fan",
+            demo::DEVICE
+        );
     }
     println!("Press Ctrl-C to stop.");
     wharf.wait().await

@@ -1,5 +1,6 @@
-//! The token secret: configured (`auth.secret`), or generated once and kept
-//! in the data directory so tokens stay valid across restarts of `wharf up`.
+//! What `wharf up` generates once and keeps in its data directory, so it
+//! stays valid across restarts: the token secret (unless `auth.secret` is
+//! configured) and a development API key (unless `commander.api.keys` is).
 
 use std::path::{Path, PathBuf};
 
@@ -19,12 +20,35 @@ pub fn load_or_create(configured: &str, data_dir: &Path) -> anyhow::Result<Strin
     if let Some(kept) = load_kept(data_dir)? {
         return Ok(kept);
     }
-    let secret = wharf_auth::generate_secret();
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
-    let path = secret_file(data_dir);
-    write_private(&path, &secret).with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(secret)
+    create(&secret_file(data_dir), &wharf_auth::generate_secret())
+}
+
+/// The file under the data directory that holds the development API key.
+pub fn api_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("api-key")
+}
+
+/// The development API key kept in `data_dir`, or a new one written there.
+pub fn load_or_create_api_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = api_key_file(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => anyhow::bail!("{} is empty; delete it to get a new key", path.display()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            create(&path, &wharf_auth::generate_api_key())
+        }
+        Err(error) => Err(error).with_context(|| format!("failed to read {}", path.display())),
+    }
+}
+
+/// Writes `value` to a new private file at `path`, creating its directory.
+fn create(path: &Path, value: &str) -> anyhow::Result<String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create data directory {}", dir.display()))?;
+    }
+    write_private(path, value).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(value.to_owned())
 }
 
 /// The secret kept in `data_dir`, if there is one.
@@ -79,6 +103,25 @@ mod tests {
             load_or_create("configured-secret-value", &dir).unwrap(),
             "configured-secret-value"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn generates_once_then_keeps_the_api_key() {
+        let dir = std::env::temp_dir().join(format!("wharf-api-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_or_create_api_key(&dir).unwrap();
+        assert!(first.starts_with("wharf_"), "{first}");
+        assert_eq!(load_or_create_api_key(&dir).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(api_key_file(&dir))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "only its owner reads the key");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

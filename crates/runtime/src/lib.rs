@@ -10,7 +10,8 @@
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`].
 //! - [`service`]: [`service_main`], the whole `main` of a service binary.
-//! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`].
+//! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`],
+//!   and reload requests (SIGHUP), [`reload_on_hangup`].
 //!
 //! # Invariants
 //! - Libraries never read signals or the environment: binaries do, here, and
@@ -27,7 +28,7 @@ pub use config::{
 };
 pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
 pub use service::{Settings, service_main};
-pub use shutdown::shutdown_on_signal;
+pub use shutdown::{Reload, ReloadTrigger, reload_on_hangup, shutdown_on_signal};
 pub use telemetry::{LogConfig, LogFormat, init_tracing};
 
 /// The Prometheus registry every service registers its metrics in.

@@ -33,6 +33,16 @@ impl DeviceStateRow {
             ..DeviceStateRow::default()
         }
     }
+
+    /// The desired keys whose reported value differs, with their desired
+    /// values: what the device still has to apply.
+    pub fn delta(&self) -> Map<String, Value> {
+        self.desired
+            .iter()
+            .filter(|(key, value)| self.reported.get(*key) != Some(value))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
+    }
 }
 
 const COLUMNS: usize = 9;

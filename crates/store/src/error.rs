@@ -52,11 +52,29 @@ impl Error {
     }
 }
 
-/// SQLite busy/locked and PostgreSQL connection, serialization and shutdown
-/// classes.
+/// SQLite busy/locked (primary codes 5 and 6 and their extended codes, such
+/// as 517 "busy snapshot" when another process wrote first) and PostgreSQL
+/// connection, serialization and shutdown classes (always five characters).
 fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "5" | "6" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
-    ) || code.starts_with("08")
+    if code.len() < 5
+        && let Ok(sqlite) = code.parse::<u32>()
+    {
+        return matches!(sqlite & 0xff, 5 | 6);
+    }
+    matches!(code, "40001" | "40P01" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_code;
+
+    #[test]
+    fn busy_and_connection_codes_are_transient() {
+        for code in ["5", "6", "517", "261", "262", "40001", "08006", "57P01"] {
+            assert!(is_transient_code(code), "{code}");
+        }
+        for code in ["19", "2067", "1555", "23505", "42P01"] {
+            assert!(!is_transient_code(code), "{code}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! Wharf's database access: device state and consumer offsets, on SQLite
+//! Wharf's database access: device state, consumer offsets, the device
+//! registry, commands and the outbox, on SQLite
 //! (the default, a file under `data/`) or PostgreSQL, chosen by URL. Queries
 //! are checked at runtime, not at compile time, so building needs no
 //! database. sqlx is used only in this crate.
@@ -9,17 +10,28 @@
 //! - [`device_state`]: [`DeviceStateRow`] and its reads.
 //! - [`offsets`]: [`StoredOffset`] and its reads.
 //! - [`Store::commit_batch`]: states and offsets written in one transaction.
+//! - [`tx`]: [`StoreTx`], a transaction over the Commander's tables.
+//! - [`devices`]: [`DeviceRow`], the device registry.
+//! - [`commands`]: [`CommandRow`] and its compare-and-set status changes.
+//! - [`outbox`]: [`OutboxRow`], events committed with the rows they describe.
 //!
 //! # Invariants
 //! - A batch of device states and the consumer offsets that produced them
 //!   commit together or not at all: the database never holds state without
 //!   the offsets, nor offsets without the state.
+//! - A command's status changes only from the status the caller saw, so
+//!   concurrent Commanders never both send or both expire one command.
+//! - An event in the outbox commits with the change it describes.
 
+pub mod commands;
 pub mod config;
 pub mod device_state;
+pub mod devices;
 mod error;
 pub mod migrations;
 pub mod offsets;
+pub mod outbox;
+pub mod tx;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +40,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
+pub use commands::{CommandCursor, CommandRow, CommandStatus, StatusChange};
 pub use config::StoreConfig;
 pub use device_state::DeviceStateRow;
+pub use devices::{Created, DeviceRow};
 pub use error::{Error, Result};
 pub use offsets::StoredOffset;
+pub use outbox::OutboxRow;
+pub use tx::StoreTx;
 
 /// Rows per multi-row statement; keeps binds under both backends' limits.
 pub const ROWS_PER_STATEMENT: usize = 500;
@@ -186,7 +202,8 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub(crate) fn unix_millis(time: SystemTime) -> i64 {
+/// Milliseconds since the Unix epoch, as stored in `*_ms` columns.
+pub fn unix_millis(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)

@@ -1,16 +1,18 @@
 //! The schema, embedded in the binary. Where the two dialects differ, a
-//! migration has a file per backend; so far one file serves both.
+//! migration has a file per backend (0003: the outbox's sequence).
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr as _};
 
 use crate::{Backend, Result};
 
-/// The schema both backends share so far.
 const DEVICE_STATE_AND_OFFSETS: &str =
     include_str!("../migrations/0001_device_state_and_offsets.sql");
 
 const DEVICE_TWIN: &str = include_str!("../migrations/0002_device_twin.sql");
+
+const COMMANDS_SQLITE: &str = include_str!("../migrations/0003_commands_sqlite.sql");
+const COMMANDS_POSTGRES: &str = include_str!("../migrations/0003_commands_postgres.sql");
 
 /// (version, description, SQLite SQL, PostgreSQL SQL), in order. A
 /// migration that needs each backend's own dialect gets two files.
@@ -22,6 +24,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         DEVICE_STATE_AND_OFFSETS,
     ),
     (2, "device twin", DEVICE_TWIN, DEVICE_TWIN),
+    (
+        3,
+        "devices, commands and outbox",
+        COMMANDS_SQLITE,
+        COMMANDS_POSTGRES,
+    ),
 ];
 
 /// Applies the migrations `pool` has not seen yet.

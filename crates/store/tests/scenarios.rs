@@ -1,12 +1,11 @@
 //! Store scenarios, written once and run on SQLite and on PostgreSQL (at
 //! `WHARF_TEST_POSTGRES_URL`; `scripts/test` starts one).
 
-use serde_json::json;
-use wharf_store::{Backend, DeviceStateRow, Store, StoreConfig, StoredOffset};
+mod common;
 
-fn unique(name: &str) -> String {
-    format!("{name}-{}", uuid::Uuid::now_v7().simple())
-}
+use common::{postgres, sqlite, unique};
+use serde_json::json;
+use wharf_store::{DeviceStateRow, Store, StoreConfig, StoredOffset};
 
 fn state(device: &str, count: i64, temperature: i64) -> DeviceStateRow {
     DeviceStateRow {
@@ -152,24 +151,6 @@ async fn reconnecting_keeps_data_and_skips_applied_migrations(config: StoreConfi
     let store = Store::connect(&config).await.unwrap();
     let row = store.load_device_state(&device).await.unwrap().unwrap();
     assert_eq!(row.message_count, 9);
-}
-
-fn sqlite() -> StoreConfig {
-    let dir = std::env::temp_dir().join(unique("wharf-store"));
-    StoreConfig {
-        url: format!("sqlite://{}/wharf.db", dir.display()),
-        ..StoreConfig::default()
-    }
-}
-
-fn postgres() -> StoreConfig {
-    let url = std::env::var("WHARF_TEST_POSTGRES_URL")
-        .expect("WHARF_TEST_POSTGRES_URL is not set: run scripts/test, which starts PostgreSQL");
-    assert_eq!(Backend::of_url(&url).unwrap(), Backend::Postgres);
-    StoreConfig {
-        url,
-        ..StoreConfig::default()
-    }
 }
 
 macro_rules! scenarios {

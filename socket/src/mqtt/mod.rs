@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Packet, PingResp, PubAck,
-    PubAckReason, QoS, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    PubAckReason, Publish, QoS, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
@@ -38,7 +38,7 @@ use wharf_events::{FailureReason, Transport};
 use crate::Shared;
 use crate::accept::Listener;
 use crate::live::{Outbound, Outcome, Signal};
-use crate::session::{CloseReason, Session, Window, frame_lost};
+use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 use crate::stream::ByteStream;
 use codec::{Codec, CodecError, Received};
 
@@ -124,19 +124,12 @@ async fn accept<S: ByteStream>(
         Ok(Ok(_)) => unreachable!("read_connect returns only CONNECT"),
     };
     // username = device id, password = token, and the token must name the device.
-    let verified = match &login {
-        Some(login) => shared.verifier.verify_for(&login.password, &login.username),
-        None => Err(wharf_auth::AuthError::Missing),
-    };
-    let claims = match verified {
+    let (token, device) = login.as_ref().map_or(("", None), |login| {
+        (login.password.as_str(), Some(login.username.as_str()))
+    });
+    let claims = match shared.authenticate(label, token, device) {
         Ok(claims) => claims,
-        Err(error) => {
-            shared
-                .metrics
-                .auth_failures
-                .get_or_create(&[("transport", label), ("reason", error.label())])
-                .inc();
-            debug!(%error, "refused a device");
+        Err(_) => {
             let _ = conn
                 .send_connack(stream, ConnectReturnCode::NotAuthorized)
                 .await;
@@ -157,14 +150,7 @@ async fn accept<S: ByteStream>(
             .await;
         return None;
     }
-    let opened = Session::open(
-        shared,
-        claims.sub,
-        claims.model,
-        transport,
-        Some(peer.to_string()),
-    )
-    .await;
+    let opened = Session::open(shared, claims, transport, Some(peer.to_string())).await;
     let Ok(session) = opened else {
         let code = if conn.is_v5() {
             ConnectReturnCode::ServerUnavailable
@@ -348,7 +334,10 @@ impl SessionState {
                     self.expire_acks();
                 }
                 signal = self.session.mailbox.next() => {
-                    let Signal::Command(command) = signal else { return CloseReason::TakenOver };
+                    let command = match signal {
+                    Signal::Command(command) => command,
+                    Signal::Close(reason) => return reason,
+                };
                     // Handlers are boxed: their state exists only while they
                     // run, not in every idle connection's task.
                     if let Err(reason) = Box::pin(self.send_command(shared, conn, stream, command)).await {
@@ -504,8 +493,9 @@ impl SessionState {
             .map_err(|_| CloseReason::ConnectionLost)
     }
 
-    /// Publishes a command at QoS 1 on its topic, if the device subscribed
-    /// to it; the device's PUBACK (or its absence) settles it.
+    /// Publishes a command on its topic, if the device subscribed to it: at
+    /// QoS 1, where the device's PUBACK (or its absence) settles it, or at
+    /// QoS 0 when the profile asks, where writing it settles it.
     async fn send_command<S: ByteStream>(
         &mut self,
         shared: &Shared,
@@ -528,8 +518,17 @@ impl SessionState {
             )));
             return Ok(());
         }
-        let pkid = self.next_free_pkid();
         let payload = command.payload.to_bytes();
+        if command.qos == Some(0) {
+            let publish = Publish::new(topic.into_bytes(), payload.to_vec(), false);
+            let result = conn.send(stream, Packet::Publish(publish, None)).await;
+            let label = [("transport", self.transport)];
+            return match command_written(shared, &label, command.outcome, result, payload.len()) {
+                true => Ok(()),
+                false => Err(CloseReason::WriteFailed),
+            };
+        }
+        let pkid = self.next_free_pkid();
         let publish = codec::publish_qos1(&topic, &payload, pkid);
         if conn
             .send(stream, Packet::Publish(publish, None))
@@ -598,6 +597,8 @@ impl SessionState {
             CloseReason::NotAuthorized => Some(0x87),
             CloseReason::ProtocolError => Some(0x82),
             CloseReason::BusUnavailable => Some(0x89),
+            // "Administrative action": the device was deleted.
+            CloseReason::Revoked => Some(0x98),
             _ => None,
         };
         let still_connected = !matches!(

@@ -1,0 +1,308 @@
+//! The REST API apps use, on port 8088: devices and their tokens, twins,
+//! commands. Every answer is the envelope of [`envelope`]; every route but
+//! `/openapi.json` needs `Authorization: Bearer <api key>`; identical
+//! concurrent GETs share one database read ([`coalesce`]). The OpenAPI
+//! document is generated from the handlers.
+
+pub mod coalesce;
+pub mod commands;
+pub mod devices;
+pub mod envelope;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wharf_auth::{ApiKeys, TokenIssuer};
+use wharf_store::Store;
+
+use crate::config::ApiConfig;
+use crate::desk::Desk;
+use crate::metrics::CommanderMetrics;
+use crate::profiles::LiveProfiles;
+use crate::relay::OutboxWaker;
+use envelope::ApiError;
+
+/// What every handler works with.
+pub(crate) struct ApiState {
+    pub(crate) store: Store,
+    pub(crate) profiles: LiveProfiles,
+    pub(crate) desk: Arc<Desk>,
+    pub(crate) issuer: TokenIssuer,
+    pub(crate) keys: ApiKeys,
+    pub(crate) waker: OutboxWaker,
+    pub(crate) cache: coalesce::Coalescer,
+    pub(crate) metrics: CommanderMetrics,
+    pub(crate) config: ApiConfig,
+    pub(crate) max_ttl: Duration,
+}
+
+/// The shared state, as handlers extract it.
+#[derive(Clone)]
+pub(crate) struct Api(pub(crate) Arc<ApiState>);
+
+impl Deref for Api {
+    type Target = ApiState;
+
+    fn deref(&self) -> &ApiState {
+        &self.0
+    }
+}
+
+impl ApiState {
+    /// After a write: answers may have changed, and the outbox has work.
+    fn after_write(&self) {
+        self.cache.clear();
+        self.waker.wake();
+    }
+
+    fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if self.profiles.current().knows_model(model) {
+            Ok(())
+        } else {
+            Err(ApiError::unprocessable(
+                "unknown_model",
+                format!("no profile for device model {model:?}"),
+            ))
+        }
+    }
+
+    fn parse_ttl(&self, text: &str) -> Result<Duration, ApiError> {
+        let ttl = humantime::parse_duration(text).map_err(|error| {
+            ApiError::bad_request(
+                "invalid_ttl",
+                format!("ttl {text:?}: {error} (like \"30s\" or \"2h\")"),
+            )
+        })?;
+        if ttl.is_zero() || ttl > self.max_ttl {
+            return Err(ApiError::bad_request(
+                "invalid_ttl",
+                format!(
+                    "ttl {text:?} must be more than 0s and at most commander.max_ttl ({})",
+                    humantime::format_duration(self.max_ttl)
+                ),
+            ));
+        }
+        Ok(ttl)
+    }
+}
+
+/// Paging through a list: `?limit=50&cursor=…` (the `next_cursor` of the
+/// previous page).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+impl PageQuery {
+    fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit.unwrap_or(DEFAULT_PAGE) {
+            limit @ 1..=MAX_PAGE => Ok(limit),
+            other => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit {other} must be between 1 and {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    /// The decoded cursor.
+    fn cursor_text(&self) -> Result<Option<String>, ApiError> {
+        let Some(cursor) = &self.cursor else {
+            return Ok(None);
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_query", "cursor is not one this API returned")
+            })
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    fn new(items: Vec<T>, next: Option<&str>) -> Self {
+        Page {
+            items,
+            next_cursor: next
+                .map(|text| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)),
+        }
+    }
+}
+
+/// Unix milliseconds as RFC 3339.
+pub(crate) fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Wharf Commander API",
+        description = "Devices, their twins and commands. Every answer is `{\"ok\":true,\"result\":…}` or `{\"ok\":false,\"error\":{\"code\":…,\"message\":…}}`.",
+    ),
+    modifiers(&BearerKey),
+    security(("api_key" = [])),
+    tags(
+        (name = "devices", description = "The device registry and device tokens"),
+        (name = "twin", description = "Reported and desired state"),
+        (name = "commands", description = "Commands and their lifecycle"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: `wharf api-key new` makes one"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The API's routes and its OpenAPI document.
+fn router(api: Api) -> (axum::Router, utoipa::openapi::OpenApi) {
+    let max_body = api.config.max_body_bytes;
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(devices::create_device, devices::list_devices))
+        .routes(routes!(
+            devices::get_device,
+            devices::update_device,
+            devices::delete_device
+        ))
+        .routes(routes!(devices::get_twin))
+        .routes(routes!(devices::put_desired))
+        .routes(routes!(commands::send_command))
+        .routes(routes!(commands::list_device_commands))
+        .routes(routes!(commands::get_command))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_api_key,
+        ))
+        .with_state(api.clone())
+        .split_for_parts();
+    let document = Arc::new(openapi.to_json().expect("the OpenAPI document serializes"));
+    let router = routes
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    document.as_str().to_owned(),
+                )
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(api, count_responses));
+    (router, openapi)
+}
+
+async fn require_api_key(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        None => ApiError::unauthorized("send an API key as Authorization: Bearer <api key>")
+            .into_response(),
+        Some(key) if !api.keys.verify(key.trim()) => {
+            ApiError::unauthorized("the API key is not one this Commander accepts").into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+async fn count_responses(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    api.metrics
+        .api_responses
+        .get_or_create(&[
+            ("method", method),
+            ("status", response.status().as_u16().to_string()),
+        ])
+        .inc();
+    response
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
+}
+
+/// The API, bound and ready to serve.
+pub(crate) struct ApiServer {
+    listener: TcpListener,
+    router: axum::Router,
+}
+
+impl ApiServer {
+    pub(crate) async fn bind(listen: SocketAddr, state: ApiState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|error| anyhow::anyhow!("failed to bind the API on {listen}: {error}"))?;
+        let (router, _) = router(Api(Arc::new(state)));
+        Ok(ApiServer { listener, router })
+    }
+
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, then finishes the requests in progress.
+    pub(crate) async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await?;
+        Ok(())
+    }
+}
