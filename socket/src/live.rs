@@ -91,11 +91,17 @@ impl Mailbox {
     /// The next command, or why to close. Cancel-safe: a command leaves
     /// the mailbox only when returned.
     pub(crate) async fn next(&self) -> Signal {
+        self.next_if(true).await
+    }
+
+    /// Like [`next`](Self::next); commands are left waiting unless
+    /// `take_commands` (an MQTT device that has not subscribed yet).
+    pub(crate) async fn next_if(&self, take_commands: bool) -> Signal {
         loop {
             if let Some(reason) = self.closing.get() {
                 return Signal::Close(*reason);
             }
-            if let Some(command) = self.lock().pop_front() {
+            if take_commands && let Some(command) = self.lock().pop_front() {
                 return Signal::Command(command);
             }
             // notify_one keeps a permit when nobody waits: no wake-up is lost.
@@ -208,13 +214,21 @@ mod tests {
         assert!(mailbox.push(command()).is_ok());
         assert!(matches!(mailbox.push(command()), Err(Refused::Full)));
         assert!(matches!(mailbox.next().await, Signal::Command(_)));
+        assert!(mailbox.push(command()).is_ok());
+        let held =
+            tokio::time::timeout(std::time::Duration::from_millis(20), mailbox.next_if(false));
+        assert!(held.await.is_err(), "commands wait until taken");
         mailbox.close_for(CloseReason::TakenOver);
         mailbox.close_for(CloseReason::Revoked);
         assert!(matches!(
             mailbox.next().await,
             Signal::Close(CloseReason::TakenOver)
         ));
-        assert!(mailbox.close().is_empty());
+        assert_eq!(
+            mailbox.close().len(),
+            1,
+            "the waiting command is handed back"
+        );
         assert!(matches!(mailbox.push(command()), Err(Refused::Closed)));
     }
 }

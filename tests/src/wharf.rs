@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wharf_auth::TokenIssuer;
 use wharf_cli::embedded::{self, Embedded, UpSettings};
+use wharf_runtime::{Reload, ReloadTrigger};
 use wharf_socket::Addresses;
 use wharf_store::{DeviceStateRow, Store, StoreConfig};
 
@@ -25,6 +26,19 @@ impl TestWharf {
     /// Starts Wharf with the demo model and rule; `customize` adjusts the
     /// settings (limits, framing…) before it starts.
     pub async fn start(customize: impl FnOnce(&mut UpSettings)) -> Self {
+        Self::start_with(customize, Reload::never()).await
+    }
+
+    /// [`TestWharf::start`], with a trigger that reloads the profiles as
+    /// SIGHUP does.
+    pub async fn start_reloadable(
+        customize: impl FnOnce(&mut UpSettings),
+    ) -> (ReloadTrigger, Self) {
+        let (trigger, reload) = Reload::manual();
+        (trigger, Self::start_with(customize, reload).await)
+    }
+
+    async fn start_with(customize: impl FnOnce(&mut UpSettings), reload: Reload) -> Self {
         let data_dir = temp_dir("wharf-test");
         let mut settings = UpSettings::default();
         settings.use_data_dir(data_dir.clone());
@@ -34,7 +48,7 @@ impl TestWharf {
         settings.receiver.flush_interval = Duration::from_millis(100);
         customize(&mut settings);
         let shutdown = CancellationToken::new();
-        let wharf = embedded::start(settings, shutdown.clone())
+        let wharf = embedded::start_with_reload(settings, shutdown.clone(), reload)
             .await
             .expect("wharf starts");
         TestWharf {
@@ -60,14 +74,31 @@ impl TestWharf {
             .unwrap()
     }
 
-    /// A reader of the command-status topic, from its beginning.
-    pub async fn command_status(&self) -> wharf_bus::BusConsumer {
-        use wharf_bus::Subscriber as _;
+    /// The command-status topic as an operator tailing it sees it, from
+    /// its beginning. Read as it is written: the in-process bus drops
+    /// records once every committing group has read them, and a tail
+    /// does not commit.
+    pub async fn command_status(
+        &self,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<wharf_events::Envelope> {
+        use wharf_bus::{Consumer as _, Subscriber as _};
         let bus = &self.wharf.as_ref().expect("running").bus;
-        bus.bus
+        let mut consumer = bus
+            .bus
             .subscribe(&crate::unique("status"), &[bus.topics.command_status()])
             .await
-            .unwrap()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(message) = consumer.recv().await {
+                let envelope = wharf_events::Envelope::from_json(&message.payload)
+                    .expect("the command-status topic holds events");
+                if tx.send(envelope).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// A client of the REST API with the development key.

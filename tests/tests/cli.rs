@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use wharf_auth::TokenVerifier;
+use wharf_tests::api::ApiClient;
 use wharf_tests::process::binary;
 use wharf_tests::{WsDevice, temp_dir};
 
@@ -22,6 +23,7 @@ async fn wharf_up_prints_an_address_and_a_token_that_work() {
         .env("WHARF_SOCKET__TCP__LISTEN", "127.0.0.1:0")
         .env("WHARF_SOCKET__UDP__LISTEN", "127.0.0.1:0")
         .env("WHARF_UP__OPS_LISTEN", "127.0.0.1:0")
+        .env("WHARF_COMMANDER__API__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -64,9 +66,52 @@ async fn wharf_up_prints_an_address_and_a_token_that_work() {
         (json!("fan"), json!(true))
     );
 
-    // The secret is kept, so the token stays valid across restarts.
+    // The printed API key works, the demo device is registered, and a
+    // command sent through the API reaches the device.
+    let key = banner
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("api key: "))
+        .expect("the banner has a line `api key: <key>`");
+    let api_addr: std::net::SocketAddr = banner
+        .iter()
+        .find_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("http://"))
+                .filter(|_| line.contains("rest api"))
+        })
+        .and_then(|url| url.trim_start_matches("http://").split('/').next())
+        .expect("the banner names the API address")
+        .parse()
+        .unwrap();
+    let api = ApiClient::new(api_addr, key);
+    let device = api.get("/v1/devices/thermo-1").await;
+    assert_eq!(device.status, 200, "{}", device.body);
+    assert_eq!(device.result()["model"], json!("demo-thermostat"));
+    let sent = api
+        .post(
+            "/v1/devices/thermo-1/commands/fan",
+            &json!({"args": {"on": false}}),
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let command: Value =
+        serde_json::from_str(&thermostat.next_text(Duration::from_secs(30)).await).unwrap();
+    assert_eq!(
+        (command["cmd"].clone(), command["on"].clone()),
+        (json!("fan"), json!(false))
+    );
+    assert_eq!(command["id"], sent.result()["id"]);
+    assert_eq!(api.anonymous().get("/v1/devices").await.status, 401);
+
+    // The secret and the key are kept, so both stay valid across restarts.
     let kept = std::fs::read_to_string(data.join("secret")).unwrap();
     assert!(TokenVerifier::new(kept.trim()).verify(&token).is_ok());
+    assert_eq!(
+        std::fs::read_to_string(data.join("api-key"))
+            .unwrap()
+            .trim(),
+        key
+    );
     let _ = up.kill();
     let _ = up.wait();
 }
@@ -148,4 +193,43 @@ fn a_bad_configuration_exits_64_with_one_line_per_problem() {
             "{service}: {stderr}"
         );
     }
+}
+
+#[test]
+fn api_key_new_prints_a_key_and_the_hash_to_configure() {
+    let output = Command::new(binary("wharf"))
+        .args(["api-key", "new"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} line in {stdout}"))
+            .to_owned()
+    };
+    let (key, hash) = (field("key:"), field("hash:"));
+    let keys =
+        wharf_auth::ApiKeys::from_hashes(&[hash.as_str()]).expect("the hash is configurable");
+    assert!(keys.verify(&key), "the printed hash admits the printed key");
+    assert!(!keys.verify("wharf_not-the-key"));
+}
+
+#[test]
+fn the_commander_refuses_to_start_without_api_keys() {
+    let output = Command::new(binary("wharf-commander"))
+        .env("WHARF_AUTH__SECRET", wharf_auth::generate_secret())
+        .env_remove("WHARF_COMMANDER__API__KEYS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr
+            .contains("commander.api.keys: at least one key hash is required (`wharf api-key new`"),
+        "{stderr}"
+    );
 }

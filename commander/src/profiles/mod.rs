@@ -453,7 +453,7 @@ mod tests {
         assert!(
             unknown
                 .detail
-                .contains("(it has: fan, reboot, schedule, set_desired, set_target)"),
+                .contains("(it has: blink, fan, reboot, schedule, set_desired, set_target)"),
             "{}",
             unknown.detail
         );

@@ -333,7 +333,9 @@ impl SessionState {
                 _ = tokio::time::sleep_until(next_ack_deadline.unwrap_or_else(Instant::now)), if next_ack_deadline.is_some() => {
                     self.expire_acks();
                 }
-                signal = self.session.mailbox.next() => {
+                // Commands wait until the device subscribed: one sent
+                // between CONNACK and SUBSCRIBE would find no subscription.
+                signal = self.session.mailbox.next_if(!self.subscriptions.is_empty()) => {
                     let command = match signal {
                     Signal::Command(command) => command,
                     Signal::Close(reason) => return reason,
@@ -504,6 +506,14 @@ impl SessionState {
         command: Outbound,
     ) -> Result<(), CloseReason> {
         let device = &self.session.who.device;
+        if command.deadline <= Instant::now() {
+            // Already reported failed by the deliveries task: never write it.
+            let _ = command.outcome.send(Err((
+                FailureReason::WriteFailed,
+                format!("{device} did not subscribe within delivery_timeout"),
+            )));
+            return Ok(());
+        }
         let topic = command
             .channel
             .unwrap_or_else(|| acl::default_command_topic(device));

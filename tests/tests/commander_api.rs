@@ -1,0 +1,770 @@
+//! The Commander's REST API as an app meets it, on the `wharf up` wiring
+//! (in-process bus, SQLite) with devices played by real clients: every
+//! error path in the envelope, devices and their tokens, twins, commands
+//! rendered per transport, rejections that never reach a device, the
+//! offline queue's cap, revocation, coalesced reads, profile reloads and
+//! the OpenAPI document. (Kafka and two Socket instances: commander_kafka.rs.)
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use wharf_events::Event;
+use wharf_tests::api::ApiClient;
+use wharf_tests::http;
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, raw};
+use wharf_tests::wharf::TestWharf;
+use wharf_tests::{WsDevice, unique, wait_until};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Registers a demo thermostat; its token.
+async fn create_device(api: &ApiClient, id: &str, metadata: Value) -> String {
+    let created = api
+        .post(
+            "/v1/devices",
+            &json!({"id": id, "model": "demo-thermostat", "metadata": metadata}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let result = created.result();
+    assert_eq!(result["device"]["id"], json!(id));
+    result["token"].as_str().expect("a token").to_owned()
+}
+
+/// Waits until the command has `status`; the command.
+async fn command_with_status(api: &ApiClient, id: &str, status: &str) -> Value {
+    wait_until(
+        PATIENCE,
+        &format!("command {id} to be {status}"),
+        || async {
+            let command = api.get(&format!("/v1/commands/{id}")).await.result();
+            (command["status"] == json!(status)).then_some(command)
+        },
+    )
+    .await
+}
+
+fn ws_url(wharf: &TestWharf) -> String {
+    format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_api_error_answers_in_the_envelope_with_its_status() {
+    let wharf = TestWharf::start(|settings| settings.commander.api.max_body_bytes = 4096).await;
+    let api = wharf.api();
+    let id = unique("thermo");
+    create_device(&api, &id, json!({})).await;
+    let device = format!("/v1/devices/{id}");
+    let commands = format!("{device}/commands");
+
+    // (answer, status, code): each case as a user would hit it.
+    let cases = [
+        (
+            api.anonymous().get("/v1/devices").await,
+            401,
+            "unauthorized",
+        ),
+        (
+            api.with_key("wharf_0123456789abcdef").get(&device).await,
+            401,
+            "unauthorized",
+        ),
+        (api.get("/v1/devices/nobody").await, 404, "not_found"),
+        (api.get("/v1/devices/nobody/twin").await, 404, "not_found"),
+        (
+            api.post(
+                "/v1/devices/nobody/commands/fan",
+                &json!({"args": {"on": true}}),
+            )
+            .await,
+            404,
+            "not_found",
+        ),
+        (
+            api.get(&format!("/v1/commands/{}", uuid::Uuid::now_v7()))
+                .await,
+            404,
+            "not_found",
+        ),
+        (api.get("/v2/nothing-here").await, 404, "not_found"),
+        (
+            api.get("/v1/commands/not-a-uuid").await,
+            400,
+            "invalid_path",
+        ),
+        (
+            api.send("PATCH", &device, None).await,
+            405,
+            "method_not_allowed",
+        ),
+        (
+            api.post(
+                "/v1/devices",
+                &json!({"id": "x", "model": "demo-thermostat", "colour": "red"}),
+            )
+            .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.post("/v1/devices", &json!({"id": 7, "model": "demo-thermostat"}))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.post("/v1/devices", &json!({"model": "demo-thermostat"}))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.send(
+                "POST",
+                "/v1/devices",
+                Some(("application/json", b"{\"id\": ")),
+            )
+            .await,
+            400,
+            "malformed_json",
+        ),
+        (
+            api.post(
+                "/v1/devices",
+                &json!({"id": "has space", "model": "demo-thermostat"}),
+            )
+            .await,
+            400,
+            "invalid_device_id",
+        ),
+        (
+            api.post(
+                "/v1/devices",
+                &json!({"id": "a/b", "model": "demo-thermostat"}),
+            )
+            .await,
+            400,
+            "invalid_device_id",
+        ),
+        (
+            api.post(
+                "/v1/devices",
+                &json!({"id": "fw", "model": "demo-thermostat", "metadata": {"firmware": 2}}),
+            )
+            .await,
+            400,
+            "invalid_body",
+        ),
+        (api.get("/v1/devices?limit=abc").await, 400, "invalid_query"),
+        (api.get("/v1/devices?limit=0").await, 400, "invalid_query"),
+        (
+            api.get("/v1/devices?cursor=%21%21").await,
+            400,
+            "invalid_query",
+        ),
+        (
+            api.get("/v1/devices?colour=red").await,
+            400,
+            "invalid_query",
+        ),
+        (
+            api.post(
+                &format!("{commands}/fan"),
+                &json!({"args": {"on": true}, "ttl": "soon"}),
+            )
+            .await,
+            400,
+            "invalid_ttl",
+        ),
+        (
+            api.post(
+                &format!("{commands}/fan"),
+                &json!({"args": {"on": true}, "ttl": "30d"}),
+            )
+            .await,
+            400,
+            "invalid_ttl",
+        ),
+        (
+            api.post(
+                &format!("{commands}/fan"),
+                &json!({"args": {"on": true}, "retries": 3}),
+            )
+            .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.put(&format!("{device}/twin/desired"), &json!([1, 2]))
+                .await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.put(&format!("{device}/twin/desired"), &json!({})).await,
+            400,
+            "invalid_body",
+        ),
+        (
+            api.post(
+                "/v1/devices",
+                &json!({"id": id, "model": "demo-thermostat"}),
+            )
+            .await,
+            409,
+            "conflict",
+        ),
+        (
+            api.put(&device, &json!({"model": "toaster"})).await,
+            409,
+            "conflict",
+        ),
+        (
+            api.post("/v1/devices", &json!({"id": "t", "model": "toaster"}))
+                .await,
+            422,
+            "unknown_model",
+        ),
+        (
+            api.post(&format!("{commands}/explode"), &json!({})).await,
+            422,
+            "unknown_command",
+        ),
+        (
+            api.post(&format!("{commands}/reboot"), &json!({})).await,
+            422,
+            "unsupported",
+        ),
+        (
+            api.post(
+                &format!("{commands}/set_target"),
+                &json!({"args": {"celsius": 99}}),
+            )
+            .await,
+            422,
+            "invalid_argument",
+        ),
+        (
+            api.post(&format!("{commands}/set_target"), &json!({"args": {}}))
+                .await,
+            422,
+            "invalid_argument",
+        ),
+        (
+            api.send("POST", "/v1/devices", Some(("text/plain", b"{}")))
+                .await,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            api.send(
+                "POST",
+                "/v1/devices",
+                Some(("application/json", &[b' '; 8192])),
+            )
+            .await,
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (number, (answer, status, code)) in cases.iter().enumerate() {
+        assert_eq!(answer.status, *status, "case {number}: {}", answer.body);
+        assert_eq!(answer.error_code(), *code, "case {number}: {}", answer.body);
+        assert_eq!(
+            answer.header("content-type"),
+            Some("application/json"),
+            "case {number}"
+        );
+    }
+    // A rejected command is recorded, with what was wrong.
+    let refused = api
+        .post(
+            &format!("{commands}/set_target"),
+            &json!({"args": {"celsius": 99}}),
+        )
+        .await
+        .json();
+    assert_eq!(refused["error"]["argument"], json!("celsius"));
+    let command_id = refused["error"]["command_id"].as_str().expect("its id");
+    let recorded = api
+        .get(&format!("/v1/commands/{command_id}"))
+        .await
+        .result();
+    assert_eq!(
+        (
+            &recorded["status"],
+            &recorded["reason"],
+            &recorded["argument"]
+        ),
+        (
+            &json!("rejected"),
+            &json!("invalid_argument"),
+            &json!("celsius")
+        )
+    );
+    assert_eq!(recorded["terminal"], json!(true));
+    // Nothing of the above was a server error.
+    let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("status=\"500\""),
+        "no 500 among the answers: {metrics}"
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_are_registered_listed_updated_and_read_with_their_twin() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let prefix = unique("fleet");
+    let ids: Vec<String> = (0..3).map(|n| format!("{prefix}-{n}")).collect();
+    let mut tokens = Vec::new();
+    for id in &ids {
+        tokens.push(create_device(&api, id, json!({"site": "north"})).await);
+    }
+
+    // Paginated, by id: two pages of two cover the three (and thermo-1).
+    let first = api.get("/v1/devices?limit=2").await.result();
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let second = api
+        .get(&format!("/v1/devices?limit=2&cursor={cursor}"))
+        .await
+        .result();
+    let listed: Vec<&str> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["items"].as_array().unwrap())
+        .map(|device| device["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(second["next_cursor"].is_null(), "the last page: {second}");
+    for id in &ids {
+        assert!(listed.contains(&id.as_str()), "{id} in {listed:?}");
+    }
+
+    let device = format!("/v1/devices/{}", ids[0]);
+    let updated = api
+        .put(
+            &device,
+            &json!({"model": "demo-thermostat", "metadata": {"site": "south", "firmware": "2.1.0"}}),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let read = api.get(&device).await.result();
+    assert_eq!(read["metadata"]["site"], json!("south"));
+    assert_eq!(read["metadata"]["firmware"], json!("2.1.0"));
+
+    // The token the API issued connects; the twin shows what it reported.
+    let mut thermostat = WsDevice::connect(&ws_url(&wharf), &tokens[0])
+        .await
+        .expect("the issued token connects");
+    thermostat
+        .send_text(r#"{"temperature": 21, "mode": "eco"}"#)
+        .await;
+    wharf.state_after(&ids[0], 1).await;
+    let desired = api
+        .put(
+            &format!("{device}/twin/desired"),
+            &json!({"mode": "comfort", "temperature": 21}),
+        )
+        .await;
+    assert_eq!(desired.status, 202, "{}", desired.body);
+    let twin = wait_until(PATIENCE, "the desired state in the twin", || async {
+        let twin = api.get(&format!("{device}/twin")).await.result();
+        (twin["desired"]["mode"] == json!("comfort")).then_some(twin)
+    })
+    .await;
+    assert_eq!(twin["reported"]["temperature"], json!(21));
+    assert_eq!(twin["delta"], json!({"mode": "comfort"}), "{twin}");
+    assert_eq!(twin["connected"], json!(true));
+    assert_eq!(twin["message_count"], json!(1));
+    assert!(twin["last_seen"].is_string(), "{twin}");
+    wharf.stop().await;
+}
+
+/// Reads one length-prefixed frame.
+async fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let length = stream.read_u32().await.expect("a frame header");
+    let mut frame = vec![0; length as usize];
+    stream.read_exact(&mut frame).await.expect("a whole frame");
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let (ws_id, tcp_id, mqtt_id) = (unique("ws"), unique("tcp"), unique("mqtt"));
+    let ws_token = create_device(&api, &ws_id, json!({"firmware": "1.4.0"})).await;
+    let tcp_token = create_device(&api, &tcp_id, json!({})).await;
+    let mqtt_token = create_device(&api, &mqtt_id, json!({})).await;
+
+    let mut ws = WsDevice::connect(&ws_url(&wharf), &ws_token).await.unwrap();
+    let mut tcp = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
+    tcp.write_u32(tcp_token.len() as u32).await.unwrap();
+    tcp.write_all(tcp_token.as_bytes()).await.unwrap();
+    assert_eq!(read_frame(&mut tcp).await, vec![0], "status ok");
+    let mut mqtt = MqttDevice::connect(
+        Flavor::V5,
+        wharf.addresses.mqtt.unwrap(),
+        &mqtt_id,
+        &mqtt_token,
+    )
+    .await
+    .unwrap();
+    mqtt.subscribe(&format!("devices/{mqtt_id}/commands/#"))
+        .await;
+    mqtt.next(PATIENCE, |seen| {
+        matches!(seen, Seen::SubAck(_)).then_some(())
+    })
+    .await;
+    let mut status = wharf.command_status().await;
+
+    // Unsupported by the model, unsupported by the firmware (schedule needs
+    // 2.0), out of range: each rejected with its reason, none sent.
+    let refusals = [
+        ("reboot", json!({}), "unsupported"),
+        (
+            "schedule",
+            json!({"at": "07:00", "celsius": 20}),
+            "unsupported",
+        ),
+        ("set_target", json!({"celsius": 4.5}), "invalid_argument"),
+        ("fan", json!({"on": "yes"}), "invalid_argument"),
+    ];
+    let mut rejected_ids = Vec::new();
+    for (command, args, reason) in refusals {
+        let answer = api
+            .post(
+                &format!("/v1/devices/{ws_id}/commands/{command}"),
+                &json!({"args": args}),
+            )
+            .await;
+        assert_eq!(answer.status, 422, "{command}: {}", answer.body);
+        assert_eq!(answer.error_code(), reason, "{command}");
+        let id = answer.json()["error"]["command_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let recorded = command_with_status(&api, &id, "rejected").await;
+        assert_eq!(recorded["reason"], json!(reason));
+        rejected_ids.push(id);
+    }
+    // The first frame the device gets is the accepted command after them.
+    let sent = api
+        .post(
+            &format!("/v1/devices/{ws_id}/commands/set_target"),
+            &json!({"args": {"celsius": 21.5}}),
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let accepted = sent.result();
+    let frame: Value = serde_json::from_str(&ws.next_text(PATIENCE).await).unwrap();
+    assert_eq!(
+        frame,
+        json!({"cmd": "set_target", "id": accepted["id"], "celsius": 21.5})
+    );
+    command_with_status(&api, accepted["id"].as_str().unwrap(), "delivered").await;
+
+    // Bytes for the TCP device: opcode 2, then 21.5 °C in tenths, i16 big-endian.
+    let sent = api
+        .post(
+            &format!("/v1/devices/{tcp_id}/commands/set_target"),
+            &json!({"args": {"celsius": 21.5}}),
+        )
+        .await
+        .result();
+    let frame = tokio::time::timeout(PATIENCE, read_frame(&mut tcp))
+        .await
+        .unwrap();
+    assert_eq!(frame, vec![0x02, 0x00, 0xd7]);
+    command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+
+    // QoS 0 over MQTT: delivered once written, the argument's default filled in.
+    let sent = api
+        .post(&format!("/v1/devices/{mqtt_id}/commands/blink"), &json!({}))
+        .await
+        .result();
+    let (topic, payload) = mqtt.next_publish(PATIENCE).await;
+    assert_eq!(topic, format!("devices/{mqtt_id}/commands/blink"));
+    let blink: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(blink, json!({"cmd": "blink", "id": sent["id"], "times": 1}));
+    let delivered = command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+    assert_eq!(delivered["terminal"], json!(true));
+
+    // Operators see the rejections on the command-status topic too.
+    let mut seen_rejected = Vec::new();
+    while seen_rejected.len() < rejected_ids.len() {
+        let envelope = tokio::time::timeout(PATIENCE, status.recv())
+            .await
+            .expect("the rejections on the command-status topic")
+            .expect("the tail runs");
+        if let Event::CommandRejected(rejected) = &envelope.event {
+            seen_rejected.push(rejected.command_id.to_string());
+        }
+    }
+    assert_eq!(seen_rejected, rejected_ids);
+
+    // The device's recent commands, newest first.
+    let listed = api
+        .get(&format!("/v1/devices/{ws_id}/commands?limit=10"))
+        .await
+        .result();
+    let statuses: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|command| command["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["delivered", "rejected", "rejected", "rejected", "rejected"]
+    );
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_offline_queue_expires_its_oldest_command() {
+    let wharf = TestWharf::start(|settings| settings.commander.queue_limit = 2).await;
+    let api = wharf.api();
+    let id = unique("sleepy");
+    let token = create_device(&api, &id, json!({})).await;
+    let mut ids = Vec::new();
+    for celsius in [18, 19, 20] {
+        let sent = api
+            .post(
+                &format!("/v1/devices/{id}/commands/set_target"),
+                &json!({"args": {"celsius": celsius}}),
+            )
+            .await;
+        assert_eq!(sent.status, 202, "{}", sent.body);
+        let command_id = sent.result()["id"].as_str().unwrap().to_owned();
+        command_with_status(&api, &command_id, "queued").await;
+        ids.push(command_id);
+    }
+    let displaced = command_with_status(&api, &ids[0], "expired").await;
+    assert_eq!(displaced["reason"], json!("displaced"), "{displaced}");
+
+    // On connect, the two still queued arrive in the order they were sent.
+    let mut device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    for (command_id, celsius) in ids[1..].iter().zip([19, 20]) {
+        let frame: Value = serde_json::from_str(&device.next_text(PATIENCE).await).unwrap();
+        assert_eq!(
+            (&frame["id"], &frame["celsius"]),
+            (&json!(command_id), &json!(celsius))
+        );
+        command_with_status(&api, command_id, "delivered").await;
+    }
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_device_closes_its_connections_and_refuses_its_token() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let (ws_id, mqtt_id) = (unique("ws"), unique("mqtt"));
+    let ws_token = create_device(&api, &ws_id, json!({})).await;
+    let mqtt_token = create_device(&api, &mqtt_id, json!({})).await;
+    let mqtt_addr = wharf.addresses.mqtt.unwrap();
+    let mut ws = WsDevice::connect(&ws_url(&wharf), &ws_token).await.unwrap();
+    let mut mqtt = TcpStream::connect(mqtt_addr).await.unwrap();
+    mqtt.write_all(&raw::connect_v5(&mqtt_id, &mqtt_token))
+        .await
+        .unwrap();
+    wharf.state_after(&mqtt_id, 0).await; // connected and announced
+
+    for id in [&ws_id, &mqtt_id] {
+        let deleted = api.delete(&format!("/v1/devices/{id}")).await;
+        assert_eq!(deleted.status, 200, "{}", deleted.body);
+        assert!(deleted.result()["tokens_issued_before"].is_string());
+    }
+    assert_eq!(
+        ws.closed(PATIENCE).await,
+        (1008, "device revoked".to_owned())
+    );
+    assert_eq!(
+        raw::disconnect_reason(&mut mqtt, PATIENCE).await,
+        0x98,
+        "MQTT 5 'administrative action'"
+    );
+
+    // Their tokens no longer connect, and the API no longer knows them.
+    assert_eq!(
+        WsDevice::refused_status(&ws_url(&wharf), &ws_token).await,
+        401
+    );
+    let refused = MqttDevice::connect(Flavor::V5, mqtt_addr, &mqtt_id, &mqtt_token).await;
+    assert!(refused.is_err(), "a revoked token is refused over MQTT");
+    assert_eq!(api.get(&format!("/v1/devices/{ws_id}")).await.status, 404);
+    assert_eq!(
+        api.delete(&format!("/v1/devices/{ws_id}")).await.status,
+        404
+    );
+    let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+    assert!(
+        metrics.contains(
+            "wharf_socket_auth_failures_total{transport=\"websocket\",reason=\"revoked\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // Registered again, the device gets a token issued after the revocation.
+    let fresh = create_device(&api, &ws_id, json!({})).await;
+    assert_ne!(fresh, ws_token);
+    WsDevice::connect(&ws_url(&wharf), &fresh)
+        .await
+        .expect("the new token connects");
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_identical_reads_share_one_database_read() {
+    let wharf = TestWharf::start(|settings| {
+        settings.commander.api.read_cache = Duration::from_secs(60);
+    })
+    .await;
+    let api = wharf.api();
+    let id = unique("popular");
+    create_device(&api, &id, json!({})).await;
+    let reads = || async {
+        let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+        http::metric(&metrics, "wharf_commander_api_store_reads_total").unwrap_or(0.0)
+    };
+    let before = reads().await;
+    let path = format!("/v1/devices/{id}/twin");
+    let answers = futures_util::future::join_all((0..50).map(|_| api.get(&path))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.result()["device"], json!(id));
+    }
+    assert_eq!(reads().await - before, 1.0, "50 concurrent GETs, one read");
+    // A write clears the cache: the next read goes to the database.
+    api.put(
+        &format!("/v1/devices/{id}/twin/desired"),
+        &json!({"mode": "eco"}),
+    )
+    .await;
+    api.get(&path).await;
+    assert_eq!(reads().await - before, 2.0);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn profiles_reload_on_request_and_a_broken_one_changes_nothing() {
+    let profiles = wharf_tests::temp_dir("profiles");
+    let (trigger, wharf) = TestWharf::start_reloadable({
+        let profiles = profiles.clone();
+        move |settings| settings.commander.profiles_dir = profiles
+    })
+    .await;
+    let api = wharf.api();
+    let new_device = json!({"id": unique("pump"), "model": "demo-pump"});
+    let refused = api.post("/v1/devices", &new_device).await;
+    assert_eq!(refused.error_code(), "unknown_model");
+
+    std::fs::write(
+        profiles.join("demo-pump.toml"),
+        "model = \"demo-pump\"\n[commands.start]\njson = '{\"cmd\": \"start\"}'\n",
+    )
+    .unwrap();
+    trigger.reload();
+    wait_until(PATIENCE, "the new profile to be loaded", || async {
+        (api.post("/v1/devices", &new_device).await.status == 201).then_some(())
+    })
+    .await;
+
+    // A broken file: the reload is refused, the profiles in force stay.
+    std::fs::write(profiles.join("broken.toml"), "model = \n").unwrap();
+    trigger.reload();
+    wait_until(PATIENCE, "the failed reload to be counted", || async {
+        let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+        metrics
+            .contains("wharf_commander_profile_reloads_total{outcome=\"failed\"} 1")
+            .then_some(())
+    })
+    .await;
+    let again = json!({"id": unique("pump"), "model": "demo-pump"});
+    assert_eq!(api.post("/v1/devices", &again).await.status, 201);
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_describes_every_route() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let document = wharf.api().anonymous().get("/openapi.json").await;
+    assert_eq!(document.status, 200);
+    let document = document.json();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/v1/devices", "post"),
+        ("/v1/devices", "get"),
+        ("/v1/devices/{id}", "get"),
+        ("/v1/devices/{id}", "put"),
+        ("/v1/devices/{id}", "delete"),
+        ("/v1/devices/{id}/twin", "get"),
+        ("/v1/devices/{id}/twin/desired", "put"),
+        ("/v1/devices/{id}/commands/{name}", "post"),
+        ("/v1/devices/{id}/commands", "get"),
+        ("/v1/commands/{id}", "get"),
+    ] {
+        assert!(
+            document["paths"][path][method].is_object(),
+            "{method} {path} is documented"
+        );
+    }
+    assert!(document["components"]["securitySchemes"]["api_key"].is_object());
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_sub_receives_a_command_sent_through_the_api() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let id = unique("thermo");
+    let token = create_device(&api, &id, json!({})).await;
+    let subscriber = tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", "5", "-h", "127.0.0.1"])
+        .args(["-p", &wharf.addresses.mqtt.unwrap().port().to_string()])
+        .args(["-u", &id, "-P", &token, "-i", &id])
+        .args([
+            "-t",
+            &format!("devices/{id}/commands/#"),
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-v",
+        ])
+        .args(["-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (mosquitto-clients; .ci/run installs it)");
+    // Sent once the subscriber is connected: before, it would wait queued.
+    wait_until(PATIENCE, "mosquitto_sub to connect", || async {
+        let twin = api.get(&format!("/v1/devices/{id}/twin")).await.result();
+        (twin["connected"] == json!(true)).then_some(())
+    })
+    .await;
+    let sent = api
+        .post(
+            &format!("/v1/devices/{id}/commands/fan"),
+            &json!({"args": {"on": true}}),
+        )
+        .await
+        .result();
+    let output = subscriber.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let line = String::from_utf8(output.stdout).unwrap();
+    let (topic, payload) = line.trim_end().split_once(' ').expect("topic and payload");
+    assert_eq!(topic, format!("devices/{id}/commands/fan"));
+    let command: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(command["id"], sent["id"]);
+    command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+    wharf.stop().await;
+}
