@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 use wharf_events::{
-    CommandDispatched, CommandExpired, CommandQueued, CommandRejected, CommandRequested, Envelope,
-    Event, ExpiryReason, Topics,
+    CommandDispatched, CommandExpired, CommandFailed, CommandQueued, CommandRejected,
+    CommandRequested, Envelope, Event, ExpiryReason, FailureReason, Topics,
 };
 use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx, unix_millis};
 
@@ -37,6 +37,17 @@ impl Handled {
             Handled::Queued => "queued",
         }
     }
+}
+
+/// What a delivery outcome from a Socket did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    /// The command reached its terminal status.
+    Settled,
+    /// The device was gone: the command waits in its queue again.
+    Requeued,
+    /// Not about a command in flight (already settled, or unknown).
+    Ignored,
 }
 
 /// The commands a queue flush or an expiry sweep settled.
@@ -196,8 +207,14 @@ impl Desk {
     pub(crate) async fn record_outcome(
         &self,
         store: &Store,
+        profiles: &Profiles,
         envelope: &Envelope,
-    ) -> wharf_store::Result<bool> {
+    ) -> wharf_store::Result<Recorded> {
+        if let Event::CommandFailed(failed) = &envelope.event
+            && failed.reason == FailureReason::DeviceNotConnected
+        {
+            return self.requeue(store, profiles, envelope, failed).await;
+        }
         let (command_id, change) = match &envelope.event {
             Event::CommandDelivered(delivered) => (
                 delivered.command_id,
@@ -208,14 +225,90 @@ impl Desk {
                 StatusChange::to(CommandStatus::Failed)
                     .because(failed.reason.as_str(), failed.detail.clone()),
             ),
-            _ => return Ok(false),
+            _ => return Ok(Recorded::Ignored),
         };
         let mut tx = store.begin().await?;
         let settled = tx
             .transition(command_id, CommandStatus::Dispatched, &change)
             .await?;
         tx.commit().await?;
-        Ok(settled)
+        Ok(if settled {
+            Recorded::Settled
+        } else {
+            Recorded::Ignored
+        })
+    }
+
+    /// The Socket no longer held the device when the command got there (it
+    /// disconnected meanwhile, or the connection closed before the frame
+    /// was written): the command waits for the device again, until its time
+    /// to live, counted from the request, passes.
+    async fn requeue(
+        &self,
+        store: &Store,
+        profiles: &Profiles,
+        envelope: &Envelope,
+        failed: &CommandFailed,
+    ) -> wharf_store::Result<Recorded> {
+        let mut tx = store.begin().await?;
+        let Some(row) = tx.command(failed.command_id).await? else {
+            return Ok(Recorded::Ignored);
+        };
+        if row.status != CommandStatus::Dispatched {
+            return Ok(Recorded::Ignored);
+        }
+        let profile = profiles.command(&row.model, &row.command).ok();
+        let expires_at_ms = row.expires_at_ms.unwrap_or_else(|| {
+            let ttl = self.ttl(&row, profile);
+            row.requested_at_ms + ttl.as_millis().min(i64::MAX as u128) as i64
+        });
+        let recorded = if expires_at_ms <= unix_millis(SystemTime::now()) {
+            let detail = format!(
+                "{} disconnected before the command reached it, and its ttl passed",
+                row.device
+            );
+            let change = StatusChange::to(CommandStatus::Expired)
+                .because(ExpiryReason::Ttl.as_str(), detail.clone());
+            if tx
+                .transition(row.id, CommandStatus::Dispatched, &change)
+                .await?
+            {
+                let event = Event::CommandExpired(CommandExpired {
+                    command_id: row.id,
+                    reason: ExpiryReason::Ttl,
+                    detail,
+                });
+                let event = self.event(&row, "expired", event);
+                self.emit(&mut tx, &self.topics.command_status(), &event)
+                    .await?;
+            }
+            Recorded::Settled
+        } else {
+            let change = StatusChange {
+                expires_at_ms: Some(expires_at_ms),
+                ..StatusChange::to(CommandStatus::Queued)
+            };
+            if !tx
+                .transition(row.id, CommandStatus::Dispatched, &change)
+                .await?
+            {
+                return Ok(Recorded::Ignored);
+            }
+            let event = Event::CommandQueued(CommandQueued {
+                command_id: row.id,
+                command: row.command.clone(),
+                expires_at: std::time::UNIX_EPOCH
+                    + Duration::from_millis(expires_at_ms.max(0) as u64),
+            });
+            // Derived from the failure: each return to the queue is a new fact.
+            let mut event = self.event(&row, &format!("requeued:{}", envelope.id), event);
+            event.causation = Some(envelope.id);
+            self.emit(&mut tx, &self.topics.command_status(), &event)
+                .await?;
+            Recorded::Requeued
+        };
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     /// Records a command asked for through the API and requests it; the
@@ -323,9 +416,11 @@ impl Desk {
         if !tx.transition(row.id, from, &change).await? {
             return Ok(Handled::Duplicate);
         }
+        // One id per connection it is sent to: a command sent again after
+        // its device reconnected is a new fact.
         let event = self.event(
             row,
-            "dispatched",
+            &format!("dispatched:{}", location.connection),
             Event::CommandDispatched(CommandDispatched {
                 command_id: row.id,
                 command: row.command.clone(),
@@ -349,13 +444,7 @@ impl Desk {
         row: &CommandRow,
         profile: &CommandProfile,
     ) -> wharf_store::Result<()> {
-        let ttl = row
-            .ttl_ms
-            .map(|ms| Duration::from_millis(ms.max(0) as u64))
-            .or(profile.ttl())
-            .unwrap_or(self.default_ttl)
-            .min(self.max_ttl);
-        let expires_at = SystemTime::now() + ttl;
+        let expires_at = SystemTime::now() + self.ttl(row, Some(profile));
         let change = StatusChange {
             expires_at_ms: Some(unix_millis(expires_at)),
             ..StatusChange::to(CommandStatus::Queued)
@@ -415,6 +504,16 @@ impl Desk {
         );
         self.emit(tx, &self.topics.command_status(), &event).await?;
         Ok(true)
+    }
+
+    /// How long `row` may wait for its device: the request's ttl, else the
+    /// profile's, else `default_ttl`; never more than `max_ttl`.
+    fn ttl(&self, row: &CommandRow, profile: Option<&CommandProfile>) -> Duration {
+        row.ttl_ms
+            .map(|ms| Duration::from_millis(ms.max(0) as u64))
+            .or(profile.and_then(CommandProfile::ttl))
+            .unwrap_or(self.default_ttl)
+            .min(self.max_ttl)
     }
 
     /// An event about `row`, with an id derived from the command's: a

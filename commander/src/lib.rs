@@ -52,7 +52,7 @@ use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
 use wharf_store::Store;
 
 pub use config::{ApiConfig, CommanderConfig, CommanderSettings};
-use desk::{Desk, Handled};
+use desk::{Desk, Handled, Recorded};
 use metrics::CommanderMetrics;
 use presence::Presence;
 pub use profiles::{LiveProfiles, Profiles};
@@ -392,13 +392,24 @@ impl Pipeline {
         ) {
             return Ok(());
         }
+        let profiles = self.profiles.current();
         let (desk, store) = (&self.desk, &self.store);
-        if let Some(true) = retry_store(&self.ready, shutdown, || {
-            desk.record_outcome(store, &envelope)
+        let recorded = retry_store(&self.ready, shutdown, || {
+            desk.record_outcome(store, &profiles, &envelope)
         })
-        .await?
-        {
-            self.metrics.outcomes_recorded.inc();
+        .await?;
+        match recorded {
+            Some(Recorded::Settled) => {
+                self.metrics.outcomes_recorded.inc();
+            }
+            Some(Recorded::Requeued) => {
+                self.metrics.count_queue("requeued", 1);
+                // Sent on its next connect. Not flushed now: the presence
+                // map may still hold the connection that just failed; if the
+                // device is back already, the next rescan sends it.
+                self.queued_devices.insert(envelope.device.clone());
+            }
+            Some(Recorded::Ignored) | None => {}
         }
         Ok(())
     }

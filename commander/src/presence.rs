@@ -11,7 +11,7 @@ use wharf_events::{Envelope, Event, Transport};
 pub(crate) struct Location {
     pub(crate) instance: String,
     pub(crate) transport: Transport,
-    connection: Uuid,
+    pub(crate) connection: Uuid,
 }
 
 /// The Socket instance and connection holding each connected device.

@@ -222,11 +222,15 @@ impl Session {
                 Err(error) => frame_lost(&shared, &self.who, &error),
             }
         }
-        // Commands queued for this connection fail now, not at their timeout.
+        // Commands waiting for this connection were never written: they
+        // fail now as "not connected", which the Commander queues again.
         for command in self.mailbox.close() {
             let _ = command.outcome.send(Err((
-                wharf_events::FailureReason::WriteFailed,
-                format!("the connection closed: {}", reason.as_str()),
+                FailureReason::DeviceNotConnected,
+                format!(
+                    "the connection closed ({}) before the command was written",
+                    reason.as_str()
+                ),
             )));
         }
         shared.live.remove(&self.who.device, self.who.connection);

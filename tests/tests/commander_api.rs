@@ -768,3 +768,41 @@ async fn mosquitto_sub_receives_a_command_sent_through_the_api() {
     command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
     wharf.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let id = unique("flaky");
+    let token = create_device(&api, &id, json!({})).await;
+    // Connected over MQTT but not subscribed yet: the command waits at the Socket.
+    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    raw.write_all(&raw::connect_v5(&id, &token)).await.unwrap();
+    wharf.state_after(&id, 0).await;
+    let sent = api
+        .post(
+            &format!("/v1/devices/{id}/commands/fan"),
+            &json!({"args": {"on": true}}),
+        )
+        .await
+        .result();
+    let command_id = sent["id"].as_str().unwrap();
+    command_with_status(&api, command_id, "dispatched").await;
+    raw.shutdown().await.unwrap();
+    drop(raw);
+
+    // The device left before the frame was written: queued again, not failed.
+    let queued = command_with_status(&api, command_id, "queued").await;
+    assert!(queued["expires_at"].is_string(), "{queued}");
+    let mut device = MqttDevice::connect(Flavor::V5, wharf.addresses.mqtt.unwrap(), &id, &token)
+        .await
+        .unwrap();
+    device.subscribe(&format!("devices/{id}/commands/#")).await;
+    let (_, payload) = device.next_publish(PATIENCE).await;
+    let frame: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(frame["id"], json!(command_id));
+    command_with_status(&api, command_id, "delivered").await;
+    wharf.stop().await;
+}
