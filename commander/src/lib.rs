@@ -266,7 +266,7 @@ impl Pipeline {
                 }
                 _ = sweep_tick.tick() => {
                     sweeps = sweeps.wrapping_add(1);
-                    self.sweep(sweeps % RESCAN_EVERY == 0, shutdown).await?;
+                    self.sweep(sweeps.is_multiple_of(RESCAN_EVERY), shutdown).await?;
                 }
                 _ = commit_tick.tick() => self.commit().await?,
             }

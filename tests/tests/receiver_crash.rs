@@ -46,6 +46,9 @@ async fn crash_scenario(dir: &Path, store_url: &str) {
 [store]
 url = "{store_url}"
 
+[auth]
+secret = "{secret}"
+
 [receiver]
 flush_interval = "200ms"
 ops_listen = "{ops}"
@@ -61,6 +64,7 @@ args = {{ on = true }}
 "#,
             bus = kafka::bus_toml(&prefix, 4),
             commander = commander.toml(),
+            secret = wharf_auth::generate_secret(),
         ),
     )
     .unwrap();

@@ -50,6 +50,24 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
             )
         })
         .collect();
-    Migrator::with_migrations(migrations).run(pool).await?;
-    Ok(())
+    let migrator = Migrator::with_migrations(migrations);
+    // PostgreSQL: sqlx holds an advisory lock while migrating. SQLite has
+    // no such lock, so two services starting on one new file can both try
+    // a migration; the loser's transaction rolls back, and running again
+    // finds it applied.
+    let mut attempt = 1;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if backend == Backend::Sqlite && attempt < SQLITE_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "migration raced another process; running again");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
+
+/// Runs of the SQLite migrations before an error is final.
+const SQLITE_ATTEMPTS: u64 = 5;

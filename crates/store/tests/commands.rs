@@ -339,3 +339,17 @@ macro_rules! scenarios {
 
 scenarios!(sqlite, sqlite());
 scenarios!(postgres, postgres());
+
+/// Two services starting at once on a new SQLite file (the Receiver and the
+/// Commander of one deployment) both end up on the full schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn services_starting_together_on_a_new_sqlite_file_both_migrate() {
+    for _ in 0..5 {
+        let config = sqlite();
+        let (first, second) = tokio::join!(Store::connect(&config), Store::connect(&config));
+        let (first, second) = (first.expect("first"), second.expect("second"));
+        assert!(second.device("nobody").await.unwrap().is_none());
+        first.close().await;
+        second.close().await;
+    }
+}
