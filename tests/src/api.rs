@@ -173,3 +173,37 @@ fn parse(response: &[u8]) -> Answer {
         body: body.to_owned(),
     }
 }
+
+impl ApiClient {
+    /// Registers a demo thermostat with `metadata`; its token.
+    pub async fn register(&self, id: &str, metadata: Value) -> String {
+        let created = self
+            .post(
+                "/v1/devices",
+                &serde_json::json!({"id": id, "model": "demo-thermostat", "metadata": metadata}),
+            )
+            .await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let result = created.result();
+        assert_eq!(result["device"]["id"], Value::from(id));
+        result["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// Waits up to `patience` until command `id` has `status`; the command.
+    pub async fn command_with_status(
+        &self,
+        id: &str,
+        status: &str,
+        patience: std::time::Duration,
+    ) -> Value {
+        crate::wait_until(
+            patience,
+            &format!("command {id} to be {status}"),
+            || async {
+                let command = self.get(&format!("/v1/commands/{id}")).await.result();
+                (command["status"] == status).then_some(command)
+            },
+        )
+        .await
+    }
+}

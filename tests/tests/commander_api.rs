@@ -11,40 +11,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wharf_events::Event;
-use wharf_tests::api::ApiClient;
 use wharf_tests::http;
 use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, raw};
 use wharf_tests::wharf::TestWharf;
 use wharf_tests::{WsDevice, unique, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Registers a demo thermostat; its token.
-async fn create_device(api: &ApiClient, id: &str, metadata: Value) -> String {
-    let created = api
-        .post(
-            "/v1/devices",
-            &json!({"id": id, "model": "demo-thermostat", "metadata": metadata}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let result = created.result();
-    assert_eq!(result["device"]["id"], json!(id));
-    result["token"].as_str().expect("a token").to_owned()
-}
-
-/// Waits until the command has `status`; the command.
-async fn command_with_status(api: &ApiClient, id: &str, status: &str) -> Value {
-    wait_until(
-        PATIENCE,
-        &format!("command {id} to be {status}"),
-        || async {
-            let command = api.get(&format!("/v1/commands/{id}")).await.result();
-            (command["status"] == json!(status)).then_some(command)
-        },
-    )
-    .await
-}
 
 fn ws_url(wharf: &TestWharf) -> String {
     format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap())
@@ -55,7 +27,7 @@ async fn every_api_error_answers_in_the_envelope_with_its_status() {
     let wharf = TestWharf::start(|settings| settings.commander.api.max_body_bytes = 4096).await;
     let api = wharf.api();
     let id = unique("thermo");
-    create_device(&api, &id, json!({})).await;
+    api.register(&id, json!({})).await;
     let device = format!("/v1/devices/{id}");
     let commands = format!("{device}/commands");
 
@@ -322,7 +294,7 @@ async fn devices_are_registered_listed_updated_and_read_with_their_twin() {
     let ids: Vec<String> = (0..3).map(|n| format!("{prefix}-{n}")).collect();
     let mut tokens = Vec::new();
     for id in &ids {
-        tokens.push(create_device(&api, id, json!({"site": "north"})).await);
+        tokens.push(api.register(id, json!({"site": "north"})).await);
     }
 
     // Paginated, by id: two pages of two cover the three (and thermo-1).
@@ -399,9 +371,9 @@ async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
     let wharf = TestWharf::start(|_| {}).await;
     let api = wharf.api();
     let (ws_id, tcp_id, mqtt_id) = (unique("ws"), unique("tcp"), unique("mqtt"));
-    let ws_token = create_device(&api, &ws_id, json!({"firmware": "1.4.0"})).await;
-    let tcp_token = create_device(&api, &tcp_id, json!({})).await;
-    let mqtt_token = create_device(&api, &mqtt_id, json!({})).await;
+    let ws_token = api.register(&ws_id, json!({"firmware": "1.4.0"})).await;
+    let tcp_token = api.register(&tcp_id, json!({})).await;
+    let mqtt_token = api.register(&mqtt_id, json!({})).await;
 
     let mut ws = WsDevice::connect(&ws_url(&wharf), &ws_token).await.unwrap();
     let mut tcp = TcpStream::connect(wharf.addresses.tcp.unwrap())
@@ -452,7 +424,7 @@ async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
             .as_str()
             .unwrap()
             .to_owned();
-        let recorded = command_with_status(&api, &id, "rejected").await;
+        let recorded = api.command_with_status(&id, "rejected", PATIENCE).await;
         assert_eq!(recorded["reason"], json!(reason));
         rejected_ids.push(id);
     }
@@ -470,7 +442,8 @@ async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
         frame,
         json!({"cmd": "set_target", "id": accepted["id"], "celsius": 21.5})
     );
-    command_with_status(&api, accepted["id"].as_str().unwrap(), "delivered").await;
+    api.command_with_status(accepted["id"].as_str().unwrap(), "delivered", PATIENCE)
+        .await;
 
     // Bytes for the TCP device: opcode 2, then 21.5 °C in tenths, i16 big-endian.
     let sent = api
@@ -484,7 +457,8 @@ async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
         .await
         .unwrap();
     assert_eq!(frame, vec![0x02, 0x00, 0xd7]);
-    command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+    api.command_with_status(sent["id"].as_str().unwrap(), "delivered", PATIENCE)
+        .await;
 
     // QoS 0 over MQTT: delivered once written, the argument's default filled in.
     let sent = api
@@ -495,7 +469,9 @@ async fn commands_are_rendered_per_transport_and_rejected_ones_never_sent() {
     assert_eq!(topic, format!("devices/{mqtt_id}/commands/blink"));
     let blink: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(blink, json!({"cmd": "blink", "id": sent["id"], "times": 1}));
-    let delivered = command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+    let delivered = api
+        .command_with_status(sent["id"].as_str().unwrap(), "delivered", PATIENCE)
+        .await;
     assert_eq!(delivered["terminal"], json!(true));
 
     // Operators see the rejections on the command-status topic too.
@@ -534,7 +510,7 @@ async fn a_full_offline_queue_expires_its_oldest_command() {
     let wharf = TestWharf::start(|settings| settings.commander.queue_limit = 2).await;
     let api = wharf.api();
     let id = unique("sleepy");
-    let token = create_device(&api, &id, json!({})).await;
+    let token = api.register(&id, json!({})).await;
     let mut ids = Vec::new();
     for celsius in [18, 19, 20] {
         let sent = api
@@ -545,10 +521,11 @@ async fn a_full_offline_queue_expires_its_oldest_command() {
             .await;
         assert_eq!(sent.status, 202, "{}", sent.body);
         let command_id = sent.result()["id"].as_str().unwrap().to_owned();
-        command_with_status(&api, &command_id, "queued").await;
+        api.command_with_status(&command_id, "queued", PATIENCE)
+            .await;
         ids.push(command_id);
     }
-    let displaced = command_with_status(&api, &ids[0], "expired").await;
+    let displaced = api.command_with_status(&ids[0], "expired", PATIENCE).await;
     assert_eq!(displaced["reason"], json!("displaced"), "{displaced}");
 
     // On connect, the two still queued arrive in the order they were sent.
@@ -559,7 +536,8 @@ async fn a_full_offline_queue_expires_its_oldest_command() {
             (&frame["id"], &frame["celsius"]),
             (&json!(command_id), &json!(celsius))
         );
-        command_with_status(&api, command_id, "delivered").await;
+        api.command_with_status(command_id, "delivered", PATIENCE)
+            .await;
     }
     wharf.stop().await;
 }
@@ -569,8 +547,8 @@ async fn deleting_a_device_closes_its_connections_and_refuses_its_token() {
     let wharf = TestWharf::start(|_| {}).await;
     let api = wharf.api();
     let (ws_id, mqtt_id) = (unique("ws"), unique("mqtt"));
-    let ws_token = create_device(&api, &ws_id, json!({})).await;
-    let mqtt_token = create_device(&api, &mqtt_id, json!({})).await;
+    let ws_token = api.register(&ws_id, json!({})).await;
+    let mqtt_token = api.register(&mqtt_id, json!({})).await;
     let mqtt_addr = wharf.addresses.mqtt.unwrap();
     let mut ws = WsDevice::connect(&ws_url(&wharf), &ws_token).await.unwrap();
     let mut mqtt = TcpStream::connect(mqtt_addr).await.unwrap();
@@ -615,7 +593,7 @@ async fn deleting_a_device_closes_its_connections_and_refuses_its_token() {
     );
 
     // Registered again, the device gets a token issued after the revocation.
-    let fresh = create_device(&api, &ws_id, json!({})).await;
+    let fresh = api.register(&ws_id, json!({})).await;
     assert_ne!(fresh, ws_token);
     WsDevice::connect(&ws_url(&wharf), &fresh)
         .await
@@ -631,7 +609,7 @@ async fn concurrent_identical_reads_share_one_database_read() {
     .await;
     let api = wharf.api();
     let id = unique("popular");
-    create_device(&api, &id, json!({})).await;
+    api.register(&id, json!({})).await;
     let reads = || async {
         let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
         http::metric(&metrics, "wharf_commander_api_store_reads_total").unwrap_or(0.0)
@@ -727,7 +705,7 @@ async fn mosquitto_sub_receives_a_command_sent_through_the_api() {
     let wharf = TestWharf::start(|_| {}).await;
     let api = wharf.api();
     let id = unique("thermo");
-    let token = create_device(&api, &id, json!({})).await;
+    let token = api.register(&id, json!({})).await;
     let subscriber = tokio::process::Command::new("mosquitto_sub")
         .args(["-V", "5", "-h", "127.0.0.1"])
         .args(["-p", &wharf.addresses.mqtt.unwrap().port().to_string()])
@@ -765,7 +743,8 @@ async fn mosquitto_sub_receives_a_command_sent_through_the_api() {
     assert_eq!(topic, format!("devices/{id}/commands/fan"));
     let command: Value = serde_json::from_str(payload).unwrap();
     assert_eq!(command["id"], sent["id"]);
-    command_with_status(&api, sent["id"].as_str().unwrap(), "delivered").await;
+    api.command_with_status(sent["id"].as_str().unwrap(), "delivered", PATIENCE)
+        .await;
     wharf.stop().await;
 }
 
@@ -774,7 +753,7 @@ async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
     let wharf = TestWharf::start(|_| {}).await;
     let api = wharf.api();
     let id = unique("flaky");
-    let token = create_device(&api, &id, json!({})).await;
+    let token = api.register(&id, json!({})).await;
     // Connected over MQTT but not subscribed yet: the command waits at the Socket.
     let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
         .await
@@ -789,12 +768,15 @@ async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
         .await
         .result();
     let command_id = sent["id"].as_str().unwrap();
-    command_with_status(&api, command_id, "dispatched").await;
+    api.command_with_status(command_id, "dispatched", PATIENCE)
+        .await;
     raw.shutdown().await.unwrap();
     drop(raw);
 
     // The device left before the frame was written: queued again, not failed.
-    let queued = command_with_status(&api, command_id, "queued").await;
+    let queued = api
+        .command_with_status(command_id, "queued", PATIENCE)
+        .await;
     assert!(queued["expires_at"].is_string(), "{queued}");
     let mut device = MqttDevice::connect(Flavor::V5, wharf.addresses.mqtt.unwrap(), &id, &token)
         .await
@@ -803,6 +785,7 @@ async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
     let (_, payload) = device.next_publish(PATIENCE).await;
     let frame: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(frame["id"], json!(command_id));
-    command_with_status(&api, command_id, "delivered").await;
+    api.command_with_status(command_id, "delivered", PATIENCE)
+        .await;
     wharf.stop().await;
 }

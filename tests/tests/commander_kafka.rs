@@ -22,35 +22,12 @@ use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
 /// Long enough for Kafka consumer groups to form; a healthy run is faster.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-async fn create_device(api: &ApiClient, id: &str) -> String {
-    let created = api
-        .post(
-            "/v1/devices",
-            &json!({"id": id, "model": "demo-thermostat"}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    created.result()["token"].as_str().unwrap().to_owned()
-}
-
 async fn send(api: &ApiClient, device: &str, command: &str, body: Value) -> String {
     let sent = api
         .post(&format!("/v1/devices/{device}/commands/{command}"), &body)
         .await;
     assert_eq!(sent.status, 202, "{}", sent.body);
     sent.result()["id"].as_str().unwrap().to_owned()
-}
-
-async fn command_with_status(api: &ApiClient, id: &str, status: &str) -> Value {
-    wait_until(
-        PATIENCE,
-        &format!("command {id} to be {status}"),
-        || async {
-            let command = api.get(&format!("/v1/commands/{id}")).await.result();
-            (command["status"] == json!(status)).then_some(command)
-        },
-    )
-    .await
 }
 
 async fn ready(addr: std::net::SocketAddr) {
@@ -97,9 +74,9 @@ async fn offline_queue_ttl_routing_and_revocation_on_kafka() {
 
     // Offline: queued, then sent when the device connects 5 s later.
     let (sleeper, lost, roaming) = (unique("sleeper"), unique("lost"), unique("roaming"));
-    let sleeper_token = create_device(&api, &sleeper).await;
-    create_device(&api, &lost).await;
-    let roaming_token = create_device(&api, &roaming).await;
+    let sleeper_token = api.register(&sleeper, json!({})).await;
+    api.register(&lost, json!({})).await;
+    let roaming_token = api.register(&roaming, json!({})).await;
     let queued = send(&api, &sleeper, "fan", json!({"args": {"on": true}})).await;
     let expiring = send(
         &api,
@@ -108,7 +85,7 @@ async fn offline_queue_ttl_routing_and_revocation_on_kafka() {
         json!({"args": {"on": true}, "ttl": "2s"}),
     )
     .await;
-    let queued_row = command_with_status(&api, &queued, "queued").await;
+    let queued_row = api.command_with_status(&queued, "queued", PATIENCE).await;
     assert!(queued_row["expires_at"].is_string(), "{queued_row}");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let mut device = MqttDevice::connect(Flavor::V5, socket_a.mqtt, &sleeper, &sleeper_token)
@@ -121,11 +98,15 @@ async fn offline_queue_ttl_routing_and_revocation_on_kafka() {
     assert_eq!(topic, format!("devices/{sleeper}/commands/fan"));
     let frame: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!((&frame["id"], &frame["on"]), (&json!(queued), &json!(true)));
-    let delivered = command_with_status(&api, &queued, "delivered").await;
+    let delivered = api
+        .command_with_status(&queued, "delivered", PATIENCE)
+        .await;
     assert_eq!(delivered["instance"], json!("socket-a"));
 
     // Never connected: expired once its 2 s pass.
-    let expired = command_with_status(&api, &expiring, "expired").await;
+    let expired = api
+        .command_with_status(&expiring, "expired", PATIENCE)
+        .await;
     assert_eq!(expired["reason"], json!("ttl"));
 
     // A device on the other instance gets its commands through that one.
@@ -156,13 +137,15 @@ async fn offline_queue_ttl_routing_and_revocation_on_kafka() {
         (&frame["id"], &frame["celsius"]),
         (&json!(routed), &json!(19))
     );
-    let delivered = command_with_status(&api, &routed, "delivered").await;
+    let delivered = api
+        .command_with_status(&routed, "delivered", PATIENCE)
+        .await;
     assert_eq!(delivered["instance"], json!("socket-b"));
     let again = send(&api, &sleeper, "fan", json!({"args": {"on": false}})).await;
     let (_, payload) = device.next_publish(PATIENCE).await;
     let frame: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(frame["id"], json!(again), "socket-a's device gets its own");
-    command_with_status(&api, &again, "delivered").await;
+    api.command_with_status(&again, "delivered", PATIENCE).await;
 
     // Deleted: the connection on socket-b closes, the token is refused.
     assert_eq!(

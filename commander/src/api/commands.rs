@@ -10,7 +10,7 @@ use uuid::Uuid;
 use wharf_store::{CommandCursor, CommandRow};
 
 use super::devices::{active_device, no_device};
-use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply, ok};
+use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply};
 use super::{Api, Page, PageQuery, rfc3339};
 use crate::desk::Desk;
 
@@ -139,20 +139,14 @@ pub(super) async fn get_command(
             format!("{id:?} is not a command id (a UUID)"),
         )
     })?;
-    let store = api.store.clone();
-    let metrics = api.metrics.clone();
-    let answer = api
-        .cache
-        .read(format!("command:{id}"), || async move {
-            metrics.api_store_reads.inc();
-            let row = store
-                .command(id)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("command {id} does not exist")))?;
-            Ok(serde_json::to_value(CommandView::from(&row)).expect("a command serializes"))
-        })
-        .await?;
-    ok(answer)
+    api.coalesced(format!("command:{id}"), |store| async move {
+        let row = store
+            .command(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("command {id} does not exist")))?;
+        Ok(CommandView::from(&row))
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/devices/{id}/commands", tag = "commands",
@@ -176,33 +170,27 @@ pub(super) async fn list_device_commands(
         "commands:{id}:{limit}:{}",
         page.cursor.as_deref().unwrap_or("")
     );
-    let store = api.store.clone();
-    let metrics = api.metrics.clone();
-    let answer = api
-        .cache
-        .read(key, || async move {
-            metrics.api_store_reads.inc();
-            let rows = store
-                .device_commands(&id, limit + 1, before.as_ref())
-                .await?;
-            // Devices that were never registered still have commands (rules
-            // ask for them); only a device with neither is unknown.
-            if rows.is_empty() && before.is_none() && store.device(&id).await?.is_none() {
-                return Err(no_device(&id));
-            }
-            let next = (rows.len() > limit as usize).then(|| {
-                let last = &rows[limit as usize - 1];
-                format!("{}/{}", last.requested_at_ms, last.id)
-            });
-            let items: Vec<CommandView> = rows
-                .iter()
-                .take(limit as usize)
-                .map(CommandView::from)
-                .collect();
-            Ok(serde_json::to_value(Page::new(items, next.as_deref())).expect("a page serializes"))
-        })
-        .await?;
-    ok(answer)
+    api.coalesced(key, |store| async move {
+        let rows = store
+            .device_commands(&id, limit + 1, before.as_ref())
+            .await?;
+        // Devices that were never registered still have commands (rules
+        // ask for them); only a device with neither is unknown.
+        if rows.is_empty() && before.is_none() && store.device(&id).await?.is_none() {
+            return Err(no_device(&id));
+        }
+        let next = (rows.len() > limit as usize).then(|| {
+            let last = &rows[limit as usize - 1];
+            format!("{}/{}", last.requested_at_ms, last.id)
+        });
+        let items: Vec<CommandView> = rows
+            .iter()
+            .take(limit as usize)
+            .map(CommandView::from)
+            .collect();
+        Ok(Page::new(items, next.as_deref()))
+    })
+    .await
 }
 
 fn parse_command_cursor(text: &str) -> Result<CommandCursor, ApiError> {

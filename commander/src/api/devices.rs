@@ -169,23 +169,17 @@ pub(super) async fn list_devices(
     let limit = page.limit()?;
     let after = page.cursor_text()?;
     let key = format!("devices:{limit}:{}", after.as_deref().unwrap_or(""));
-    let store = api.store.clone();
-    let metrics = api.metrics.clone();
-    let answer = api
-        .cache
-        .read(key, || async move {
-            metrics.api_store_reads.inc();
-            let rows = store.devices(limit + 1, after.as_deref()).await?;
-            let next = (rows.len() > limit as usize).then(|| rows[limit as usize - 1].id.clone());
-            let items: Vec<DeviceView> = rows
-                .iter()
-                .take(limit as usize)
-                .map(DeviceView::from)
-                .collect();
-            Ok(serde_json::to_value(Page::new(items, next.as_deref())).expect("a page serializes"))
-        })
-        .await?;
-    ok(answer)
+    api.coalesced(key, |store| async move {
+        let rows = store.devices(limit + 1, after.as_deref()).await?;
+        let next = (rows.len() > limit as usize).then(|| rows[limit as usize - 1].id.clone());
+        let items: Vec<DeviceView> = rows
+            .iter()
+            .take(limit as usize)
+            .map(DeviceView::from)
+            .collect();
+        Ok(Page::new(items, next.as_deref()))
+    })
+    .await
 }
 
 #[utoipa::path(get, path = "/v1/devices/{id}", tag = "devices",
@@ -198,17 +192,11 @@ pub(super) async fn get_device(
     State(api): State<Api>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Value> {
-    let store = api.store.clone();
-    let metrics = api.metrics.clone();
-    let answer = api
-        .cache
-        .read(format!("device:{id}"), || async move {
-            metrics.api_store_reads.inc();
-            let row = active_device(&store, &id).await?;
-            Ok(serde_json::to_value(DeviceView::from(&row)).expect("a device serializes"))
-        })
-        .await?;
-    ok(answer)
+    api.coalesced(format!("device:{id}"), |store| async move {
+        let row = active_device(&store, &id).await?;
+        Ok(DeviceView::from(&row))
+    })
+    .await
 }
 
 #[utoipa::path(put, path = "/v1/devices/{id}", tag = "devices",
@@ -295,27 +283,21 @@ pub(super) async fn get_twin(
     State(api): State<Api>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Value> {
-    let store = api.store.clone();
-    let metrics = api.metrics.clone();
-    let answer = api
-        .cache
-        .read(format!("twin:{id}"), || async move {
-            metrics.api_store_reads.inc();
-            active_device(&store, &id).await?;
-            let state = store.load_device_state(&id).await?.unwrap_or_default();
-            let twin = TwinView {
-                delta: state.delta(),
-                device: id,
-                reported: state.reported,
-                desired: state.desired,
-                connected: state.connected,
-                last_seen: state.last_seen_ms.map(rfc3339),
-                message_count: state.message_count,
-            };
-            Ok(serde_json::to_value(twin).expect("a twin serializes"))
-        })
-        .await?;
-    ok(answer)
+    api.coalesced(format!("twin:{id}"), |store| async move {
+        active_device(&store, &id).await?;
+        let state = store.load_device_state(&id).await?.unwrap_or_default();
+        let twin = TwinView {
+            delta: state.delta(),
+            device: id,
+            reported: state.reported,
+            desired: state.desired,
+            connected: state.connected,
+            last_seen: state.last_seen_ms.map(rfc3339),
+            message_count: state.message_count,
+        };
+        Ok(twin)
+    })
+    .await
 }
 
 #[utoipa::path(put, path = "/v1/devices/{id}/twin/desired", tag = "twin",

@@ -20,6 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -67,6 +68,27 @@ impl ApiState {
     fn after_write(&self) {
         self.cache.clear();
         self.waker.wake();
+    }
+
+    /// A GET's answer through the coalescer: `read` runs, and counts as a
+    /// database read, only when no identical read is in flight or fresh.
+    async fn coalesced<T, F, Fut>(&self, key: String, read: F) -> envelope::ApiResult<Value>
+    where
+        T: Serialize,
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let store = self.store.clone();
+        let reads = self.metrics.api_store_reads.clone();
+        let answer = self
+            .cache
+            .read(key, || async move {
+                reads.inc();
+                let view = read(store).await?;
+                Ok(serde_json::to_value(view).expect("API views serialize"))
+            })
+            .await?;
+        envelope::ok(answer)
     }
 
     fn check_model(&self, model: &str) -> Result<(), ApiError> {
