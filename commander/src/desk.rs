@@ -465,9 +465,16 @@ impl Desk {
             }),
         );
         self.emit(tx, &self.topics.command_status(), &event).await?;
-        let queued = tx.queued_commands(&row.device).await?;
-        let excess = queued.len().saturating_sub(self.queue_limit);
-        for oldest in &queued[..excess] {
+        // Counted, not read: the rows are fetched only when some must go.
+        let queued = tx.queued_count(&row.device).await?;
+        let excess = queued.saturating_sub(self.queue_limit as u64);
+        if excess == 0 {
+            return Ok(());
+        }
+        let displaced = tx
+            .oldest_queued(&row.device, u32::try_from(excess).unwrap_or(u32::MAX))
+            .await?;
+        for oldest in &displaced {
             let detail = format!(
                 "{} was offline with queue_limit ({}) commands waiting; the oldest made room",
                 row.device, self.queue_limit

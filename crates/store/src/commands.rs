@@ -314,15 +314,33 @@ impl StoreTx {
 
     /// `device`'s queued commands, oldest first.
     pub async fn queued_commands(&mut self, device: &str) -> Result<Vec<CommandRow>> {
+        self.oldest_queued(device, u32::MAX).await
+    }
+
+    /// `device`'s `limit` oldest queued commands, oldest first.
+    pub async fn oldest_queued(&mut self, device: &str, limit: u32) -> Result<Vec<CommandRow>> {
         self.statements += 1;
         let sql = format!(
-            "{SELECT} WHERE device = $1 AND status = 'queued' ORDER BY requested_at_ms, id"
+            "{SELECT} WHERE device = $1 AND status = 'queued' ORDER BY requested_at_ms, id LIMIT {limit}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(device)
             .fetch_all(&mut *self.tx)
             .await?;
         rows.iter().map(decode).collect()
+    }
+
+    /// How many commands `device` has queued.
+    pub async fn queued_count(&mut self, device: &str) -> Result<u64> {
+        self.statements += 1;
+        let count: i64 = sqlx::query(
+            "SELECT COUNT(*) AS queued FROM commands WHERE device = $1 AND status = 'queued'",
+        )
+        .bind(device)
+        .fetch_one(&mut *self.tx)
+        .await?
+        .try_get("queued")?;
+        Ok(count.max(0) as u64)
     }
 }
 

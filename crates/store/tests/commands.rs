@@ -241,6 +241,9 @@ async fn a_device_queue_keeps_request_order(config: StoreConfig) {
     }
     let queue = tx.queued_commands(&device).await.unwrap();
     assert_eq!(queue.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+    assert_eq!(tx.queued_count(&device).await.unwrap(), 3);
+    let oldest = tx.oldest_queued(&device, 2).await.unwrap();
+    assert_eq!(oldest.iter().map(|c| c.id).collect::<Vec<_>>(), ids[..2]);
     tx.commit().await.unwrap();
 
     let page = store.device_commands(&device, 2, None).await.unwrap();
