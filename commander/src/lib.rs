@@ -382,7 +382,14 @@ impl Pipeline {
         message: &Message,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        // Only what Sockets report; the Commander's own events come back too.
+        // Only what Sockets report; the Commander's own events come back
+        // too, and the `type` header skips them without decoding.
+        if message
+            .header("type")
+            .is_some_and(|kind| !matches!(kind, "CommandDelivered" | "CommandFailed"))
+        {
+            return Ok(());
+        }
         let Ok(envelope) = Envelope::from_json(&message.payload) else {
             return Ok(());
         };

@@ -97,11 +97,12 @@ impl OutboxRelay {
             };
             let mut acks = Vec::with_capacity(rows.len());
             for row in rows {
-                let mut record = Record::new(row.topic, row.key.clone(), row.payload.into_bytes());
-                record.headers = vec![
-                    ("type".to_owned(), row.event_type),
-                    ("device".to_owned(), row.key),
-                ];
+                let record = Record::encoded_event(
+                    row.topic,
+                    &row.key,
+                    &row.event_type,
+                    row.payload.into_bytes(),
+                );
                 acks.push(self.bus.enqueue(record).await?);
             }
             let published = acks.len();

@@ -25,13 +25,24 @@ impl Record {
     /// The record carrying `envelope` on `topic`: keyed by the device, with
     /// `type` and `device` repeated as headers for cheap filtering.
     pub fn event(topic: impl Into<String>, envelope: &wharf_events::Envelope) -> Self {
+        Self::encoded_event(topic, &envelope.device, envelope.kind(), envelope.to_json())
+    }
+
+    /// Like [`Record::event`], for an envelope already encoded as `payload`
+    /// (an outbox row).
+    pub fn encoded_event(
+        topic: impl Into<String>,
+        device: &str,
+        kind: &str,
+        payload: Vec<u8>,
+    ) -> Self {
         Record {
             topic: topic.into(),
-            key: envelope.device.clone(),
-            payload: envelope.to_json(),
+            key: device.to_owned(),
+            payload,
             headers: vec![
-                ("type".to_owned(), envelope.kind().to_owned()),
-                ("device".to_owned(), envelope.device.clone()),
+                ("type".to_owned(), kind.to_owned()),
+                ("device".to_owned(), device.to_owned()),
             ],
         }
     }
@@ -62,6 +73,14 @@ pub struct Message {
 }
 
 impl Message {
+    /// The value of header `name`, if the record carries it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The position to commit once this message is handled.
     pub fn next_position(&self) -> CommitOffset {
         CommitOffset {

@@ -70,6 +70,8 @@ pub async fn ordered_per_key<B: Publisher + Subscriber>(bus: B) {
     for message in &messages {
         assert_eq!(message.key.as_deref(), Some(sequence(message).0.as_str()));
         assert!(message.headers.contains(&("type".into(), "Test".into())));
+        assert_eq!(message.header("type"), Some("Test"));
+        assert_eq!(message.header("absent"), None);
         let (key, i) = sequence(message);
         let expected = next.entry(key.clone()).or_default();
         assert_eq!(i, *expected, "key {key} out of order");
