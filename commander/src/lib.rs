@@ -134,11 +134,9 @@ impl Commander {
             .subscribe(&format!("{group}.outcomes"), &[topics.command_status()])
             .await
             .context("failed to subscribe to the command status")?;
-        // A group of its own that never commits: every start reads the whole
-        // (compacted) presence topic.
-        let presence_group = format!("{group}.presence.{}", wharf_events::new_id().simple());
+        // Every start reads the whole (compacted) presence topic.
         let presence_feed = bus
-            .subscribe(&presence_group, &[topics.presence()])
+            .subscribe_from_start(&format!("{group}.presence"), &[topics.presence()])
             .await
             .context("failed to subscribe to presence")?;
         let metrics = CommanderMetrics::register(registry);

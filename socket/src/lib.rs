@@ -167,13 +167,10 @@ impl Socket {
             .subscribe(&group, &[deliveries_topic])
             .await
             .context("failed to subscribe to the deliveries topic")?;
-        // A group of its own that never commits: every start reads every
-        // revocation still retained (the topic is compacted by device).
+        // Every start reads every revocation still retained (the topic is
+        // compacted by device).
         let revocations = bus
-            .subscribe(
-                &format!("{group}.revocations.{}", wharf_events::new_id().simple()),
-                &[topics.revocations()],
-            )
+            .subscribe_from_start(&format!("{group}.revocations"), &[topics.revocations()])
             .await
             .context("failed to subscribe to the revocations topic")?;
         let websocket = bind_tcp(config.websocket.enabled, config.websocket.listen).await?;
@@ -235,29 +232,18 @@ impl Socket {
             revocations,
         } = self;
         info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
-        // A failed delivery task stops the whole Socket: accepting devices
-        // that can never receive commands would hide the failure.
+        // A failed delivery or revocation task stops the whole Socket:
+        // accepting devices that can never receive commands, or that should
+        // be refused, would hide the failure.
         let stop = shutdown.child_token();
-        let delivering = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            tokio::spawn(async move {
-                let result = deliveries::run(shared, deliveries, stop.clone()).await;
-                if result.is_err() {
-                    stop.cancel();
-                }
-                result
-            })
-        };
-        let revoking = {
-            let (shared, stop) = (shared.clone(), stop.clone());
-            tokio::spawn(async move {
-                let result = revocations::run(shared, revocations, stop.clone()).await;
-                if result.is_err() {
-                    stop.cancel();
-                }
-                result
-            })
-        };
+        let delivering = spawn_essential(
+            &stop,
+            deliveries::run(shared.clone(), deliveries, stop.clone()),
+        );
+        let revoking = spawn_essential(
+            &stop,
+            revocations::run(shared.clone(), revocations, stop.clone()),
+        );
         let mut listeners = tokio::task::JoinSet::new();
         if let Some(listener) = websocket {
             listeners.spawn(websocket::serve(shared.clone(), listener, stop.clone()));
@@ -289,6 +275,21 @@ impl Socket {
         shared.events.flush().await;
         delivered.and(revoked)
     }
+}
+
+/// Spawns a task the Socket cannot do without: its failure stops the Socket.
+fn spawn_essential(
+    stop: &CancellationToken,
+    task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let result = task.await;
+        if result.is_err() {
+            stop.cancel();
+        }
+        result
+    })
 }
 
 async fn bind_tcp(enabled: bool, addr: SocketAddr) -> anyhow::Result<Option<TcpListener>> {

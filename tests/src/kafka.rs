@@ -6,7 +6,6 @@ use wharf_bus::{BusConfig, Consumer as _, KafkaBus, Subscriber as _};
 use wharf_events::Envelope;
 
 use crate::env::kafka_brokers;
-use crate::unique;
 
 /// librdkafka settings every Kafka client of the scenarios uses.
 ///
@@ -52,7 +51,10 @@ pub struct TopicReader {
 impl TopicReader {
     /// A reader with a group of its own.
     pub async fn new(topic: String) -> Self {
-        let consumer = bus().subscribe(&unique("reader"), &[topic]).await.unwrap();
+        let consumer = bus()
+            .subscribe_from_start("reader", &[topic])
+            .await
+            .unwrap();
         TopicReader { consumer }
     }
 

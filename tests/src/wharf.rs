@@ -85,7 +85,7 @@ impl TestWharf {
         let bus = &self.wharf.as_ref().expect("running").bus;
         let mut consumer = bus
             .bus
-            .subscribe(&crate::unique("status"), &[bus.topics.command_status()])
+            .subscribe_from_start("status", &[bus.topics.command_status()])
             .await
             .unwrap();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

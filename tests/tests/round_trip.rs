@@ -184,7 +184,7 @@ async fn status_reader(prefix: &str) -> KafkaConsumer {
     })
     .unwrap();
     let topic = Topics::new(prefix).unwrap().command_status();
-    bus.subscribe(&unique("tail"), &[topic]).await.unwrap()
+    bus.subscribe_from_start("tail", &[topic]).await.unwrap()
 }
 
 /// The command-status topic shows the command dispatched, then delivered.

@@ -134,7 +134,7 @@ async fn every_acknowledged_message_survives_a_broker_outage() {
     })
     .unwrap();
     let events = Topics::new(&prefix).unwrap().device_events();
-    let mut consumer = bus.subscribe(&unique("verify"), &[events]).await.unwrap();
+    let mut consumer = bus.subscribe_from_start("verify", &[events]).await.unwrap();
     let mut stored = BTreeSet::new();
     while let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await
     {

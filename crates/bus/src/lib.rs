@@ -74,6 +74,19 @@ pub trait Subscriber: Send + Sync {
         topics: &[String],
     ) -> impl Future<Output = Result<Self::Consumer>> + Send;
 
+    /// Reads `topics` whole, from their beginning, at every start: for
+    /// compacted topics that hold current state (presence, revocations). The
+    /// group is `<group>.<fresh id>`, used by this consumer alone; it must
+    /// never commit.
+    fn subscribe_from_start(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> impl Future<Output = Result<Self::Consumer>> + Send {
+        let group = format!("{group}.{}", wharf_events::new_id().simple());
+        async move { self.subscribe(&group, topics).await }
+    }
+
     /// Names this bus's lifetime when it is shorter than the data's: the
     /// in-process bus starts empty on every start, so offsets a consumer
     /// stored elsewhere during another run do not apply to it. `None` for a
