@@ -182,13 +182,13 @@ async fn throughput(store: &Store, events: usize, devices: usize, flush_max_dirt
     for n in 0..events {
         publish(&memory, &topic, &names[n % devices], n).await;
     }
-    let (wall_start, cpu_start) = (Instant::now(), cpu_time());
+    let (wall_start, cpu_start) = (Instant::now(), wharf_runtime::process::cpu_time(None));
     let (stop, task) = start(store, &memory, &topics, flush_max_dirty).await;
     drained(&memory, &topic).await;
     let run = Run {
         events,
         wall: wall_start.elapsed(),
-        cpu: cpu_time() - cpu_start,
+        cpu: wharf_runtime::process::cpu_time(None) - cpu_start,
     };
     stop.cancel();
     task.await.unwrap().unwrap();
@@ -240,7 +240,7 @@ async fn memory_per_actor(store: &Store, devices: usize) -> (usize, u64) {
         publish(&memory, &topic, &format!("warm-{n}-{}", topics.prefix()), n).await;
     }
     drained(&memory, &topic).await;
-    let before = rss_bytes();
+    let before = wharf_runtime::process::resident_bytes(None);
     for n in 0..devices {
         publish(
             &memory,
@@ -251,31 +251,8 @@ async fn memory_per_actor(store: &Store, devices: usize) -> (usize, u64) {
         .await;
     }
     drained(&memory, &topic).await;
-    let grown = rss_bytes().saturating_sub(before);
+    let grown = wharf_runtime::process::resident_bytes(None).saturating_sub(before);
     stop.cancel();
     task.await.unwrap().unwrap();
     (devices, grown)
-}
-
-/// User plus system CPU time of this process (Linux).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
-}
-
-/// Resident set size of this process (Linux).
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
 }

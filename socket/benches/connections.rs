@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use wharf_auth::TokenIssuer;
 use wharf_bus::{Bus, BusHandle, MemoryBus};
 use wharf_events::Topics;
+use wharf_runtime::process::{cpu_time, resident_bytes};
 use wharf_runtime::{OpsEndpoint, Readiness, Registry};
 use wharf_socket::{Socket, SocketConfig};
 
@@ -267,7 +268,10 @@ fn orchestrate(connections: usize, shards: usize) {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let baseline: Vec<u64> = servers.iter().map(|(child, ..)| rss(child.id())).collect();
+    let baseline: Vec<u64> = servers
+        .iter()
+        .map(|(child, ..)| resident_bytes(Some(child.id())))
+        .collect();
     let started = Instant::now();
     let mut clients: Vec<Child> = servers
         .iter()
@@ -310,7 +314,7 @@ fn orchestrate(connections: usize, shards: usize) {
     let grown: Vec<u64> = servers
         .iter()
         .zip(&baseline)
-        .map(|((child, ..), before)| rss(child.id()).saturating_sub(*before))
+        .map(|((child, ..), before)| resident_bytes(Some(child.id())).saturating_sub(*before))
         .collect();
     let total_grown: u64 = grown.iter().sum();
     println!(
@@ -331,7 +335,7 @@ fn orchestrate(connections: usize, shards: usize) {
     // Ingest: one Socket, 64 devices writing as fast as they can.
     let (server, ws, _, ops) = &mut servers[0];
     let frames_before = frames_received(*ops);
-    let cpu_before = cpu_time(server.id());
+    let cpu_before = cpu_time(Some(server.id()));
     Command::new(&exe)
         .args([
             "ingest",
@@ -345,7 +349,7 @@ fn orchestrate(connections: usize, shards: usize) {
         .stdout(Stdio::null())
         .status()
         .unwrap();
-    let cpu = cpu_time(server.id()) - cpu_before;
+    let cpu = cpu_time(Some(server.id())) - cpu_before;
     let sent = frames_received(*ops) - frames_before;
     let bus = std::env::var("BENCH_BUS").unwrap_or_else(|_| "in-process bus".into());
     println!("\n| ingest | frames | Socket CPU | frames per second per core |");
@@ -375,29 +379,4 @@ fn frames_received(ops: SocketAddr) -> u64 {
         .filter(|line| line.starts_with("wharf_socket_frames_received_total"))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-/// Resident memory of process `pid` (Linux).
-fn rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// User plus system CPU time of process `pid` (Linux).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
-        + fields
-            .get(12)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
-    Duration::from_millis(ticks * 10)
 }

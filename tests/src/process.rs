@@ -79,20 +79,7 @@ impl Service {
 
     /// The resident memory of the process, in bytes (Linux).
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches(" kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kb| kb * 1024)
+        wharf_runtime::process::resident_bytes(Some(self.child.id()))
     }
 
     /// Whether the process is still running.

@@ -9,6 +9,7 @@
 //!   [`exit_on_error`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`].
+//! - [`process`]: a process's resident memory and CPU time (Linux).
 //! - [`service`]: [`service_main`], the whole `main` of a service binary.
 //! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`],
 //!   and reload requests (SIGHUP), [`reload_on_hangup`].
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod ops;
+pub mod process;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
