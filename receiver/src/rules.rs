@@ -226,12 +226,13 @@ fn lookup<'a>(object: &'a Map<String, Value>, path: &[String]) -> Option<&'a Val
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
 
-    fn rule(field: &str, op: &str, value: Value) -> RuleConfig {
+    /// A rule of model `thermo` asking for `fan` when `field op value`.
+    pub(crate) fn rule(field: &str, op: &str, value: Value) -> RuleConfig {
         RuleConfig {
             name: None,
             model: "thermo".into(),

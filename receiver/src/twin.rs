@@ -157,7 +157,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::rules::{ConditionConfig, RuleConfig};
+    use crate::rules::RuleConfig;
 
     fn at(envelope: Envelope, secs: u64) -> Envelope {
         Envelope {
@@ -222,15 +222,8 @@ mod tests {
     fn rule(field: &str, op: &str, value: Value, cooldown: Option<&str>) -> RuleConfig {
         RuleConfig {
             name: Some(format!("{field}{op}")),
-            model: "thermo".into(),
-            when: ConditionConfig {
-                field: field.into(),
-                op: op.into(),
-                value,
-            },
-            command: "fan".into(),
-            args: Map::new(),
             cooldown: cooldown.map(|text| humantime::parse_duration(text).unwrap()),
+            ..crate::rules::tests::rule(field, op, value)
         }
     }
 

@@ -272,6 +272,24 @@ pub mod raw {
         }
     }
 
+    /// A TCP connection to the MQTT listener at `addr` that has sent an
+    /// MQTT 5 CONNECT as `device` with `token` (the CONNACK is left unread).
+    pub async fn open_v5(
+        addr: std::net::SocketAddr,
+        device: &str,
+        token: &str,
+    ) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("the MQTT listener accepts");
+        stream
+            .write_all(&connect_v5(device, token))
+            .await
+            .expect("the CONNECT is written");
+        stream
+    }
+
     /// An MQTT 5 CONNECT with username and password, clean start.
     pub fn connect_v5(username: &str, password: &str) -> Vec<u8> {
         let connect = v5::Connect {

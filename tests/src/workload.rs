@@ -81,6 +81,25 @@ impl CounterWorkload {
         Some(self.counts(store).await.iter().sum())
     }
 
+    /// Waits up to `patience` until `group` consumed every frame, then
+    /// asserts that each was counted exactly once: the total, and every
+    /// device's count.
+    pub async fn assert_exact(&self, store: &Store, group: &str, patience: std::time::Duration) {
+        let total = crate::wait_until(
+            patience,
+            "every frame to be consumed and stored",
+            || async { self.stored_total(store, group).await },
+        )
+        .await;
+        assert_eq!(total, self.total());
+        let counts = self.counts(store).await;
+        assert!(
+            counts.iter().all(|count| *count == self.per_device),
+            "every device counts exactly {}: {counts:?}",
+            self.per_device
+        );
+    }
+
     /// Each device's stored frame count, in the order of `devices`.
     pub async fn counts(&self, store: &Store) -> Vec<i64> {
         let rows = store.load_device_states(&self.devices).await.unwrap();

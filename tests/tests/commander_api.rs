@@ -551,10 +551,7 @@ async fn deleting_a_device_closes_its_connections_and_refuses_its_token() {
     let mqtt_token = api.register(&mqtt_id, json!({})).await;
     let mqtt_addr = wharf.addresses.mqtt.unwrap();
     let mut ws = WsDevice::connect(&ws_url(&wharf), &ws_token).await.unwrap();
-    let mut mqtt = TcpStream::connect(mqtt_addr).await.unwrap();
-    mqtt.write_all(&raw::connect_v5(&mqtt_id, &mqtt_token))
-        .await
-        .unwrap();
+    let mut mqtt = raw::open_v5(mqtt_addr, &mqtt_id, &mqtt_token).await;
     wharf.state_after(&mqtt_id, 0).await; // connected and announced
 
     for id in [&ws_id, &mqtt_id] {
@@ -755,10 +752,7 @@ async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
     let id = unique("flaky");
     let token = api.register(&id, json!({})).await;
     // Connected over MQTT but not subscribed yet: the command waits at the Socket.
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&id, &token)).await.unwrap();
+    let mut raw = raw::open_v5(wharf.addresses.mqtt.unwrap(), &id, &token).await;
     wharf.state_after(&id, 0).await;
     let sent = api
         .post(

@@ -114,20 +114,9 @@ args = {{ on = true }}
     })
     .await
     .unwrap();
-    let group = format!("{prefix}.receiver");
-    let total = wait_until(
-        PATIENCE,
-        "every frame to be consumed and stored",
-        || async { workload.stored_total(&store, &group).await },
-    )
-    .await;
-    assert_eq!(total, workload.total());
-    let counts = workload.counts(&store).await;
-    assert!(
-        counts.iter().all(|count| *count == workload.per_device),
-        "every device counts exactly {}: {counts:?}",
-        workload.per_device
-    );
+    workload
+        .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
+        .await;
     assert!(receiver.is_running());
 
     // Each milestone asked for one command; the Commander handled each once

@@ -95,22 +95,9 @@ ops_listen = "{ops}"
     })
     .await
     .unwrap();
-    let total = wait_until(
-        PATIENCE,
-        "every frame to be consumed and stored",
-        || async {
-            workload
-                .stored_total(&store, &format!("{prefix}.receiver"))
-                .await
-        },
-    )
-    .await;
-    assert_eq!(total, workload.total());
-    let counts = workload.counts(&store).await;
-    assert!(
-        counts.iter().all(|count| *count == workload.per_device),
-        "{counts:?}"
-    );
+    workload
+        .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
+        .await;
 
     let (_, metrics) = http::get(ops, "/metrics").await.unwrap();
     let failures = http::metric(&metrics, "wharf_receiver_store_failures_total").unwrap_or(0.0);

@@ -92,7 +92,9 @@ async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
     .await;
     publishing.await.unwrap();
 
-    assert_exact(&workload, &format!("{prefix}.receiver")).await;
+    workload
+        .assert_exact(&store().await, &format!("{prefix}.receiver"), PATIENCE)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -147,7 +149,13 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
     let incarnation = wharf_bus::Subscriber::incarnation(&bus.bus)
         .unwrap()
         .to_owned();
-    assert_exact(&workload, &format!("{prefix}.receiver@{incarnation}")).await;
+    workload
+        .assert_exact(
+            &store,
+            &format!("{prefix}.receiver@{incarnation}"),
+            PATIENCE,
+        )
+        .await;
     for (stop, task) in [(second_stop, second), (third_stop, third)] {
         stop.cancel();
         task.await.unwrap().unwrap();
@@ -177,21 +185,4 @@ async fn store() -> Store {
     })
     .await
     .unwrap()
-}
-
-async fn assert_exact(workload: &CounterWorkload, group: &str) {
-    let store = store().await;
-    let total = wait_until(
-        PATIENCE,
-        "every frame to be consumed and stored",
-        || async { workload.stored_total(&store, group).await },
-    )
-    .await;
-    assert_eq!(total, workload.total());
-    let counts = workload.counts(&store).await;
-    assert!(
-        counts.iter().all(|count| *count == workload.per_device),
-        "every device counts exactly {}: {counts:?}",
-        workload.per_device
-    );
 }

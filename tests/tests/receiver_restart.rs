@@ -8,10 +8,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
-use wharf_bus::{BusConfig, KafkaBus, Publisher as _, Record, TopicSpec};
+use wharf_bus::{Publisher as _, Record, TopicSpec};
 use wharf_events::{Envelope, Event, FrameReceived, Payload, Topics};
 use wharf_store::{Store, StoreConfig};
-use wharf_tests::env::{free_port, kafka_brokers};
+use wharf_tests::env::free_port;
+use wharf_tests::kafka;
 use wharf_tests::process::Service;
 use wharf_tests::{http, temp_dir, unique, wait_until};
 
@@ -22,18 +23,12 @@ const PATIENCE: Duration = Duration::from_secs(90);
 async fn receiver_counts_each_event_once_across_a_sigkill() {
     let dir = temp_dir("wharf-restart");
     let prefix = unique("restart");
-    let brokers = kafka_brokers();
     let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config_path = dir.join("wharf.toml");
     std::fs::write(
         &config_path,
         format!(
-            r#"
-[bus]
-url = "kafka://{brokers}"
-topic_prefix = "{prefix}"
-partitions = 4
-
+            r#"{bus}
 [store]
 url = "sqlite://{db}"
 
@@ -41,17 +36,14 @@ url = "sqlite://{db}"
 flush_interval = "100ms"
 ops_listen = "{ops}"
 "#,
+            bus = kafka::bus_toml(&prefix, 4),
             db = dir.join("wharf.db").display(),
         ),
     )
     .unwrap();
 
     let topics = Topics::new(&prefix).unwrap();
-    let bus = KafkaBus::connect(&BusConfig {
-        url: format!("kafka://{brokers}"),
-        ..BusConfig::default()
-    })
-    .unwrap();
+    let bus = kafka::bus();
     bus.ensure_topics(&[TopicSpec::new(topics.device_events(), 4)])
         .await
         .unwrap();

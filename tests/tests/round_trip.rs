@@ -18,6 +18,7 @@ use wharf_events::{Envelope, Event, Topics};
 use wharf_store::{Store, StoreConfig};
 use wharf_tests::commander::CommanderPorts;
 use wharf_tests::env::{free_port, kafka_brokers};
+use wharf_tests::kafka;
 use wharf_tests::process::Service;
 use wharf_tests::socket::SocketPorts;
 use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
@@ -60,12 +61,7 @@ async fn round_trip_as_three_processes_on_kafka() {
     let ops: Vec<SocketAddr> = vec![socket.ops, free_addr(), commander.ops];
     let prefix = unique("e2e");
     let config = format!(
-        r#"
-[bus]
-url = "kafka://{brokers}"
-topic_prefix = "{prefix}"
-partitions = 4
-
+        r#"{bus}
 [store]
 url = "sqlite://{db}"
 
@@ -85,7 +81,7 @@ args = {{ on = true }}
 
 {commander}
 "#,
-        brokers = kafka_brokers(),
+        bus = kafka::bus_toml(&prefix, 4),
         db = dir.join("wharf.db").display(),
         socket = socket.toml("socket-a"),
         receiver_ops = ops[1],

@@ -170,12 +170,12 @@ async fn oversized_frames_close_the_connection_with_a_reason() {
     // The CONNACK tells MQTT 5 clients the maximum packet size, so rumqttc
     // would refuse to send this; a hand-made client sends it anyway.
     let device = unique("thermo");
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
-        .await
-        .unwrap();
+    let mut raw = raw::open_v5(
+        wharf.addresses.mqtt.unwrap(),
+        &device,
+        &wharf.token(&device),
+    )
+    .await;
     raw.write_all(&raw::publish_v5(
         &format!("devices/{device}/telemetry"),
         0,
@@ -260,12 +260,12 @@ async fn devices_over_the_rate_limit_are_cut_off() {
     assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
 
     let device = unique("thermo");
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
-        .await
-        .unwrap();
+    let mut raw = raw::open_v5(
+        wharf.addresses.mqtt.unwrap(),
+        &device,
+        &wharf.token(&device),
+    )
+    .await;
     for _ in 0..20 {
         raw.write_all(&raw::publish_v5(
             &format!("devices/{device}/telemetry"),
@@ -332,11 +332,7 @@ async fn a_second_connection_takes_over_the_first() {
 
     let device = unique("thermo");
     let mqtt = wharf.addresses.mqtt.unwrap();
-    let mut older = TcpStream::connect(mqtt).await.unwrap();
-    older
-        .write_all(&raw::connect_v5(&device, &wharf.token(&device)))
-        .await
-        .unwrap();
+    let mut older = raw::open_v5(mqtt, &device, &wharf.token(&device)).await;
     let mut newer = MqttDevice::connect(Flavor::V5, mqtt, &device, &wharf.token(&device))
         .await
         .unwrap();
@@ -368,12 +364,12 @@ async fn shutdown_says_going_away_to_every_device() {
     let ws = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
     let mut client = WsDevice::connect(&ws, &wharf.token(&device)).await.unwrap();
     let mqtt_device = unique("thermo");
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&mqtt_device, &wharf.token(&mqtt_device)))
-        .await
-        .unwrap();
+    let mut raw = raw::open_v5(
+        wharf.addresses.mqtt.unwrap(),
+        &mqtt_device,
+        &wharf.token(&mqtt_device),
+    )
+    .await;
     wharf.state_after(&mqtt_device, 0).await; // connected and announced
     let stopping = tokio::spawn(wharf.stop());
     let (code, reason) = client.closed(PATIENCE).await;
@@ -393,12 +389,12 @@ async fn shutdown_says_going_away_to_every_device() {
 async fn qos_2_is_refused_clearly() {
     let wharf = TestWharf::start(|_| {}).await;
     let device = unique("thermo");
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
-        .await
-        .unwrap();
+    let mut raw = raw::open_v5(
+        wharf.addresses.mqtt.unwrap(),
+        &device,
+        &wharf.token(&device),
+    )
+    .await;
     raw.write_all(&raw::publish_v5(
         &format!("devices/{device}/t"),
         2,
@@ -465,12 +461,12 @@ async fn a_command_the_device_does_not_acknowledge_fails_with_no_ack() {
             .await;
     let mut status = wharf.command_status().await;
     let device = unique("thermo");
-    let mut raw = TcpStream::connect(wharf.addresses.mqtt.unwrap())
-        .await
-        .unwrap();
-    raw.write_all(&raw::connect_v5(&device, &wharf.token(&device)))
-        .await
-        .unwrap();
+    let mut raw = raw::open_v5(
+        wharf.addresses.mqtt.unwrap(),
+        &device,
+        &wharf.token(&device),
+    )
+    .await;
     raw.write_all(&raw::subscribe_v5(&format!("devices/{device}/commands/#")))
         .await
         .unwrap();
