@@ -26,15 +26,6 @@ impl LiveProfiles {
         })
     }
 
-    /// Profiles that never change.
-    pub fn fixed(profiles: Profiles) -> Self {
-        let kept = profiles.clone();
-        LiveProfiles {
-            current: Arc::new(RwLock::new(Arc::new(profiles))),
-            load: Arc::new(move || Ok(kept.clone())),
-        }
-    }
-
     /// The profiles in force now.
     pub fn current(&self) -> Arc<Profiles> {
         self.current
