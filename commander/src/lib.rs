@@ -160,7 +160,6 @@ impl Commander {
                 cache: api::coalesce::Coalescer::new(config.api.read_cache),
                 metrics: metrics.clone(),
                 config: config.api.clone(),
-                max_ttl: config.max_ttl,
             },
         )
         .await?;

@@ -48,7 +48,6 @@ pub(crate) struct ApiState {
     pub(crate) cache: coalesce::Coalescer,
     pub(crate) metrics: CommanderMetrics,
     pub(crate) config: ApiConfig,
-    pub(crate) max_ttl: Duration,
 }
 
 /// The shared state, as handlers extract it.
@@ -109,12 +108,12 @@ impl ApiState {
                 format!("ttl {text:?}: {error} (like \"30s\" or \"2h\")"),
             )
         })?;
-        if ttl.is_zero() || ttl > self.max_ttl {
+        if ttl.is_zero() || ttl > self.desk.max_ttl {
             return Err(ApiError::bad_request(
                 "invalid_ttl",
                 format!(
                     "ttl {text:?} must be more than 0s and at most commander.max_ttl ({})",
-                    humantime::format_duration(self.max_ttl)
+                    humantime::format_duration(self.desk.max_ttl)
                 ),
             ));
         }

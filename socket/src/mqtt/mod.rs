@@ -507,7 +507,8 @@ impl SessionState {
     ) -> Result<(), CloseReason> {
         let device = &self.session.who.device;
         if command.deadline <= Instant::now() {
-            // Already reported failed by the deliveries task: never write it.
+            // It waited for a SUBSCRIBE past its deadline: it fails now, and is
+            // never written after the deliveries task has given up on it.
             let _ = command.outcome.send(Err((
                 FailureReason::WriteFailed,
                 format!("{device} did not subscribe within delivery_timeout"),
