@@ -1,51 +1,64 @@
-//! The schema, embedded in the binary. Where the two dialects differ, a
-//! migration has a file per backend (0003: the outbox's sequence).
+//! The schema, embedded in the binary. One SQL text serves both backends;
+//! where their dialects differ, a placeholder stands for the difference
+//! (see [`DIALECT`]).
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr as _};
 
 use crate::{Backend, Result};
 
-const DEVICE_STATE_AND_OFFSETS: &str =
-    include_str!("../migrations/0001_device_state_and_offsets.sql");
-
-const DEVICE_TWIN: &str = include_str!("../migrations/0002_device_twin.sql");
-
-const COMMANDS_SQLITE: &str = include_str!("../migrations/0003_commands_sqlite.sql");
-const COMMANDS_POSTGRES: &str = include_str!("../migrations/0003_commands_postgres.sql");
-
-/// (version, description, SQLite SQL, PostgreSQL SQL), in order. A
-/// migration that needs each backend's own dialect gets two files.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+/// (version, description, SQL), in order.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "device state and offsets",
-        DEVICE_STATE_AND_OFFSETS,
-        DEVICE_STATE_AND_OFFSETS,
+        include_str!("../migrations/0001_device_state_and_offsets.sql"),
     ),
-    (2, "device twin", DEVICE_TWIN, DEVICE_TWIN),
+    (
+        2,
+        "device twin",
+        include_str!("../migrations/0002_device_twin.sql"),
+    ),
     (
         3,
         "devices, commands and outbox",
-        COMMANDS_SQLITE,
-        COMMANDS_POSTGRES,
+        include_str!("../migrations/0003_commands.sql"),
     ),
 ];
+
+/// Placeholders and what they become on (SQLite, PostgreSQL). The text a
+/// database records (and checksums) is the one with them replaced.
+const DIALECT: &[(&str, &str, &str)] = &[(
+    "{{serial_primary_key}}",
+    "INTEGER PRIMARY KEY AUTOINCREMENT",
+    "BIGSERIAL PRIMARY KEY",
+)];
+
+/// `sql` in `backend`'s dialect.
+fn in_dialect(sql: &str, backend: Backend) -> String {
+    DIALECT
+        .iter()
+        .fold(sql.to_owned(), |sql, (placeholder, sqlite, postgres)| {
+            sql.replace(
+                placeholder,
+                match backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                },
+            )
+        })
+}
 
 /// Applies the migrations `pool` has not seen yet.
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
     let migrations = MIGRATIONS
         .iter()
-        .map(|(version, description, sqlite, postgres)| {
-            let sql = match backend {
-                Backend::Sqlite => *sqlite,
-                Backend::Postgres => *postgres,
-            };
+        .map(|(version, description, sql)| {
             Migration::new(
                 *version,
                 (*description).into(),
                 MigrationType::Simple,
-                sql.into_sql_str(),
+                sqlx::AssertSqlSafe(in_dialect(sql, backend)).into_sql_str(),
                 false,
             )
         })
@@ -71,3 +84,20 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<()> {
 
 /// Runs of the SQLite migrations before an error is final.
 const SQLITE_ATTEMPTS: u64 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_replaced_in_both_dialects() {
+        for (version, _, sql) in MIGRATIONS {
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                let text = in_dialect(sql, backend);
+                assert!(!text.contains("{{"), "migration {version} on {backend:?}");
+            }
+        }
+        let outbox = in_dialect(MIGRATIONS[2].2, Backend::Postgres);
+        assert!(outbox.contains("seq           BIGSERIAL PRIMARY KEY,"));
+    }
+}

@@ -37,7 +37,7 @@ CREATE INDEX commands_by_status ON commands (status, expires_at_ms);
 -- Events written in the same transaction as the rows they describe, and
 -- published by the instance that wrote them (the transactional outbox).
 CREATE TABLE outbox (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq           {{serial_primary_key}},
     instance      TEXT NOT NULL,
     topic         TEXT NOT NULL,
     event_key     TEXT NOT NULL,
