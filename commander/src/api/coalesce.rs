@@ -13,7 +13,8 @@ use tokio::time::Instant;
 
 use super::envelope::ApiError;
 
-/// Above this many remembered reads, expired ones are swept out.
+/// Above this many remembered reads, expired ones are swept out (at most
+/// once per freshness window, so a busy API does not sweep on every read).
 const SWEEP_ABOVE: usize = 1024;
 
 type Answer = Result<Value, ApiError>;
@@ -21,7 +22,12 @@ type Answer = Result<Value, ApiError>;
 /// Reads in flight and recently answered, by key.
 pub struct Coalescer {
     fresh_for: Duration,
-    reads: Mutex<HashMap<String, Arc<Read>>>,
+    reads: Mutex<Reads>,
+}
+
+struct Reads {
+    by_key: HashMap<String, Arc<Read>>,
+    next_sweep: Instant,
 }
 
 struct Read {
@@ -41,7 +47,10 @@ impl Coalescer {
     pub fn new(fresh_for: Duration) -> Self {
         Coalescer {
             fresh_for,
-            reads: Mutex::new(HashMap::new()),
+            reads: Mutex::new(Reads {
+                by_key: HashMap::new(),
+                next_sweep: Instant::now(),
+            }),
         }
     }
 
@@ -55,17 +64,20 @@ impl Coalescer {
         let shared = {
             let now = Instant::now();
             let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-            if reads.len() > SWEEP_ABOVE {
-                reads.retain(|_, read| read.shareable(now, self.fresh_for));
+            if reads.by_key.len() > SWEEP_ABOVE && now >= reads.next_sweep {
+                reads
+                    .by_key
+                    .retain(|_, read| read.shareable(now, self.fresh_for));
+                reads.next_sweep = now + self.fresh_for;
             }
-            match reads.get(&key) {
+            match reads.by_key.get(&key) {
                 Some(existing) if existing.shareable(now, self.fresh_for) => existing.clone(),
                 _ => {
                     let fresh = Arc::new(Read {
                         started: now,
                         answer: OnceCell::new(),
                     });
-                    reads.insert(key, fresh.clone());
+                    reads.by_key.insert(key, fresh.clone());
                     fresh
                 }
             }
@@ -76,7 +88,11 @@ impl Coalescer {
 
     /// Forgets every answer: a write may have changed any of them.
     pub fn clear(&self) {
-        self.reads.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .clear();
     }
 }
 
@@ -142,5 +158,24 @@ mod tests {
             json!(3),
             "cleared"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_keys_are_swept_once_stale() {
+        let coalescer = Coalescer::new(Duration::from_millis(250));
+        let remembered = || coalescer.reads.lock().unwrap().by_key.len();
+        for n in 0..=SWEEP_ABOVE {
+            coalescer
+                .read(format!("k{n}"), || async { Ok(json!(n)) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(remembered(), SWEEP_ABOVE + 1, "all fresh: none swept");
+        tokio::time::advance(Duration::from_millis(300)).await;
+        coalescer
+            .read("new".into(), || async { Ok(json!(0)) })
+            .await
+            .unwrap();
+        assert_eq!(remembered(), 1, "the stale ones went");
     }
 }
