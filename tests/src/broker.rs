@@ -1,50 +1,80 @@
-//! A Kafka-protocol broker of a test's own, reached through a proxy the test
+//! An Apache Kafka broker of a test's own, reached through a proxy the test
 //! can cut: the broker and its data stay, but clients lose it, as in a
-//! broker outage. Tansu advertises the proxy's address, so every client
-//! connection goes through it.
+//! broker outage. The broker advertises the proxy's address, so every client
+//! connection goes through it. Also: Kafka's own command-line tools, run from
+//! the same jars, as an operator would.
 
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::env::free_port;
 
-/// A tansu broker behind a proxy that can be cut and restored.
+/// `scripts/kafka`, which starts brokers and runs Kafka's tools from the
+/// Maven Central jars (`WHARF_KAFKA_SCRIPT` overrides it).
+pub fn kafka_script() -> PathBuf {
+    std::env::var_os("WHARF_KAFKA_SCRIPT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka"))
+}
+
+/// Runs one of Kafka's own tools (`class` from the broker's jars) to its end.
+pub fn kafka_tool(class: &str, args: &[&str]) -> Output {
+    Command::new(kafka_script())
+        .arg("run")
+        .arg(class)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|error| panic!("failed to run scripts/kafka run {class}: {error}"))
+}
+
+/// An Apache Kafka broker behind a proxy that can be cut and restored.
 pub struct FlakyBroker {
-    broker: Child,
+    dir: PathBuf,
+    pid: u32,
     broker_port: u16,
     proxy_port: u16,
     proxy: Option<JoinSet<()>>,
 }
 
 impl FlakyBroker {
-    /// Starts tansu (the binary in `TANSU`, or `tansu` on the path) with
-    /// in-memory storage, and the proxy in front of it.
+    /// Starts a single-node Apache Kafka (`scripts/kafka start`) advertising
+    /// the proxy's port, and the proxy in front of it.
     pub async fn start() -> Self {
-        let binary = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        let (broker_port, proxy_port) = (free_port(), free_port());
-        let broker = Command::new(&binary)
-            .args(["broker", "--storage-engine", "memory://tansu/"])
-            .args(["--listener-url", &format!("tcp://127.0.0.1:{broker_port}")])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{proxy_port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("failed to start {binary} (set TANSU; scripts/test does): {error}")
-            });
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", broker_port)).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let dir = crate::temp_dir("wharf-kafka");
+        let proxy_port = free_port();
+        let script = kafka_script();
+        let output = tokio::process::Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .args(["--advertised-port", &proxy_port.to_string()])
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .await
+            .unwrap_or_else(|error| panic!("failed to run {}: {error}", script.display()));
+        assert!(
+            output.status.success(),
+            "scripts/kafka start failed ({}); see {}",
+            output.status,
+            dir.join("server.log").display()
+        );
+        let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        let broker_port = address
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("scripts/kafka printed no address: {address:?}"));
+        let pid = std::fs::read_to_string(dir.join("pid"))
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .expect("scripts/kafka wrote the broker's pid");
         let mut flaky = FlakyBroker {
-            broker,
+            dir,
+            pid,
             broker_port,
             proxy_port,
             proxy: None,
@@ -86,7 +116,9 @@ impl FlakyBroker {
 
 impl Drop for FlakyBroker {
     fn drop(&mut self) {
-        let _ = self.broker.kill();
-        let _ = self.broker.wait();
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

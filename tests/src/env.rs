@@ -2,10 +2,10 @@
 //! starts both and sets these variables; a scenario that needs one fails
 //! with a clear message when it is missing, rather than being skipped.
 
-/// `host:port` of the Kafka-protocol broker (`KAFKA_BROKERS`).
+/// `host:port` of the Kafka broker (`KAFKA_BROKERS`).
 pub fn kafka_brokers() -> String {
     std::env::var("KAFKA_BROKERS")
-        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts a Kafka-protocol broker")
+        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts Apache Kafka")
 }
 
 /// The PostgreSQL URL for tests (`WHARF_TEST_POSTGRES_URL`).

@@ -7,16 +7,10 @@ use wharf_events::Envelope;
 
 use crate::env::kafka_brokers;
 
-/// librdkafka settings every Kafka client of the scenarios uses.
-///
-/// Tansu 0.6 answers a fetch that starts inside a record batch with the
-/// batches after it, skipping the rest of that batch (`dynostore.rs`,
-/// `fetch`: `offsets.split_off(&offset)`); a consumer resuming at a stored
-/// offset would miss records. One record per batch makes every offset the
-/// start of a batch. Apache Kafka needs none of this. A short session lets a
-/// killed consumer's partitions move on sooner.
-pub const CLIENT_SETTINGS: &[(&str, &str)] =
-    &[("batch.num.messages", "1"), ("session.timeout.ms", "6000")];
+/// librdkafka settings every Kafka client of the scenarios uses on top of
+/// Wharf's own: production batching stays as it is. A short session (the
+/// broker's minimum) lets a killed consumer's partitions move on sooner.
+pub const CLIENT_SETTINGS: &[(&str, &str)] = &[("session.timeout.ms", "6000")];
 
 /// The `[bus]` section for services under `prefix`.
 pub fn bus_toml(prefix: &str, partitions: i32) -> String {
@@ -66,4 +60,50 @@ impl TopicReader {
             .expect("the reader reads");
         Some(Envelope::from_json(&message.payload).expect("an envelope"))
     }
+}
+
+/// One record as Kafka's console consumer printed it.
+#[derive(Debug)]
+pub struct ConsoleRecord {
+    /// The record's key (the device id for Wharf's topics).
+    pub key: String,
+    /// The record's value: for Wharf's topics, a JSON envelope.
+    pub value: String,
+}
+
+/// Reads `topic` from its beginning with Kafka's own console consumer
+/// (`org.apache.kafka.tools.consumer.ConsoleConsumer` from the broker's
+/// jars), as an operator would, until it has been quiet for `quiet_ms`.
+pub async fn console_consume(topic: &str, quiet_ms: u32) -> Vec<ConsoleRecord> {
+    let (brokers, topic) = (kafka_brokers(), topic.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        crate::broker::kafka_tool(
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            &[
+                "--bootstrap-server",
+                &brokers,
+                "--topic",
+                &topic,
+                "--from-beginning",
+                "--property",
+                "print.key=true",
+                "--property",
+                "key.separator=\t",
+                "--timeout-ms",
+                &quiet_ms.to_string(),
+            ],
+        )
+    })
+    .await
+    .expect("the console consumer ran");
+    // It ends with a timeout error once the topic is quiet: that is its way
+    // of finishing, so only what it printed counts.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(key, value)| ConsoleRecord {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        })
+        .collect()
 }

@@ -101,9 +101,8 @@ args = {{ on = true }}
         receiver.kill();
         eprintln!("kill {kill} after {wait:?}");
         receiver = Service::start("wharf-receiver", &config, dir);
-        // Tansu 0.6 keeps a member that dies before its join completes in the
-        // group for good; killing each Receiver only once it owns every
-        // partition keeps the scenario about Wharf.
+        // Each kill hits a Receiver that owns every partition and is working,
+        // not one still joining the group.
         wait_owning(ops, 4, PATIENCE).await;
     }
     publishing.await.unwrap();

@@ -3,12 +3,12 @@
 //! leaves. Each partition's states and offsets are written before it moves,
 //! and its next owner resumes there: every count is exact.
 //!
-//! On Kafka (three processes) a third Receiver joins two others. Tansu 0.6
-//! does not hand a departed member's partitions on to the members that stay
-//! (after a LeaveGroup or a session timeout in a group of three, one member is
-//! never asked to rejoin), so the leave is exercised on the in-process bus,
-//! whose groups follow the same two-step hand-over, with three Receivers in
-//! one process; both variants store in PostgreSQL.
+//! On Apache Kafka (Receivers as processes) a third Receiver joins two
+//! others, then one of the three leaves (SIGTERM: it flushes, commits and
+//! leaves the group) and the two that stay take its partitions over. The
+//! in-process bus, whose groups follow the same two-step hand-over, runs the
+//! same join and leave with three Receivers in one process. Both variants
+//! store in PostgreSQL.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -30,7 +30,7 @@ const PATIENCE: Duration = Duration::from_secs(180);
 const PARTITIONS: i32 = 6;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
+async fn receivers_joining_and_leaving_on_kafka_keep_counts_exact() {
     let dir = temp_dir("wharf-rebalance");
     let prefix = unique("rebalance");
     let config = dir.join("wharf.toml");
@@ -60,7 +60,7 @@ async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
     bus.ensure_topics(&[TopicSpec::new(topics.device_events(), PARTITIONS)])
         .await
         .unwrap();
-    let _first = start(0);
+    let mut first = start(0);
     let _second = start(1);
     wait_until(
         PATIENCE,
@@ -75,7 +75,9 @@ async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
     )
     .await;
 
-    let workload = CounterWorkload::new(20, 2_000);
+    // About 20 s of frames at 4 ms a round: long enough that the join and
+    // the leave both happen while frames flow.
+    let workload = CounterWorkload::new(20, 4_000);
     let publishing = spawn_publisher(&workload, bus, topics.device_events());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _third = start(2);
@@ -90,7 +92,30 @@ async fn a_receiver_joining_on_kafka_keeps_counts_exact() {
             .then_some(())
     })
     .await;
+
+    let status = first.terminate();
+    assert!(
+        status.success(),
+        "the leaving receiver stops cleanly: {status}"
+    );
+    wait_until(
+        PATIENCE,
+        "the two staying receivers to own every partition",
+        || async {
+            let (a, b) = (
+                owned_partitions(ops[1]).await?,
+                owned_partitions(ops[2]).await?,
+            );
+            (a > 0 && b > 0 && a + b == i64::from(PARTITIONS)).then_some(())
+        },
+    )
+    .await;
+    let left_mid_stream = !publishing.is_finished();
     publishing.await.unwrap();
+    assert!(
+        left_mid_stream,
+        "frames stopped flowing before the partitions moved: the scenario needs a longer workload"
+    );
 
     workload
         .assert_exact(&store().await, &format!("{prefix}.receiver"), PATIENCE)

@@ -23,9 +23,8 @@ use wharf_tests::process::Service;
 use wharf_tests::socket::SocketPorts;
 use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
 
-/// Long enough for a Kafka consumer group to form; a healthy run is faster.
-/// (Under a full parallel test run, tansu can take tens of seconds to form
-/// a group.)
+/// Long enough for a Kafka consumer group to form under a loaded test run;
+/// a healthy run is much faster.
 const PATIENCE: Duration = Duration::from_secs(120);
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -103,19 +102,21 @@ args = {{ on = true }}
     }
 
     let status = status_reader(&prefix).await;
-    let command_id = round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
+    let (device, command_id) =
+        round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
     assert_delivered(status, &command_id).await;
+    assert_visible_to_kafka_console_consumer(&prefix, &device, &command_id).await;
     assert_ops_endpoint(ops[0], &["wharf_socket_frames_received_total"]).await;
     assert_ops_endpoint(ops[1], &["wharf_receiver_events_applied_total"]).await;
     assert_ops_endpoint(ops[2], &["wharf_commander_requests_total"]).await;
 }
 
-/// Runs the round trip; returns the id of the command the device received.
 fn free_addr() -> SocketAddr {
     ([127, 0, 0, 1], free_port()).into()
 }
 
-async fn round_trip(url: &str, secret: &str, db: &Path) -> String {
+/// Runs the round trip; returns the device and the id of the command it received.
+async fn round_trip(url: &str, secret: &str, db: &Path) -> (String, String) {
     let device = unique("thermo");
     let issuer = TokenIssuer::new(secret);
     let token = issuer.issue(&device, "demo-thermostat", HOUR).unwrap();
@@ -169,7 +170,48 @@ async fn round_trip(url: &str, secret: &str, db: &Path) -> String {
     // The token may also travel in the query, for clients that cannot set headers.
     let query = WsDevice::connect_url(&format!("{url}?token={token}")).await;
     assert!(query.is_ok(), "?token= is refused: {:?}", query.err());
-    command["id"].as_str().unwrap().to_owned()
+    (device, command["id"].as_str().unwrap().to_owned())
+}
+
+/// An operator tailing the topics with Kafka's own console consumer sees the
+/// device's frame and its command's story as JSON envelopes keyed by device.
+async fn assert_visible_to_kafka_console_consumer(prefix: &str, device: &str, command_id: &str) {
+    let topics = Topics::new(prefix).unwrap();
+    let envelopes = |records: Vec<kafka::ConsoleRecord>| -> Vec<Value> {
+        records
+            .into_iter()
+            .filter(|record| record.key == device)
+            .map(|record| serde_json::from_str(&record.value).expect("a JSON envelope"))
+            .collect()
+    };
+
+    let events = envelopes(kafka::console_consume(&topics.device_events(), 5_000).await);
+    let frame = events
+        .iter()
+        .find(|e| e["type"] == "FrameReceived")
+        .unwrap_or_else(|| panic!("no FrameReceived of {device} on device-events: {events:?}"));
+    assert_eq!(frame["device"], json!(device), "{frame}");
+    assert_eq!(
+        frame["data"]["payload"]["temperature"],
+        json!(35),
+        "{frame}"
+    );
+    assert!(
+        frame["id"].is_string() && frame["time"].is_string(),
+        "{frame}"
+    );
+
+    let statuses = envelopes(kafka::console_consume(&topics.command_status(), 5_000).await);
+    let story: Vec<&str> = statuses
+        .iter()
+        .filter(|e| e["data"]["command_id"] == json!(command_id))
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert_eq!(
+        story,
+        ["CommandDispatched", "CommandDelivered"],
+        "{statuses:?}"
+    );
 }
 
 /// A consumer of the command-status topic, as an operator tailing it.
