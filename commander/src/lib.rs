@@ -44,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use wharf_auth::{ApiKeys, TokenIssuer};
 use wharf_bus::{
-    BusConsumer, BusHandle, Consumer as _, Message, OffsetTracker, Publisher as _, Subscriber as _,
-    TopicSpec,
+    BusConsumer, BusHandle, CommitOffset, Consumer as _, Message, OffsetTracker, Publisher as _,
+    Subscriber as _, TopicSpec,
 };
 use wharf_events::{Envelope, Event};
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
@@ -454,18 +454,39 @@ impl Pipeline {
 
     async fn commit(&mut self) -> anyhow::Result<()> {
         if self.request_offsets.has_pending() {
-            self.requests
-                .commit(&self.request_offsets.take())
-                .await
-                .context("failed to commit handled requests")?;
+            commit_or_leave_to_next_owner(
+                &mut self.requests,
+                &self.request_offsets.take(),
+                "handled requests",
+            )
+            .await?;
         }
         if self.outcome_offsets.has_pending() {
-            self.outcomes
-                .commit(&self.outcome_offsets.take())
-                .await
-                .context("failed to commit recorded outcomes")?;
+            commit_or_leave_to_next_owner(
+                &mut self.outcomes,
+                &self.outcome_offsets.take(),
+                "recorded outcomes",
+            )
+            .await?;
         }
         Ok(())
+    }
+}
+
+/// Commits `offsets`; a commit refused by a rebalancing group is logged and
+/// left: the records are delivered again to their next owner, which drops
+/// what is already recorded (command ids are kept durably).
+async fn commit_or_leave_to_next_owner(
+    consumer: &mut BusConsumer,
+    offsets: &[CommitOffset],
+    what: &str,
+) -> anyhow::Result<()> {
+    match consumer.commit(offsets).await {
+        Err(error) if error.is_retryable() => {
+            warn!(%error, "{what} not committed, the group is rebalancing");
+            Ok(())
+        }
+        result => result.with_context(|| format!("failed to commit {what}")),
     }
 }
 

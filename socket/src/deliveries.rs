@@ -76,13 +76,18 @@ pub(crate) async fn run(
 
 async fn commit(consumer: &mut BusConsumer, offsets: &mut InFlightOffsets) -> anyhow::Result<()> {
     let positions = offsets.committable();
-    if !positions.is_empty() {
-        consumer
-            .commit(&positions)
-            .await
-            .context("failed to commit deliveries")?;
+    if positions.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    match consumer.commit(&positions).await {
+        // The group is rebalancing: the deliveries stay uncommitted and are
+        // handed out again, to this instance or the next owner.
+        Err(error) if error.is_retryable() => {
+            warn!(%error, "deliveries not committed, the group is rebalancing");
+            Ok(())
+        }
+        result => result.context("failed to commit deliveries"),
+    }
 }
 
 /// Hands the delivery in `message` to its device's session; `None` for a

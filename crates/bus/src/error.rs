@@ -9,6 +9,8 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("failed to create topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("bus journal {path}: {reason}")]
+    Journal { path: String, reason: String },
     #[error("the bus is shut down")]
     Closed,
 }
@@ -17,11 +19,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Whether retrying the same operation later can succeed.
+    /// Whether retrying the same operation later can succeed. For a commit,
+    /// this includes the group having moved on in a rebalance: nothing is
+    /// lost, the uncommitted records go to the partition's next owner.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Kafka(error) => error.rdkafka_error_code().is_some_and(is_transient),
-            Error::InvalidUrl { .. } | Error::CreateTopic { .. } | Error::Closed => false,
+            Error::InvalidUrl { .. }
+            | Error::CreateTopic { .. }
+            | Error::Journal { .. }
+            | Error::Closed => false,
         }
     }
 }
@@ -44,5 +51,12 @@ fn is_transient(code: rdkafka::types::RDKafkaErrorCode) -> bool {
             | Code::NotCoordinator
             | Code::RebalanceInProgress
             | Code::UnknownTopicOrPartition
+            // A commit refused because the group moved on (a rebalance):
+            // the records are delivered again to their next owner.
+            | Code::IllegalGeneration
+            | Code::UnknownMemberId
+            | Code::FencedInstanceId
+            | Code::AssignmentLost
+            | Code::State
     )
 }

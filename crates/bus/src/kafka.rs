@@ -277,16 +277,27 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn commit(&mut self, offsets: &[CommitOffset]) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
+        // Only partitions this member still owns: a partition given up in a
+        // rebalance belongs to another member, whose progress a late commit
+        // of ours would overwrite.
+        let owned = self.consumer().assignment()?;
         let mut list = TopicPartitionList::with_capacity(offsets.len());
         for offset in offsets {
-            list.add_partition_offset(
-                &offset.topic,
-                offset.partition,
-                Offset::Offset(offset.next_offset),
-            )?;
+            if owned
+                .find_partition(&offset.topic, offset.partition)
+                .is_some()
+            {
+                list.add_partition_offset(
+                    &offset.topic,
+                    offset.partition,
+                    Offset::Offset(offset.next_offset),
+                )?;
+            } else {
+                debug!(topic = %offset.topic, partition = offset.partition, "not committing a partition this member gave up");
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
         }
         let consumer = self.consumer().clone();
         // A synchronous commit blocks on the broker's answer: off the runtime.
