@@ -43,10 +43,12 @@ impl WsDevice {
 
     /// Sends one text frame.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws
-            .send(Message::text(text.to_owned()))
-            .await
-            .expect("frame sent");
+        self.try_send_text(text).await.expect("frame sent");
+    }
+
+    /// Sends one text frame; an error once the connection is gone.
+    pub async fn try_send_text(&mut self, text: &str) -> Result<(), Error> {
+        self.ws.send(Message::text(text.to_owned())).await
     }
 
     /// The next text frame, within `timeout`.

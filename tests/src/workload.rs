@@ -113,3 +113,28 @@ impl CounterWorkload {
             .collect()
     }
 }
+
+/// A small random source for kill moments; the seed is printed so a failing
+/// run can be replayed.
+pub struct Xorshift(u64);
+
+impl Xorshift {
+    /// Seeded from the clock.
+    pub fn from_clock() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        eprintln!("kill moments seed: {seed}");
+        Xorshift(seed)
+    }
+
+    /// A number in `0..limit`.
+    pub fn below(&mut self, limit: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % limit
+    }
+}

@@ -15,7 +15,7 @@ use wharf_tests::env::{free_port, postgres_url};
 use wharf_tests::kafka::{self, TopicReader};
 use wharf_tests::process::Service;
 use wharf_tests::receiver::wait_owning;
-use wharf_tests::workload::CounterWorkload;
+use wharf_tests::workload::{CounterWorkload, Xorshift};
 use wharf_tests::{http, temp_dir, unique, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -144,27 +144,4 @@ args = {{ on = true }}
         twice.is_empty(),
         "commands handled more than once: {twice:?}"
     );
-}
-
-/// A small random source; the seed is printed so a failing run can be
-/// replayed.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn from_clock() -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            | 1;
-        eprintln!("kill moments seed: {seed}");
-        Xorshift(seed)
-    }
-
-    fn below(&mut self, limit: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % limit
-    }
 }

@@ -18,13 +18,21 @@ pub enum Bus {
 
 impl Bus {
     /// Builds the bus `config.url` names. A `memory://` URL gets a fresh,
-    /// empty bus; to share one in-process bus, clone the returned value.
+    /// empty bus; a `file://` URL reads its journal back (and locks its
+    /// directory for this process). To share one in-process bus, clone the
+    /// returned value.
     pub fn connect(config: &BusConfig) -> Result<Self> {
+        let partitions = config.partitions.max(1) as usize;
         Ok(match BusUrl::parse(&config.url)? {
-            BusUrl::Memory => Bus::Memory(MemoryBus::new(
-                config.partitions.max(1) as usize,
+            BusUrl::Memory => Bus::Memory(MemoryBus::new(partitions, config.memory_capacity)),
+            BusUrl::File { dir } => Bus::Memory(MemoryBus::open(
+                &dir,
+                partitions,
                 config.memory_capacity,
-            )),
+                crate::memory::journal::JournalOptions {
+                    segment_bytes: config.segment_bytes,
+                },
+            )?),
             BusUrl::Kafka { .. } => Bus::Kafka(KafkaBus::connect(config)?),
         })
     }

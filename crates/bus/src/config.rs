@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
-    /// `memory://` or `kafka://host:port[,host:port…]`.
+    /// `file://DIR` (in-process, durable under DIR), `memory://`
+    /// (in-process, nothing kept) or `kafka://host:port[,host:port…]`.
     pub url: String,
     /// Prefix of every topic name.
     pub topic_prefix: String,
@@ -21,6 +22,9 @@ pub struct BusConfig {
     /// Records the in-process bus retains per partition before publishers
     /// wait for consumers to commit.
     pub memory_capacity: usize,
+    /// Size at which the durable in-process bus (`file://`) starts a new
+    /// journal segment, and may replace the old ones by a snapshot.
+    pub segment_bytes: u64,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, …). They
     /// override Wharf's tunable defaults, but not the settings its
     /// guarantees need (idempotence, `acks=all`, manual commits).
@@ -35,6 +39,7 @@ impl Default for BusConfig {
             partitions: 8,
             replication: 1,
             memory_capacity: 100_000,
+            segment_bytes: 64 << 20,
             kafka: BTreeMap::new(),
         }
     }
@@ -44,16 +49,30 @@ impl Default for BusConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusUrl {
     Memory,
-    Kafka { brokers: String },
+    /// The durable in-process bus, journaled in this directory.
+    File {
+        dir: std::path::PathBuf,
+    },
+    Kafka {
+        brokers: String,
+    },
 }
 
 impl BusUrl {
-    /// Parses `memory://` or `kafka://host:port[,host:port…]`.
+    /// Parses `file://DIR`, `memory://` or `kafka://host:port[,host:port…]`.
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
+        if let Some(dir) = url.strip_prefix("file://") {
+            if dir.is_empty() {
+                return Err(invalid(
+                    "file:// needs a directory, e.g. file://data/bus or file:///var/lib/wharf/bus",
+                ));
+            }
+            return Ok(BusUrl::File { dir: dir.into() });
+        }
         if let Some(rest) = url.strip_prefix("memory://") {
             if !rest.is_empty() {
                 return Err(invalid("memory:// takes nothing after the scheme"));
@@ -62,7 +81,7 @@ impl BusUrl {
         }
         let Some(rest) = url.strip_prefix("kafka://") else {
             return Err(invalid(
-                "expected memory:// or kafka://host:port[,host:port]",
+                "expected file://DIR, memory:// or kafka://host:port[,host:port]",
             ));
         };
         let rest = rest.trim_end_matches('/');
@@ -113,6 +132,12 @@ impl BusConfig {
                 self.replication
             ));
         }
+        if self.segment_bytes < 4096 {
+            problems.push(format!(
+                "bus.segment_bytes: {} is too small (expected at least 4096)",
+                self.segment_bytes
+            ));
+        }
         if self.memory_capacity < 16 {
             problems.push(format!(
                 "bus.memory_capacity: {} is too small (expected at least 16)",
@@ -128,8 +153,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_memory_and_kafka_urls() {
+    fn parses_file_memory_and_kafka_urls() {
         assert_eq!(BusUrl::parse("memory://").unwrap(), BusUrl::Memory);
+        assert_eq!(
+            BusUrl::parse("file://data/bus").unwrap(),
+            BusUrl::File {
+                dir: "data/bus".into()
+            }
+        );
+        assert_eq!(
+            BusUrl::parse("file:///var/lib/wharf/bus").unwrap(),
+            BusUrl::File {
+                dir: "/var/lib/wharf/bus".into()
+            }
+        );
         assert_eq!(
             BusUrl::parse("kafka://a:9092,b:9093").unwrap(),
             BusUrl::Kafka {
@@ -141,7 +178,12 @@ mod tests {
     #[test]
     fn explains_bad_urls() {
         let err = BusUrl::parse("redis://x").unwrap_err().to_string();
-        assert!(err.contains("expected memory:// or kafka://"), "{err}");
+        assert!(
+            err.contains("expected file://DIR, memory:// or kafka://"),
+            "{err}"
+        );
+        let err = BusUrl::parse("file://").unwrap_err().to_string();
+        assert!(err.contains("file:// needs a directory"), "{err}");
         let err = BusUrl::parse("kafka://broker").unwrap_err().to_string();
         assert!(err.contains("broker \"broker\" has no port"), "{err}");
         let err = BusUrl::parse("kafka://b:99999").unwrap_err().to_string();

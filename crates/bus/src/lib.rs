@@ -1,14 +1,16 @@
 //! Wharf's event bus: [`Publisher`] publishes records keyed by device and
 //! acknowledges them only once they are durable; [`Subscriber`] consumes as a
-//! consumer group with explicit offset commits. Two implementations, chosen by
-//! URL through [`Bus::connect`]: `memory://` (in-process, for `wharf up`) and
+//! consumer group with explicit offset commits. Implementations, chosen by
+//! URL through [`Bus::connect`]: `file://DIR` (in-process and durable, the
+//! default of `wharf up`), `memory://` (in-process, kept in memory only) and
 //! `kafka://host:port[,…]` (rdkafka). rdkafka is used only in this crate.
 //!
 //! # Layout
 //! - [`record`]: [`Record`] (outgoing), [`Message`] (incoming), offsets.
 //! - [`delivery`]: [`Delivery`]: records and changes of partition ownership.
 //! - [`config`]: [`BusConfig`], the `[bus]` configuration section.
-//! - [`memory`]: [`MemoryBus`], the in-process bus.
+//! - [`memory`]: [`MemoryBus`], the in-process bus, in memory or durable
+//!   (its [`memory::journal`] on disk).
 //! - [`kafka`]: [`KafkaBus`], the Kafka bus.
 //! - [`any`]: [`Bus`], either of the two, chosen by URL; [`BusHandle`], a
 //!   bus with its topic layout.
@@ -42,6 +44,7 @@ pub use delivery::{Assigned, Batch, Delivery, PartitionId, Revoked};
 pub use error::{Error, Result};
 pub use kafka::KafkaBus;
 pub use memory::MemoryBus;
+pub use memory::journal::JournalOptions;
 pub use offsets::{InFlightOffsets, OffsetTracker};
 pub use record::{CommitOffset, Delivered, Message, Record, TopicSpec};
 
@@ -103,7 +106,11 @@ pub trait Consumer: Send {
     /// comes before it.
     fn try_next_message(&mut self) -> Result<Option<Message>>;
 
-    /// Commits positions: each offset is the next record to read.
+    /// Commits positions: each offset is the next record to read. Positions
+    /// of partitions this member no longer owns are left out. A commit the
+    /// group refuses because it is rebalancing fails with a retryable error
+    /// ([`Error::is_retryable`]): the records stay uncommitted and are
+    /// delivered again to the partition's next owner.
     fn commit(&mut self, offsets: &[CommitOffset]) -> impl Future<Output = Result<()>> + Send;
 
     /// The partitions this member owns now.

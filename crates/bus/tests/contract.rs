@@ -1,6 +1,7 @@
 //! The bus contract, written once and run against every implementation:
-//! the in-process bus and Kafka (a real Kafka-protocol broker at
-//! `KAFKA_BROKERS`; `scripts/test` starts one).
+//! the in-process bus in memory (`memory://`) and durable on disk
+//! (`file://`), and Kafka (Apache Kafka at `KAFKA_BROKERS`; `scripts/test`
+//! starts one).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -331,15 +332,16 @@ where
     b_task.abort();
 }
 
+fn durable_bus() -> MemoryBus {
+    let dir = std::env::temp_dir().join(unique("journal"));
+    MemoryBus::open(&dir, 4, 10_000, Default::default()).expect("a durable bus")
+}
+
 fn kafka_bus() -> KafkaBus {
     let brokers = std::env::var("KAFKA_BROKERS")
-        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts a Kafka-protocol broker");
+        .expect("KAFKA_BROKERS is not set: run scripts/test, which starts Apache Kafka");
     KafkaBus::connect(&BusConfig {
         url: format!("kafka://{brokers}"),
-        // Tansu 0.6 answers a fetch that starts inside a record batch with
-        // the batches after it, skipping the rest of that batch; with one
-        // record per batch every offset starts one. Kafka does not need this.
-        kafka: [("batch.num.messages".to_owned(), "1".to_owned())].into(),
         ..BusConfig::default()
     })
     .expect("kafka bus")
@@ -384,4 +386,5 @@ macro_rules! contract {
 }
 
 contract!(memory, MemoryBus::new(4, 10_000));
+contract!(durable, durable_bus());
 contract!(kafka, kafka_bus());

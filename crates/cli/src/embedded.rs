@@ -1,5 +1,6 @@
 //! The all-in-one wiring behind `wharf up`: the Socket, the Receiver and the
-//! Commander in one process, sharing one bus (in-process by default), one
+//! Commander in one process, sharing one bus (in-process and durable under
+//! the data directory by default), one
 //! store (SQLite under the data directory by default) and one operations
 //! endpoint.
 
@@ -66,7 +67,7 @@ impl Default for UpSettings {
     fn default() -> Self {
         UpSettings {
             bus: BusConfig {
-                url: "memory://".into(),
+                url: default_bus_url(&UpConfig::default().data_dir),
                 ..BusConfig::default()
             },
             store: StoreConfig::default(),
@@ -80,11 +81,20 @@ impl Default for UpSettings {
     }
 }
 
+/// The durable in-process bus, journaled under `data_dir/bus`.
+fn default_bus_url(data_dir: &std::path::Path) -> String {
+    format!("file://{}", data_dir.join("bus").display())
+}
+
 impl UpSettings {
-    /// Puts the database under `data_dir` unless a store URL was configured.
+    /// Puts the database and the bus's journal under `data_dir` unless a
+    /// store or bus URL was configured.
     pub fn use_data_dir(&mut self, data_dir: PathBuf) {
         if self.store.url == StoreConfig::default().url {
             self.store.url = format!("sqlite://{}/wharf.db", data_dir.display());
+        }
+        if self.bus.url == default_bus_url(&self.up.data_dir) {
+            self.bus.url = default_bus_url(&data_dir);
         }
         self.up.data_dir = data_dir;
     }

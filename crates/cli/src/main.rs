@@ -147,6 +147,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// One line on what an acknowledgement means on this bus.
+fn bus_mode(url: &str) -> &'static str {
+    if url.starts_with("file://") {
+        "durable in-process bus: a message is acknowledged once it is on disk, and survives a crash"
+    } else if url.starts_with("memory://") {
+        "in-memory bus: fast, but what the services had not yet written back is lost on a crash"
+    } else {
+        "kafka bus: a message is acknowledged once Kafka has it (acks=all)"
+    }
+}
+
 async fn up(settings: UpSettings) -> anyhow::Result<()> {
     let demo_enabled = settings.up.demo;
     let bus_url = settings.bus.url.clone();
@@ -162,6 +173,7 @@ async fn up(settings: UpSettings) -> anyhow::Result<()> {
         }
     };
     println!("Wharf is up (bus {bus_url}, store {store_url})");
+    println!("  {}", bus_mode(&bus_url));
     let addresses = wharf.addresses;
     let ws = addresses
         .websocket

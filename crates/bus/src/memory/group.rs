@@ -33,6 +33,20 @@ pub(super) struct Group {
 }
 
 impl Group {
+    /// A group known only by its commits, as the journal recorded them.
+    pub(super) fn restored(committed: HashMap<TopicPartition, i64>) -> Self {
+        Group {
+            committed_topics: committed.keys().map(|(topic, _)| topic.clone()).collect(),
+            committed,
+            ..Group::default()
+        }
+    }
+
+    /// Every committed offset of this group.
+    pub(super) fn commits(&self) -> impl Iterator<Item = (&TopicPartition, i64)> {
+        self.committed.iter().map(|(tp, offset)| (tp, *offset))
+    }
+
     pub(super) fn join(
         &mut self,
         member: MemberId,

@@ -1,46 +1,121 @@
 //! One partition's log: an offset-addressed window of records.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use crate::record::Record;
 
 /// The retained records of one partition; offsets never repeat.
+///
+/// Offsets may have gaps: compaction removes records a newer one with the
+/// same key replaces, as Kafka's compacted topics do.
 #[derive(Default)]
 pub(super) struct Partition {
-    /// Offset of the first retained record.
-    base: i64,
-    records: VecDeque<Record>,
+    /// Retained records in offset order.
+    records: VecDeque<(i64, Record)>,
+    /// The offset the next appended record gets.
+    next: i64,
+    /// Records below this offset are durable and may be read. Consumers never
+    /// see a record that a crash could still take away: a consumer storing
+    /// its position past it would skip the record written at that offset
+    /// after a restart.
+    durable: i64,
+    /// Keep only the latest record per key (presence, revocations).
+    pub(super) compacted: bool,
+    /// Records retained right after the last compaction; the next one runs
+    /// once the log has doubled since.
+    compacted_len: usize,
 }
 
 impl Partition {
+    /// A partition that resumes at `next` with `records` (in offset order,
+    /// all below `next`), every one of them durable.
+    pub(super) fn restored(records: VecDeque<(i64, Record)>, next: i64, compacted: bool) -> Self {
+        let mut partition = Partition {
+            records,
+            next,
+            durable: next,
+            compacted,
+            compacted_len: 0,
+        };
+        if compacted {
+            partition.compact();
+        }
+        partition
+    }
+
     pub(super) fn len(&self) -> usize {
         self.records.len()
     }
 
-    /// Appends a record and returns its offset.
-    pub(super) fn push(&mut self, record: Record) -> i64 {
-        self.records.push_back(record);
-        self.base + self.records.len() as i64 - 1
+    /// The offset the next appended record gets.
+    pub(super) fn next_offset(&self) -> i64 {
+        self.next
+    }
+
+    /// Appends a record and returns its offset. It is readable once
+    /// [`mark_durable`](Self::mark_durable) covers it, or at once when
+    /// `durable_now`.
+    pub(super) fn push(&mut self, record: Record, durable_now: bool) -> i64 {
+        let offset = self.next;
+        self.records.push_back((offset, record));
+        self.next += 1;
+        if durable_now {
+            self.durable = self.next;
+        }
+        if self.compacted && self.records.len() > 2 * self.compacted_len + 64 {
+            self.compact();
+        }
+        offset
+    }
+
+    /// Makes every record below `end` readable.
+    pub(super) fn mark_durable(&mut self, end: i64) {
+        self.durable = self.durable.max(end.min(self.next));
     }
 
     pub(super) fn drop_oldest(&mut self) {
-        if self.records.pop_front().is_some() {
-            self.base += 1;
-        }
+        self.records.pop_front();
     }
 
     /// Drops every record below `floor`.
     pub(super) fn drop_before(&mut self, floor: i64) {
-        while self.base < floor && self.records.pop_front().is_some() {
-            self.base += 1;
+        while self
+            .records
+            .front()
+            .is_some_and(|(offset, _)| *offset < floor)
+        {
+            self.records.pop_front();
         }
     }
 
-    /// The first retained record at or after `position`, with its offset.
+    /// Keeps only the latest record of each key.
+    pub(super) fn compact(&mut self) {
+        let mut seen = HashSet::with_capacity(self.records.len());
+        let mut kept: VecDeque<(i64, Record)> = self
+            .records
+            .drain(..)
+            .rev()
+            .filter(|(_, record)| seen.insert(record.key.clone()))
+            .collect();
+        kept.make_contiguous().reverse();
+        self.compacted_len = kept.len();
+        self.records = kept;
+    }
+
+    /// The first retained durable record at or after `position`, with its offset.
     pub(super) fn read_from(&self, position: i64) -> Option<(i64, &Record)> {
-        let position = position.max(self.base);
-        let index = usize::try_from(position - self.base).ok()?;
-        self.records.get(index).map(|record| (position, record))
+        let index = self
+            .records
+            .partition_point(|(offset, _)| *offset < position);
+        self.records
+            .get(index)
+            .filter(|(offset, _)| *offset < self.durable)
+            .map(|(offset, record)| (*offset, record))
+    }
+
+    /// Every retained record, oldest first.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &(i64, Record)> {
+        self.records.iter()
     }
 }
 
@@ -62,7 +137,10 @@ mod tests {
     fn offsets_keep_counting_after_records_are_dropped() {
         let mut partition = Partition::default();
         for i in 0..5 {
-            assert_eq!(partition.push(Record::new("t", "k", vec![i])), i64::from(i));
+            assert_eq!(
+                partition.push(Record::new("t", "k", vec![i]), true),
+                i64::from(i)
+            );
         }
         partition.drop_before(3);
         assert_eq!(partition.len(), 2);
@@ -70,7 +148,52 @@ mod tests {
         assert_eq!(partition.read_from(4).unwrap().1.payload, vec![4]);
         assert!(partition.read_from(5).is_none());
         partition.drop_oldest();
-        assert_eq!(partition.push(Record::new("t", "k", vec![5])), 5);
+        assert_eq!(partition.push(Record::new("t", "k", vec![5]), true), 5);
+    }
+
+    #[test]
+    fn records_are_readable_only_once_durable() {
+        let mut partition = Partition::default();
+        partition.push(Record::new("t", "k", vec![0]), false);
+        partition.push(Record::new("t", "k", vec![1]), false);
+        assert!(partition.read_from(0).is_none());
+        partition.mark_durable(1);
+        assert_eq!(partition.read_from(0).unwrap().0, 0);
+        assert!(partition.read_from(1).is_none());
+        partition.mark_durable(2);
+        assert_eq!(partition.read_from(1).unwrap().0, 1);
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_record_per_key_and_its_offset() {
+        let mut partition = Partition {
+            compacted: true,
+            ..Partition::default()
+        };
+        for (i, key) in ["a", "b", "a", "c", "b"].iter().enumerate() {
+            partition.push(Record::new("t", *key, vec![i as u8]), true);
+        }
+        partition.compact();
+        let kept: Vec<(i64, &str)> = partition
+            .iter()
+            .map(|(offset, record)| (*offset, record.key.as_str()))
+            .collect();
+        assert_eq!(kept, [(2, "a"), (3, "c"), (4, "b")]);
+        // A reader between retained offsets gets the next retained record.
+        assert_eq!(partition.read_from(0).unwrap().0, 2);
+        assert_eq!(partition.push(Record::new("t", "d", vec![]), true), 5);
+    }
+
+    #[test]
+    fn a_compacted_partition_stays_near_its_key_count() {
+        let mut partition = Partition {
+            compacted: true,
+            ..Partition::default()
+        };
+        for i in 0..10_000u32 {
+            partition.push(Record::new("t", format!("k{}", i % 10), vec![]), true);
+        }
+        assert!(partition.len() <= 2 * 10 + 64 + 1, "{}", partition.len());
     }
 
     #[test]

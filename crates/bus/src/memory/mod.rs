@@ -4,23 +4,36 @@
 //! members of a group). It backs `wharf up` and is held to the same contract
 //! tests as Kafka.
 //!
+//! Two modes. `memory://` ([`MemoryBus::new`]) acknowledges from memory:
+//! fast, and whatever consumers had not committed is gone when the process
+//! dies. `file://DIR` ([`MemoryBus::open`]) is durable: every record and
+//! group commit goes to a [`journal`] under `DIR` first, a record is
+//! acknowledged and readable only once it is on disk, and a restart resumes
+//! with the same offsets, records and commits.
+//!
 //! Memory is bounded: a partition retains at most `capacity` records. Records
 //! every committing group has consumed are dropped; when a lagging group holds
 //! them, publishers wait (backpressure). A topic no group has committed on
-//! keeps its latest `capacity` records, like a retention limit.
+//! keeps its latest `capacity` records, like a retention limit; a compacted
+//! topic keeps the latest record of each key.
 
 mod group;
+pub mod journal;
 mod log;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
+use std::path::Path;
+
+use tokio::sync::{oneshot, watch};
 
 use crate::delivery::{Assigned, Delivery, PartitionId, Revoked};
+use crate::error::Error;
 use crate::record::{CommitOffset, Message, Record, TopicSpec};
 use crate::{Consumer, Delivered, PendingAck, Publisher, Result, Subscriber};
 use group::{Group, MemberId, TopicPartition};
+use journal::{Item, Journal, JournalOptions, LiveState, Recovered, Tp};
 use log::{Partition, partition_for};
 
 /// The in-process bus. Clones share the same topics and groups.
@@ -35,9 +48,10 @@ struct Shared {
     changes: watch::Sender<u64>,
     default_partitions: usize,
     capacity: usize,
-    /// Unique per bus: offsets stored by consumers of another instance
-    /// (an earlier run) point into logs that no longer exist.
-    incarnation: String,
+    /// Unique per memory-only bus: offsets stored by consumers of another
+    /// instance (an earlier run) point into logs that no longer exist.
+    /// `None` for a durable bus, whose logs outlive the process.
+    incarnation: Option<String>,
 }
 
 #[derive(Default)]
@@ -45,6 +59,8 @@ struct State {
     topics: HashMap<String, Vec<Partition>>,
     groups: HashMap<String, Group>,
     next_member: MemberId,
+    /// Where a durable bus writes first; `None` for `memory://`.
+    journal: Option<Journal>,
 }
 
 impl MemoryBus {
@@ -56,9 +72,43 @@ impl MemoryBus {
                 changes: watch::channel(0).0,
                 default_partitions: partitions.max(1),
                 capacity: capacity.max(1),
-                incarnation: new_incarnation(),
+                incarnation: Some(new_incarnation()),
             }),
         }
+    }
+
+    /// The durable bus journaled under `dir`: reads back what an earlier run
+    /// left (cutting a torn last write), then appends to it. Fails when the
+    /// directory is damaged or used by another process.
+    pub fn open(
+        dir: &Path,
+        partitions: usize,
+        capacity: usize,
+        options: JournalOptions,
+    ) -> Result<Self> {
+        let lock = Journal::lock(dir)?;
+        let mut recovered = journal::recover(dir)?;
+        if let Some(truncated) = &recovered.truncated {
+            tracing::warn!(%truncated, "the bus journal ended in a torn write (a crash mid-write); it was cut, nothing acknowledged was in it");
+        }
+        let segments = std::mem::take(&mut recovered.segments);
+        let state = State::restored(recovered, partitions.max(1));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            changes: watch::channel(0).0,
+            default_partitions: partitions.max(1),
+            capacity: capacity.max(1),
+            incarnation: None,
+        });
+        let live: std::sync::Weak<dyn LiveState> = Arc::downgrade(&shared) as _;
+        let journal = Journal::start(dir, lock, segments, options, live)?;
+        shared.lock().journal = Some(journal);
+        Ok(MemoryBus { shared })
+    }
+
+    /// Whether acknowledged records survive the process (`file://`).
+    pub fn is_durable(&self) -> bool {
+        self.shared.incarnation.is_none()
     }
 
     /// The number of records the bus holds for `topic` right now.
@@ -92,8 +142,12 @@ impl Shared {
     }
 
     /// Appends the record unless its partition is full of records a group
-    /// still needs; takes it out of `record` on success.
-    fn try_append(&self, record: &mut Option<Record>) -> Option<Delivered> {
+    /// still needs; takes it out of `record` on success. On a durable bus,
+    /// the receiver resolves once the record is on disk.
+    fn try_append(
+        &self,
+        record: &mut Option<Record>,
+    ) -> Option<(Delivered, Option<oneshot::Receiver<Result<()>>>)> {
         let mut state = self.lock();
         let pending = record.as_ref().expect("the record is appended once");
         let count = state
@@ -101,7 +155,13 @@ impl Shared {
             .len();
         let tp = (pending.topic.clone(), partition_for(&pending.key, count));
         let group_holds_records = state.min_committed(&tp).is_some();
-        let partition = &mut state.topic_mut(&tp.0, count)[tp.1];
+        let State {
+            topics, journal, ..
+        } = &mut *state;
+        let partition = &mut topics.get_mut(&tp.0).expect("created above")[tp.1];
+        if partition.len() >= self.capacity && partition.compacted {
+            partition.compact();
+        }
         if partition.len() >= self.capacity && !group_holds_records {
             // No group commits on this topic: behave like a retention limit.
             partition.drop_oldest();
@@ -109,11 +169,28 @@ impl Shared {
         if partition.len() >= self.capacity {
             return None;
         }
-        let offset = partition.push(record.take().expect("the record is appended once"));
-        Some(Delivered {
-            partition: tp.1 as i32,
-            offset,
-        })
+        let record = record.take().expect("the record is appended once");
+        let durable = journal.as_ref().map(|journal| {
+            let offset = partition.next_offset();
+            let mut frame = Vec::with_capacity(record.payload.len() + record.key.len() + 96);
+            journal::encode_record(&mut frame, tp.1 as u32, offset, &record);
+            let (ack, acked) = oneshot::channel();
+            journal.send(Item::Append {
+                frame,
+                tp: (tp.0.clone(), tp.1 as u32),
+                offset,
+                ack,
+            });
+            acked
+        });
+        let offset = partition.push(record, durable.is_none());
+        Some((
+            Delivered {
+                partition: tp.1 as i32,
+                offset,
+            },
+            durable,
+        ))
     }
 
     fn notify(&self) {
@@ -123,10 +200,83 @@ impl Shared {
 }
 
 impl State {
+    /// The state a journal describes: its topics with their retained
+    /// records and log ends, and its groups' commits.
+    fn restored(mut recovered: Recovered, default_partitions: usize) -> State {
+        // Records of a topic whose creation frame is missing (written by a
+        // version that did not journal topics) still come back.
+        let mut layouts = recovered.topics.clone();
+        for ((topic, partition), _) in recovered.records.iter() {
+            let layout = layouts
+                .entry(topic.clone())
+                .or_insert((default_partitions as u32, false));
+            layout.0 = layout.0.max(partition + 1);
+        }
+        let mut state = State::default();
+        for (topic, (count, compacted)) in layouts {
+            let partitions = (0..count)
+                .map(|partition| {
+                    let tp = (topic.clone(), partition);
+                    let records = recovered
+                        .records
+                        .remove(&tp)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
+                    let next = recovered.ends.get(&tp).copied().unwrap_or(0);
+                    Partition::restored(records, next, compacted)
+                })
+                .collect();
+            state.topics.insert(topic, partitions);
+        }
+        for (name, commits) in recovered.commits {
+            let commits = commits
+                .into_iter()
+                .map(|((topic, partition), offset)| ((topic, partition as usize), offset))
+                .collect();
+            state.groups.insert(name, Group::restored(commits));
+        }
+        let tps: Vec<TopicPartition> = state
+            .topics
+            .iter()
+            .flat_map(|(topic, parts)| (0..parts.len()).map(|p| (topic.clone(), p)))
+            .collect();
+        for tp in &tps {
+            state.truncate(tp);
+        }
+        state
+    }
+
     fn topic_mut(&mut self, name: &str, partitions: usize) -> &mut Vec<Partition> {
-        self.topics
-            .entry(name.to_owned())
-            .or_insert_with(|| (0..partitions).map(|_| Partition::default()).collect())
+        let State {
+            topics, journal, ..
+        } = self;
+        topics.entry(name.to_owned()).or_insert_with(|| {
+            if let Some(journal) = journal {
+                let mut frame = Vec::new();
+                journal::encode_topic(&mut frame, name, partitions as u32, false);
+                journal.send(Item::Meta { frame, done: None });
+            }
+            (0..partitions).map(|_| Partition::default()).collect()
+        })
+    }
+
+    /// Marks `name` compacted (journaled once, when it changes).
+    fn set_compacted(&mut self, name: &str) {
+        let Some(partitions) = self.topics.get_mut(name) else {
+            return;
+        };
+        if partitions.iter().all(|partition| partition.compacted) {
+            return;
+        }
+        for partition in partitions.iter_mut() {
+            partition.compacted = true;
+        }
+        if let Some(journal) = &self.journal {
+            let mut frame = Vec::new();
+            journal::encode_topic(&mut frame, name, partitions.len() as u32, true);
+            journal.send(Item::Meta { frame, done: None });
+        }
     }
 
     /// The lowest committed offset of `tp` over the groups that commit on
@@ -154,6 +304,46 @@ impl State {
     }
 }
 
+impl LiveState for Shared {
+    fn made_durable(&self, ends: &HashMap<Tp, i64>) {
+        {
+            let mut state = self.lock();
+            for ((topic, partition), end) in ends {
+                if let Some(partition) = state
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|parts| parts.get_mut(*partition as usize))
+                {
+                    partition.mark_durable(*end);
+                }
+            }
+        }
+        self.notify();
+    }
+
+    fn encode_live(&self, out: &mut Vec<u8>) {
+        let mut state = self.lock();
+        for (topic, partitions) in state.topics.iter_mut() {
+            let compacted = partitions.iter().any(|partition| partition.compacted);
+            journal::encode_topic(out, topic, partitions.len() as u32, compacted);
+            for (index, partition) in partitions.iter_mut().enumerate() {
+                if partition.compacted {
+                    partition.compact();
+                }
+                journal::encode_partition_end(out, topic, index as u32, partition.next_offset());
+                for (offset, record) in partition.iter() {
+                    journal::encode_record(out, index as u32, *offset, record);
+                }
+            }
+        }
+        for (name, group) in &state.groups {
+            for ((topic, partition), offset) in group.commits() {
+                journal::encode_commit(out, name, topic, *partition as u32, offset);
+            }
+        }
+    }
+}
+
 impl Publisher for MemoryBus {
     async fn enqueue(&self, record: Record) -> Result<PendingAck> {
         let shared = &self.shared;
@@ -161,9 +351,18 @@ impl Publisher for MemoryBus {
         let mut record = Some(record);
         loop {
             changes.borrow_and_update();
-            if let Some(delivered) = shared.try_append(&mut record) {
-                shared.notify();
-                return Ok(PendingAck::ready(Ok(delivered)));
+            if let Some((delivered, durable)) = shared.try_append(&mut record) {
+                return Ok(match durable {
+                    None => {
+                        shared.notify();
+                        PendingAck::ready(Ok(delivered))
+                    }
+                    // Readers are woken once the journal has it on disk.
+                    Some(on_disk) => PendingAck::from_future(async move {
+                        on_disk.await.map_err(|_| Error::Closed)??;
+                        Ok(delivered)
+                    }),
+                });
             }
             // Full, and a lagging group still needs the records: wait for a
             // commit to make room.
@@ -177,6 +376,9 @@ impl Publisher for MemoryBus {
         let mut state = self.shared.lock();
         for spec in topics {
             state.topic_mut(&spec.name, spec.partitions.max(1) as usize);
+            if spec.compacted {
+                state.set_compacted(&spec.name);
+            }
         }
         Ok(())
     }
@@ -216,7 +418,7 @@ impl Subscriber for MemoryBus {
     }
 
     fn incarnation(&self) -> Option<&str> {
-        Some(&self.shared.incarnation)
+        self.shared.incarnation.as_deref()
     }
 }
 
@@ -275,8 +477,23 @@ impl MemoryConsumer {
         }
         for position in group.take_start_positions(self.member) {
             let tp = (position.topic, position.partition.max(0) as usize);
+            let log_end = state
+                .topics
+                .get(&tp.0)
+                .and_then(|parts| parts.get(tp.1))
+                .map_or(0, Partition::next_offset);
             if let Some(current) = self.positions.get_mut(&tp) {
-                *current = position.next_offset;
+                *current = if position.next_offset > log_end {
+                    // Out of range, as Kafka says with auto.offset.reset =
+                    // earliest: the log was removed or replaced since the
+                    // position was stored. Reading it again from its start
+                    // skips nothing.
+                    tracing::warn!(topic = %tp.0, partition = tp.1, position = position.next_offset, log_end,
+                        "a stored position lies past the end of the log; reading the partition from its start");
+                    i64::MIN
+                } else {
+                    position.next_offset
+                };
             }
         }
         let count = self.owned.len();
@@ -393,23 +610,50 @@ impl Consumer for MemoryConsumer {
     }
 
     async fn commit(&mut self, offsets: &[CommitOffset]) -> Result<()> {
-        {
+        let on_disk = {
             let mut state = self.shared.lock();
-            let group = state
-                .groups
+            let State {
+                groups, journal, ..
+            } = &mut *state;
+            let group = groups
                 .get_mut(&self.group)
                 .expect("a group exists while it has members");
             let mut touched = Vec::with_capacity(offsets.len());
+            let mut frame = Vec::new();
             for offset in offsets {
                 let tp = (offset.topic.clone(), offset.partition.max(0) as usize);
                 group.commit(tp.clone(), offset.next_offset);
+                if journal.is_some() {
+                    journal::encode_commit(
+                        &mut frame,
+                        &self.group,
+                        &tp.0,
+                        tp.1 as u32,
+                        offset.next_offset,
+                    );
+                }
                 touched.push(tp);
             }
+            let on_disk = journal
+                .as_ref()
+                .filter(|_| !frame.is_empty())
+                .map(|journal| {
+                    let (done, on_disk) = oneshot::channel();
+                    journal.send(Item::Meta {
+                        frame,
+                        done: Some(done),
+                    });
+                    on_disk
+                });
             for tp in &touched {
                 state.truncate(tp);
             }
-        }
+            on_disk
+        };
         self.shared.notify();
+        if let Some(on_disk) = on_disk {
+            on_disk.await.map_err(|_| Error::Closed)??;
+        }
         Ok(())
     }
 
