@@ -11,6 +11,9 @@
 //! Each message sets its own key in the device's reported state
 //! (`{"m<n>": 1}`), so the stored state names exactly which messages were
 //! applied; `message_count` equal to the number of keys means none twice.
+//!
+//! And across a SIGKILL and restart, a deleted device stays refused and a
+//! command queued for an offline device is delivered when it connects.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wharf_auth::TokenIssuer;
 use wharf_store::{Store, StoreConfig};
+use wharf_tests::api::ApiClient;
 use wharf_tests::env::free_port;
 use wharf_tests::mqtt::raw;
 use wharf_tests::process::binary;
@@ -48,8 +52,28 @@ struct Up {
     ops: SocketAddr,
 }
 
+/// Fixed ports, so that a restarted `wharf up` is where devices expect it.
+#[derive(Clone, Copy)]
+struct Ports {
+    socket: SocketPorts,
+    ops: SocketAddr,
+    api: SocketAddr,
+}
+
+impl Ports {
+    fn free() -> Self {
+        let addr = || -> SocketAddr { ([127, 0, 0, 1], free_port()).into() };
+        Ports {
+            socket: SocketPorts::free(),
+            ops: addr(),
+            api: addr(),
+        }
+    }
+}
+
 impl Up {
-    fn start(data: &Path, ports: SocketPorts, ops: SocketAddr, secret: &str) -> Up {
+    fn start(data: &Path, all: Ports, secret: &str) -> Up {
+        let (ports, ops) = (all.socket, all.ops);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,10 +94,7 @@ impl Up {
             .env("WHARF_SOCKET__RATE_LIMIT__BURST", "1000000")
             .env("WHARF_RECEIVER__FLUSH_INTERVAL", "200ms")
             .env("WHARF_UP__OPS_LISTEN", ops.to_string())
-            .env(
-                "WHARF_COMMANDER__API__LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .env("WHARF_COMMANDER__API__LISTEN", all.api.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -114,7 +135,8 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
             .issue(device, "demo-thermostat", Duration::from_secs(3600))
             .unwrap()
     };
-    let (ports, ops) = (SocketPorts::free(), ([127, 0, 0, 1], free_port()).into());
+    let all = Ports::free();
+    let ports = all.socket;
     let mqtt: Vec<(String, Shared)> = (0..MQTT_DEVICES)
         .map(|i| (format!("mqtt-{i}"), Shared::default()))
         .collect();
@@ -127,7 +149,7 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
 
     let mut store_handle = None;
     for kill in 1..=3 {
-        let mut up = Up::start(&data, ports, ops, &secret);
+        let mut up = Up::start(&data, all, &secret);
         up.ready().await;
         let store = match &store_handle {
             Some(store) => store,
@@ -173,7 +195,7 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
         );
     }
 
-    let up = Up::start(&data, ports, ops, &secret);
+    let up = Up::start(&data, all, &secret);
     up.ready().await;
     let store = store_handle.expect("a store");
     for (device, ledger) in mqtt.iter().chain([&ws, &tcp]) {
@@ -345,4 +367,47 @@ async fn write_tcp_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Resul
         .write_all(&(frame.len() as u32).to_be_bytes())
         .await?;
     stream.write_all(frame).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_and_queued_commands_survive_a_crash() {
+    let data = temp_dir("wharf-up-restart");
+    let secret = wharf_auth::generate_secret();
+    let ports = Ports::free();
+    let mut up = Up::start(&data, ports, &secret);
+    up.ready().await;
+    let key = std::fs::read_to_string(data.join("api-key")).expect("wharf up keeps its API key");
+    let api = ApiClient::new(ports.api, key.trim());
+
+    let gone_token = api.register("gone", serde_json::json!({})).await;
+    assert_eq!(api.delete("/v1/devices/gone").await.status, 200);
+    let later_token = api.register("later", serde_json::json!({})).await;
+    let queued = api
+        .post(
+            "/v1/devices/later/commands/fan",
+            &serde_json::json!({"args": {"on": true}}),
+        )
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let command_id = queued.result()["id"].as_str().unwrap().to_owned();
+    api.command_with_status(&command_id, "queued", PATIENCE)
+        .await;
+
+    up.kill();
+    let up = Up::start(&data, ports, &secret);
+    up.ready().await;
+
+    let ws = format!("ws://{}/v1/ws", ports.socket.websocket);
+    assert_eq!(
+        WsDevice::refused_status(&ws, &gone_token).await,
+        401,
+        "a deleted device stays refused after the restart"
+    );
+    let mut later = WsDevice::connect(&ws, &later_token).await.unwrap();
+    let frame: serde_json::Value = serde_json::from_str(&later.next_text(PATIENCE).await).unwrap();
+    assert_eq!(frame["cmd"], "fan", "{frame}");
+    assert_eq!(frame["id"], command_id.as_str(), "{frame}");
+    api.command_with_status(&command_id, "delivered", PATIENCE)
+        .await;
+    drop(up);
 }

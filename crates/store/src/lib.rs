@@ -118,6 +118,18 @@ impl Store {
         self.backend
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`), waiting for it up to the busy
+    /// timeout: a transaction that read first and then tried to write while
+    /// another connection held the lock would fail at once with "database is
+    /// locked" instead of waiting.
+    pub(crate) async fn begin_writing(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Writes `states` and `offsets` for `group` in one transaction.
     pub async fn commit_batch(
         &self,
@@ -125,7 +137,7 @@ impl Store {
         states: &[DeviceStateRow],
         offsets: &[StoredOffset],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_writing().await?;
         for chunk in states.chunks(ROWS_PER_STATEMENT) {
             device_state::upsert(&mut tx, chunk).await?;
         }

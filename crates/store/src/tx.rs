@@ -12,10 +12,10 @@ pub struct StoreTx {
 }
 
 impl Store {
-    /// Starts a transaction.
+    /// Starts a transaction (a writing one: see `begin_writing`).
     pub async fn begin(&self) -> Result<StoreTx> {
         Ok(StoreTx {
-            tx: self.pool().begin().await?,
+            tx: self.begin_writing().await?,
             store: self.clone(),
             statements: 1,
         })
