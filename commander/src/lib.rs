@@ -62,8 +62,8 @@ use relay::{OutboxRelay, OutboxWaker};
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// Sweeps between two rescans of the devices with queued commands.
 const RESCAN_EVERY: u32 = 10;
-/// Devices with queued commands looked at per rescan.
-const RESCAN_LIMIT: u32 = 10_000;
+/// Devices with queued commands read per page of a rescan (all pages are read).
+const RESCAN_PAGE: u32 = 10_000;
 
 /// What the Commander works with besides its configuration.
 pub struct CommanderParts {
@@ -165,7 +165,7 @@ impl Commander {
         .await?;
         let queued_devices = parts
             .store
-            .devices_with_queued_commands(RESCAN_LIMIT)
+            .devices_with_queued_commands(RESCAN_PAGE)
             .await
             .context("failed to read the queued commands")?
             .into_iter()
@@ -253,13 +253,19 @@ impl Pipeline {
                 }
                 request = self.requests.recv() => {
                     let message = request.context("failed to read the command requests")?;
-                    self.on_request(&message, shutdown).await?;
-                    self.request_offsets.consumed(&message);
+                    match self.on_request(&message, shutdown).await? {
+                        Handling::Done => self.request_offsets.consumed(&message),
+                        // Not handled: its offset stays uncommitted, so the
+                        // request is read again at the next start.
+                        Handling::Interrupted => return Ok(()),
+                    }
                 }
                 outcome = self.outcomes.recv() => {
                     let message = outcome.context("failed to read the command status")?;
-                    self.on_outcome(&message, shutdown).await?;
-                    self.outcome_offsets.consumed(&message);
+                    match self.on_outcome(&message, shutdown).await? {
+                        Handling::Done => self.outcome_offsets.consumed(&message),
+                        Handling::Interrupted => return Ok(()),
+                    }
                 }
                 _ = sweep_tick.tick() => {
                     sweeps = sweeps.wrapping_add(1);
@@ -343,18 +349,18 @@ impl Pipeline {
         &mut self,
         message: &Message,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Handling> {
         let envelope = match Envelope::from_json(&message.payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.metrics.count("undecodable");
                 warn!(%error, offset = message.offset, "skipping an undecodable request");
-                return Ok(());
+                return Ok(Handling::Done);
             }
         };
         let Event::CommandRequested(request) = &envelope.event else {
             self.metrics.count("unexpected");
-            return Ok(());
+            return Ok(Handling::Done);
         };
         let profiles = self.profiles.current();
         let (desk, store, presence) = (&self.desk, &self.store, &self.presence);
@@ -363,7 +369,7 @@ impl Pipeline {
         })
         .await?
         else {
-            return Ok(());
+            return Ok(Handling::Interrupted);
         };
         debug!(id = %envelope.id, device = %envelope.device, outcome = handled.label(), "command request handled");
         self.metrics.count(handled.label());
@@ -371,30 +377,30 @@ impl Pipeline {
             self.queued_devices.insert(envelope.device.clone());
         }
         self.waker.wake();
-        Ok(())
+        Ok(Handling::Done)
     }
 
     async fn on_outcome(
         &mut self,
         message: &Message,
         shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Handling> {
         // Only what Sockets report; the Commander's own events come back
         // too, and the `type` header skips them without decoding.
         if message
             .header("type")
             .is_some_and(|kind| !matches!(kind, "CommandDelivered" | "CommandFailed"))
         {
-            return Ok(());
+            return Ok(Handling::Done);
         }
         let Ok(envelope) = Envelope::from_json(&message.payload) else {
-            return Ok(());
+            return Ok(Handling::Done);
         };
         if !matches!(
             envelope.event,
             Event::CommandDelivered(_) | Event::CommandFailed(_)
         ) {
-            return Ok(());
+            return Ok(Handling::Done);
         }
         let profiles = self.profiles.current();
         let (desk, store) = (&self.desk, &self.store);
@@ -413,9 +419,10 @@ impl Pipeline {
                 // device is back already, the next rescan sends it.
                 self.queued_devices.insert(envelope.device.clone());
             }
-            Some(Recorded::Ignored) | None => {}
+            Some(Recorded::Ignored) => {}
+            None => return Ok(Handling::Interrupted),
         }
-        Ok(())
+        Ok(Handling::Done)
     }
 
     /// Expires what is due; on `rescan`, also flushes devices that are
@@ -433,7 +440,7 @@ impl Pipeline {
             return Ok(());
         }
         let Some(devices) = retry_store(&self.ready, shutdown, || {
-            store.devices_with_queued_commands(RESCAN_LIMIT)
+            store.devices_with_queued_commands(RESCAN_PAGE)
         })
         .await?
         else {
@@ -488,6 +495,14 @@ async fn commit_or_leave_to_next_owner(
         }
         result => result.with_context(|| format!("failed to commit {what}")),
     }
+}
+
+/// Whether a consumed message was dealt with, and so may be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handling {
+    Done,
+    /// Shutdown came while the store was being retried: not handled.
+    Interrupted,
 }
 
 /// Runs `op` until it succeeds, waiting out database outages (not ready

@@ -92,9 +92,10 @@ impl OutboxRelay {
     async fn drain(&self) -> anyhow::Result<()> {
         loop {
             let rows = self.store.outbox_batch(&self.instance, BATCH).await?;
-            let Some(last) = rows.last().map(|row| row.seq) else {
+            if rows.is_empty() {
                 return Ok(());
-            };
+            }
+            let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
             let mut acks = Vec::with_capacity(rows.len());
             for row in rows {
                 let record = Record::encoded_event(
@@ -109,7 +110,7 @@ impl OutboxRelay {
             for ack in acks {
                 ack.await?;
             }
-            self.store.outbox_published(&self.instance, last).await?;
+            self.store.outbox_published(&self.instance, &seqs).await?;
             self.metrics.outbox_published.inc_by(published as u64);
         }
     }

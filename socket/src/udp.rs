@@ -1,16 +1,26 @@
 //! UDP devices. A datagram `HELLO <token>` opens a session; the Socket
 //! answers with its 8-byte session id. Data datagrams are
 //! `<8-byte session id><payload>`; an empty payload is a keep-alive.
-//! Commands are sent, as plain datagrams, to the address the device last
-//! used. A session without datagrams for `udp.session_idle` ends.
+//! Commands are sent, as plain datagrams, to the address that opened the
+//! session. A session without datagrams for `udp.session_idle` ends.
 //!
 //! Replies are ASCII words: `UNAUTHORIZED`, `UNKNOWN_SESSION` (send `HELLO`
 //! again), `BUSY` (connection limit), `TRY_LATER` (bus unavailable),
-//! `GOING_AWAY` (shutdown), `TAKEN_OVER`.
+//! `GOING_AWAY` (shutdown), `TAKEN_OVER`, `SLOW_DOWN` (too many `HELLO`s).
+//!
+//! UDP sources can be forged, so what an unauthenticated datagram gets is
+//! kept small and rare: a datagram that is itself one of these words is
+//! never answered (two Sockets, or a Socket and a forged copy of its own
+//! address, would otherwise answer each other forever); refusals are sent at
+//! most [`REFUSALS_PER_SECOND`] a second in all; a session belongs to the
+//! address that opened it (a datagram with its id from elsewhere is
+//! refused: the device says `HELLO` again after its address changed); and a
+//! device may open at most one session per [`HELLO_INTERVAL`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
@@ -25,18 +35,38 @@ use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 
 type SessionId = [u8; 8];
 
+/// Every word the Socket sends; a datagram that is one of them is dropped.
+const REPLY_WORDS: [&str; 7] = [
+    "UNAUTHORIZED",
+    "UNKNOWN_SESSION",
+    "BUSY",
+    "TRY_LATER",
+    "GOING_AWAY",
+    "TAKEN_OVER",
+    "SLOW_DOWN",
+];
+
+/// Refusals sent to unauthenticated sources, a second, all sources together.
+const REFUSALS_PER_SECOND: u32 = 100;
+
+/// The least time between two sessions of one device.
+const HELLO_INTERVAL: Duration = Duration::from_secs(1);
+
 const TRANSPORT: [(&str, &str); 1] = [("transport", "udp")];
 
-/// A datagram for a session.
+/// A datagram for a session (from the address that opened it).
 struct Datagram {
     payload: Vec<u8>,
-    from: SocketAddr,
 }
 
 /// Serves UDP devices on `socket` until `stop`.
 pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: CancellationToken) {
     let socket = Arc::new(socket);
-    let mut sessions: HashMap<SessionId, mpsc::Sender<Datagram>> = HashMap::new();
+    // Each session's queue and the address that opened it.
+    let mut sessions: HashMap<SessionId, (mpsc::Sender<Datagram>, SocketAddr)> = HashMap::new();
+    let mut refusals = Refusals::default();
+    // When each device last opened a session; swept as it grows.
+    let mut hellos: HashMap<String, Instant> = HashMap::new();
     // One message per ended session: bounded by the number of sessions.
     let (ended_tx, mut ended) = mpsc::unbounded_channel::<SessionId>();
     let mut buf = vec![0u8; 65_536];
@@ -57,14 +87,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
             },
         };
         let datagram = &buf[..len];
+        if REPLY_WORDS.iter().any(|word| datagram == word.as_bytes()) {
+            shared.metrics.dropped("reply_word");
+            continue;
+        }
         if let Some(token) = datagram.strip_prefix(b"HELLO ") {
             let token = String::from_utf8_lossy(token);
-            match hello(&shared, token.trim()) {
-                Err(reply) => reply_to(&socket, from, reply).await,
+            match hello(&shared, token.trim(), &mut hellos) {
+                Err(reply) => refusals.send(&shared, &socket, from, reply).await,
                 Ok((claims, permit)) => {
                     let id = new_session_id();
                     let (tx, rx) = mpsc::channel(shared.config.udp.queue);
-                    sessions.insert(id, tx);
+                    sessions.insert(id, (tx, from));
                     let task = session(
                         shared.clone(),
                         socket.clone(),
@@ -90,12 +124,21 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
         match sessions.get(id) {
             None => {
                 shared.metrics.dropped("unknown_session");
-                reply_to(&socket, from, "UNKNOWN_SESSION").await;
+                refusals
+                    .send(&shared, &socket, from, "UNKNOWN_SESSION")
+                    .await;
             }
-            Some(session) => {
+            // A session id is no password: datagrams count only from the
+            // address that opened the session.
+            Some((_, opened_by)) if *opened_by != from => {
+                shared.metrics.dropped("foreign_address");
+                refusals
+                    .send(&shared, &socket, from, "UNKNOWN_SESSION")
+                    .await;
+            }
+            Some((session, _)) => {
                 let datagram = Datagram {
                     payload: payload.to_vec(),
-                    from,
                 };
                 // The publish path is bounded: beyond it, datagrams are dropped.
                 if session.try_send(datagram).is_err() {
@@ -110,10 +153,23 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
 fn hello(
     shared: &Shared,
     token: &str,
+    hellos: &mut HashMap<String, Instant>,
 ) -> Result<(DeviceClaims, OwnedSemaphorePermit), &'static str> {
     let claims = shared
         .authenticate("udp", token, None)
         .map_err(|_| "UNAUTHORIZED")?;
+    let now = Instant::now();
+    if hellos
+        .get(&claims.sub)
+        .is_some_and(|last| now.duration_since(*last) < HELLO_INTERVAL)
+    {
+        shared.metrics.dropped("hello_rate");
+        return Err("SLOW_DOWN");
+    }
+    if hellos.len() >= 10_000 {
+        hellos.retain(|_, last| now.duration_since(*last) < HELLO_INTERVAL);
+    }
+    hellos.insert(claims.sub.clone(), now);
     let permit = shared
         .connection_slots
         .clone()
@@ -144,7 +200,7 @@ async fn session(
     socket: Arc<UdpSocket>,
     id: SessionId,
     claims: DeviceClaims,
-    mut address: SocketAddr,
+    address: SocketAddr,
     mut datagrams: mpsc::Receiver<Datagram>,
     _end: SessionEnd,
     stop: CancellationToken,
@@ -180,7 +236,6 @@ async fn session(
             received = tokio::time::timeout(shared.config.udp.session_idle, datagrams.recv()), if !window.is_full() => {
                 let Ok(received) = received else { break CloseReason::IdleTimeout };
                 let Some(datagram) = received else { break CloseReason::ShuttingDown };
-                address = datagram.from;
                 if datagram.payload.is_empty() {
                     continue; // keep-alive
                 }
@@ -218,6 +273,37 @@ async fn session(
 
 async fn reply_to(socket: &UdpSocket, to: SocketAddr, word: &str) {
     let _ = socket.send_to(word.as_bytes(), to).await;
+}
+
+/// A token bucket over the refusals sent to unauthenticated sources: a
+/// flood of forged datagrams cannot turn the Socket into an amplifier.
+struct Refusals {
+    tokens: u32,
+    refilled: Instant,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            tokens: REFUSALS_PER_SECOND,
+            refilled: Instant::now(),
+        }
+    }
+}
+
+impl Refusals {
+    async fn send(&mut self, shared: &Shared, socket: &UdpSocket, to: SocketAddr, word: &str) {
+        if self.refilled.elapsed() >= Duration::from_secs(1) {
+            self.tokens = REFUSALS_PER_SECOND;
+            self.refilled = Instant::now();
+        }
+        if self.tokens == 0 {
+            shared.metrics.dropped("refusal_rate");
+            return;
+        }
+        self.tokens -= 1;
+        reply_to(socket, to, word).await;
+    }
 }
 
 fn new_session_id() -> SessionId {

@@ -277,11 +277,23 @@ async fn every_api_error_answers_in_the_envelope_with_its_status() {
         )
     );
     assert_eq!(recorded["terminal"], json!(true));
+    // An unauthenticated request with a made-up method cannot mint a
+    // metric series of its own.
+    let probe = api
+        .anonymous()
+        .send("WHARFPROBEMETHOD", "/v1/devices", None)
+        .await;
+    assert_eq!(probe.status, 401, "{}", probe.body);
     // Nothing of the above was a server error.
     let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
     assert!(
         !metrics.contains("status=\"500\""),
         "no 500 among the answers: {metrics}"
+    );
+    assert!(!metrics.contains("WHARFPROBEMETHOD"), "{metrics}");
+    assert!(
+        metrics.contains("method=\"other\",status=\"401\""),
+        "{metrics}"
     );
     wharf.stop().await;
 }
@@ -595,6 +607,36 @@ async fn deleting_a_device_closes_its_connections_and_refuses_its_token() {
     WsDevice::connect(&ws_url(&wharf), &fresh)
         .await
         .expect("the new token connects");
+
+    // Deleted, registered and deleted again in quick succession (within one
+    // second, mostly): every token handed out is refused in the end.
+    let mut handed_out = vec![fresh];
+    for _ in 0..3 {
+        assert_eq!(
+            api.delete(&format!("/v1/devices/{ws_id}")).await.status,
+            200
+        );
+        handed_out.push(api.register(&ws_id, json!({})).await);
+    }
+    assert_eq!(
+        api.delete(&format!("/v1/devices/{ws_id}")).await.status,
+        200
+    );
+    for token in &handed_out {
+        // The Socket learns of revocations from the bus: give it a moment.
+        wait_until(
+            PATIENCE,
+            "every token of the deleted device to be refused",
+            || async {
+                WsDevice::connect(&ws_url(&wharf), token)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(WsDevice::refused_status(&ws_url(&wharf), token).await, 401);
+    }
     wharf.stop().await;
 }
 

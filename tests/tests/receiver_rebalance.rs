@@ -62,18 +62,7 @@ async fn receivers_joining_and_leaving_on_kafka_keep_counts_exact() {
         .unwrap();
     let mut first = start(0);
     let _second = start(1);
-    wait_until(
-        PATIENCE,
-        "two receivers to share the partitions",
-        || async {
-            let (a, b) = (
-                owned_partitions(ops[0]).await?,
-                owned_partitions(ops[1]).await?,
-            );
-            (a > 0 && b > 0 && a + b == i64::from(PARTITIONS)).then_some(())
-        },
-    )
-    .await;
+    wait_sharing(&ops[..2], "two receivers to share the partitions").await;
 
     // About 20 s of frames at 4 ms a round: long enough that the join and
     // the leave both happen while frames flow.
@@ -81,33 +70,16 @@ async fn receivers_joining_and_leaving_on_kafka_keep_counts_exact() {
     let publishing = spawn_publisher(&workload, bus, topics.device_events());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _third = start(2);
-    wait_until(PATIENCE, "the third receiver to get partitions", || async {
-        let owned: Vec<i64> = [
-            owned_partitions(ops[0]).await?,
-            owned_partitions(ops[1]).await?,
-            owned_partitions(ops[2]).await?,
-        ]
-        .into();
-        (owned.iter().all(|n| *n > 0) && owned.iter().sum::<i64>() == i64::from(PARTITIONS))
-            .then_some(())
-    })
-    .await;
+    wait_sharing(&ops, "the third receiver to get partitions").await;
 
     let status = first.terminate();
     assert!(
         status.success(),
         "the leaving receiver stops cleanly: {status}"
     );
-    wait_until(
-        PATIENCE,
+    wait_sharing(
+        &ops[1..],
         "the two staying receivers to own every partition",
-        || async {
-            let (a, b) = (
-                owned_partitions(ops[1]).await?,
-                owned_partitions(ops[2]).await?,
-            );
-            (a > 0 && b > 0 && a + b == i64::from(PARTITIONS)).then_some(())
-        },
     )
     .await;
     let left_mid_stream = !publishing.is_finished();
@@ -185,6 +157,20 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
         stop.cancel();
         task.await.unwrap().unwrap();
     }
+}
+
+/// Waits until the Receivers at `ops` each own partitions and together own
+/// all of them.
+async fn wait_sharing(ops: &[SocketAddr], what: &str) {
+    wait_until(PATIENCE, what, || async {
+        let mut owned = Vec::with_capacity(ops.len());
+        for addr in ops {
+            owned.push(owned_partitions(*addr).await?);
+        }
+        (owned.iter().all(|n| *n > 0) && owned.iter().sum::<i64>() == i64::from(PARTITIONS))
+            .then_some(())
+    })
+    .await;
 }
 
 fn spawn_publisher(

@@ -315,6 +315,89 @@ async fn devices_over_the_rate_limit_are_cut_off() {
     wharf.stop().await;
 }
 
+/// UDP answers nothing that could start a loop or an amplification: its
+/// own reply words go unanswered, a session id sent from another address
+/// is refused and not published, refusals are rate-limited, and a device
+/// opens at most one session a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_never_answers_its_own_words_and_keeps_sessions_to_their_address() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let server = wharf.addresses.udp.unwrap();
+    let quiet = Duration::from_millis(500);
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.connect(server).await.unwrap();
+    let mut buf = [0u8; 64];
+
+    // What a second Socket would send back: no answer, or they loop forever.
+    stranger.send(b"UNKNOWN_SESSION").await.unwrap();
+    assert!(
+        tokio::time::timeout(quiet, stranger.recv(&mut buf))
+            .await
+            .is_err(),
+        "a reply word was answered"
+    );
+
+    // A session, and its id replayed from another address.
+    let device = unique("thermo");
+    let owner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    owner.connect(server).await.unwrap();
+    owner
+        .send(format!("HELLO {}", wharf.token(&device)).as_bytes())
+        .await
+        .unwrap();
+    let mut session = [0; 8];
+    tokio::time::timeout(PATIENCE, owner.recv(&mut session))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spoofed = session.to_vec();
+    spoofed.extend_from_slice(br#"{"from": "stranger"}"#);
+    stranger.send(&spoofed).await.unwrap();
+    let n = tokio::time::timeout(PATIENCE, stranger.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"UNKNOWN_SESSION");
+    let mut genuine = session.to_vec();
+    genuine.extend_from_slice(br#"{"from": "owner"}"#);
+    owner.send(&genuine).await.unwrap();
+    let state = wharf.state_after(&device, 1).await;
+    tokio::time::sleep(quiet).await;
+    let state = wharf.state_after(&device, state.message_count).await;
+    assert_eq!(state.message_count, 1, "only the owner's datagram counts");
+    assert_eq!(state.reported["from"], "owner");
+
+    // A second HELLO of the device within a second opens nothing.
+    owner
+        .send(format!("HELLO {}", wharf.token(&device)).as_bytes())
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(PATIENCE, owner.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"SLOW_DOWN");
+
+    // A flood of unknown sessions gets at most the refusal budget back.
+    for i in 0..400u32 {
+        let mut junk = i.to_be_bytes().repeat(2);
+        junk.extend_from_slice(b"x");
+        stranger.send(&junk).await.unwrap();
+    }
+    let mut answers = 0;
+    while tokio::time::timeout(quiet, stranger.recv(&mut buf))
+        .await
+        .is_ok()
+    {
+        answers += 1;
+    }
+    assert!(
+        answers <= 200,
+        "{answers} refusals for 400 forged datagrams"
+    );
+    wharf.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_connection_takes_over_the_first() {
     let wharf = TestWharf::start(|_| {}).await;

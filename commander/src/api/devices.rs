@@ -243,12 +243,18 @@ pub(super) async fn delete_device(
     State(api): State<Api>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<DeviceDeleted> {
-    let now_ms = unix_millis(SystemTime::now());
-    // Whole seconds, like a token's `iat`: every token issued up to now
-    // is older than this.
-    let tokens_issued_before = UNIX_EPOCH + Duration::from_secs(revocation_second(now_ms));
+    let Some(current) = api
+        .store
+        .device(&id)
+        .await?
+        .filter(|row| row.revoked_at_ms.is_none())
+    else {
+        return Err(no_device(&id));
+    };
+    let revoked_at_ms = revocation_moment(unix_millis(SystemTime::now()), current.created_at_ms);
+    let tokens_issued_before = UNIX_EPOCH + Duration::from_secs(revocation_second(revoked_at_ms));
     let mut tx = api.store.begin().await?;
-    if !tx.revoke_device(&id, now_ms).await? {
+    if !tx.revoke_device(&id, revoked_at_ms).await? {
         return Err(no_device(&id));
     }
     let revoked = Envelope::new(
@@ -405,4 +411,40 @@ fn unix_secs(time: SystemTime) -> u64 {
 /// before it predate the revocation.
 fn revocation_second(ms: i64) -> u64 {
     (ms.max(0) as u64) / 1000 + 1
+}
+
+/// When a device created at `created_at_ms` counts as revoked, for a delete
+/// at `now_ms`: tokens issued before [`revocation_second`] of it stop
+/// working. Usually `now_ms`. But a device created again after an earlier
+/// deletion got tokens dated up to the second after that deletion (see
+/// `create_device`), which is at most the second after its creation; the
+/// revocation is moved past that second, so it is monotonic even when
+/// delete, create and delete again fall within one second. A device
+/// created again later still gets tokens dated after this moment.
+fn revocation_moment(now_ms: i64, created_at_ms: i64) -> i64 {
+    let second_after_tokens = revocation_second(created_at_ms) + 1;
+    now_ms.max((second_after_tokens as i64 - 1) * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_covers_every_token_issued_so_far_even_within_one_second() {
+        // Deleted at 100.1 s: tokens with iat < 101 are refused.
+        assert_eq!(revocation_second(100_100), 101);
+        // Created again at 100.3 s: its token is dated 101 (create_device).
+        let recreated_token_iat = revocation_second(100_100).max(100);
+        // Deleted again at 100.7 s: that token must be refused too.
+        let moment = revocation_moment(100_700, 100_300);
+        assert!(revocation_second(moment) > recreated_token_iat);
+        // Created a third time: its token is dated past this revocation.
+        assert!(revocation_second(moment).max(100) >= revocation_second(moment));
+    }
+
+    #[test]
+    fn a_device_created_long_ago_is_revoked_now() {
+        assert_eq!(revocation_moment(500_700, 100_300), 500_700);
+    }
 }

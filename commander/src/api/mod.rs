@@ -276,7 +276,19 @@ async fn require_api_key(State(api): State<Api>, request: Request, next: Next) -
 }
 
 async fn count_responses(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
+    // This runs before authentication: a label from the request itself
+    // must come from a closed set, or anyone could mint metric series.
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+    .to_owned();
     let response = next.run(request).await;
     api.metrics
         .api_responses

@@ -230,16 +230,30 @@ impl Store {
         rows.iter().map(decode).collect()
     }
 
-    /// Up to `limit` devices with queued commands.
-    pub async fn devices_with_queued_commands(&self, limit: u32) -> Result<Vec<String>> {
-        self.count_statements(1);
-        let sql = format!(
-            "SELECT DISTINCT device FROM commands WHERE status = 'queued' ORDER BY device LIMIT {limit}"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(|row| Ok(row.try_get("device")?)).collect()
+    /// Every device with queued commands, read in pages of `page` devices
+    /// (keyset pagination by device id, so a large backlog never becomes
+    /// one huge result).
+    pub async fn devices_with_queued_commands(&self, page: u32) -> Result<Vec<String>> {
+        let mut devices: Vec<String> = Vec::new();
+        loop {
+            self.count_statements(1);
+            let sql = format!(
+                "SELECT DISTINCT device FROM commands WHERE status = 'queued' AND device > $1 \
+                 ORDER BY device LIMIT {page}"
+            );
+            let after = devices.last().cloned().unwrap_or_default();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(after)
+                .fetch_all(self.pool())
+                .await?;
+            let count = rows.len();
+            for row in &rows {
+                devices.push(row.try_get("device")?);
+            }
+            if count < page as usize {
+                return Ok(devices);
+            }
+        }
     }
 }
 

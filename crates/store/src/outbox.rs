@@ -76,14 +76,25 @@ impl Store {
             .collect()
     }
 
-    /// Deletes `instance`'s events up to and including `seq`: published.
-    pub async fn outbox_published(&self, instance: &str, seq: i64) -> Result<()> {
-        self.count_statements(1);
-        sqlx::query("DELETE FROM outbox WHERE instance = $1 AND seq <= $2")
-            .bind(instance)
-            .bind(seq)
-            .execute(self.pool())
-            .await?;
+    /// Deletes exactly the events `seqs` of `instance`: published.
+    ///
+    /// Not "everything up to the last one": a sequence number is taken when
+    /// a row is inserted, not when its transaction commits, so a row with a
+    /// lower number can commit after a higher one was read and published.
+    pub async fn outbox_published(&self, instance: &str, seqs: &[i64]) -> Result<()> {
+        for chunk in seqs.chunks(crate::ROWS_PER_STATEMENT) {
+            self.count_statements(1);
+            let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "DELETE FROM outbox WHERE instance = $1 AND seq IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(instance);
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(self.pool()).await?;
+        }
         Ok(())
     }
 }

@@ -126,6 +126,31 @@ fn request(device: &str, command: &str) -> CommandRow {
     )
 }
 
+/// Past the first page of devices with queued commands the rest are found
+/// too: a device whose id sorts late still has its queue flushed.
+async fn every_device_with_queued_commands_is_found_past_a_page(config: StoreConfig) {
+    let store = Store::connect(&config).await.unwrap();
+    let prefix = unique("waiting");
+    let mut tx = store.begin().await.unwrap();
+    for i in 0..5 {
+        let row = request(&format!("{prefix}-{i}"), "fan");
+        tx.insert_command(&row).await.unwrap();
+        let queued = StatusChange {
+            expires_at_ms: Some(row.requested_at_ms + 30_000),
+            ..StatusChange::to(CommandStatus::Queued)
+        };
+        tx.transition(row.id, CommandStatus::Requested, &queued)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let found = store.devices_with_queued_commands(2).await.unwrap();
+    for i in 0..5 {
+        let device = format!("{prefix}-{i}");
+        assert!(found.contains(&device), "{device} missing from {found:?}");
+    }
+}
+
 async fn commands_change_status_only_from_the_status_seen(config: StoreConfig) {
     let store = Store::connect(&config).await.unwrap();
     let device = unique("thermo");
@@ -298,7 +323,7 @@ async fn the_outbox_publishes_in_order_and_only_what_committed(config: StoreConf
     let payloads: Vec<&str> = batch.iter().map(|row| row.payload.as_str()).collect();
     assert_eq!(payloads, [r#"{"n":0}"#, r#"{"n":1}"#, r#"{"n":2}"#]);
     store
-        .outbox_published(&instance, batch[1].seq)
+        .outbox_published(&instance, &[batch[0].seq, batch[1].seq])
         .await
         .unwrap();
     let rest = store.outbox_batch(&instance, 100).await.unwrap();
@@ -320,6 +345,11 @@ macro_rules! scenarios {
             #[tokio::test]
             async fn devices_page_by_id() {
                 super::devices_page_by_id($config).await;
+            }
+
+            #[tokio::test]
+            async fn every_device_with_queued_commands_is_found_past_a_page() {
+                super::every_device_with_queued_commands_is_found_past_a_page($config).await;
             }
 
             #[tokio::test]
@@ -355,4 +385,43 @@ async fn services_starting_together_on_a_new_sqlite_file_both_migrate() {
         first.close().await;
         second.close().await;
     }
+}
+
+/// An outbox row that commits after a later-numbered one was read and
+/// published is still published: sequence numbers are taken at insert, not
+/// at commit, so "delete everything up to the last published" would delete
+/// it unpublished. Only PostgreSQL lets two writers interleave (SQLite's
+/// writes are serialised).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_row_committed_late_is_not_deleted_unpublished_on_postgres() {
+    let store = Store::connect(&postgres()).await.unwrap();
+    let instance = unique("commander");
+    let mut early = store.begin().await.unwrap();
+    early
+        .outbox(&instance, "t", "d", "DeviceRevoked", "{\"n\":1}".into())
+        .await
+        .unwrap();
+    let mut late = store.begin().await.unwrap();
+    late.outbox(&instance, "t", "d", "CommandDispatched", "{\"n\":2}".into())
+        .await
+        .unwrap();
+    late.commit().await.unwrap();
+
+    // The relay reads and publishes what has committed so far: seq 2 only.
+    let first = store.outbox_batch(&instance, 100).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].payload, r#"{"n":2}"#);
+    early.commit().await.unwrap();
+    store
+        .outbox_published(&instance, &[first[0].seq])
+        .await
+        .unwrap();
+
+    let next = store.outbox_batch(&instance, 100).await.unwrap();
+    let payloads: Vec<&str> = next.iter().map(|row| row.payload.as_str()).collect();
+    assert_eq!(
+        payloads,
+        [r#"{"n":1}"#],
+        "the early row is still to publish"
+    );
 }

@@ -23,6 +23,27 @@ pub(crate) enum CodecError {
     UnsupportedVersion(u8),
 }
 
+/// The name of a packet's kind, for logs: never its fields (a CONNECT
+/// holds the device's token).
+pub(crate) fn packet_kind(packet: &Packet) -> &'static str {
+    match packet {
+        Packet::Connect(..) => "CONNECT",
+        Packet::ConnAck(..) => "CONNACK",
+        Packet::Publish(..) => "PUBLISH",
+        Packet::PubAck(..) => "PUBACK",
+        Packet::PingReq(..) => "PINGREQ",
+        Packet::PingResp(..) => "PINGRESP",
+        Packet::Subscribe(..) => "SUBSCRIBE",
+        Packet::SubAck(..) => "SUBACK",
+        Packet::PubRec(..) => "PUBREC",
+        Packet::PubRel(..) => "PUBREL",
+        Packet::PubComp(..) => "PUBCOMP",
+        Packet::Unsubscribe(..) => "UNSUBSCRIBE",
+        Packet::UnsubAck(..) => "UNSUBACK",
+        Packet::Disconnect(..) => "DISCONNECT",
+    }
+}
+
 /// The fixed header of the packet at the start of a buffer.
 struct FixedHeader {
     first: u8,
