@@ -415,15 +415,14 @@ fn revocation_second(ms: i64) -> u64 {
 
 /// When a device created at `created_at_ms` counts as revoked, for a delete
 /// at `now_ms`: tokens issued before [`revocation_second`] of it stop
-/// working. Usually `now_ms`. But a device created again after an earlier
-/// deletion got tokens dated up to the second after that deletion (see
-/// `create_device`), which is at most the second after its creation; the
-/// revocation is moved past that second, so it is monotonic even when
-/// delete, create and delete again fall within one second. A device
-/// created again later still gets tokens dated after this moment.
+/// working. Usually `now_ms`. But tokens of a device created again after a
+/// deletion are dated up to the second after that deletion, and its
+/// creation is dated no earlier than the deletion (the store sees to it):
+/// every token of the device is dated at most `revocation_second` of its
+/// creation, and the revocation is moved past that. So revoking is
+/// monotonic even when deletes and creations fall within one second.
 fn revocation_moment(now_ms: i64, created_at_ms: i64) -> i64 {
-    let second_after_tokens = revocation_second(created_at_ms) + 1;
-    now_ms.max((second_after_tokens as i64 - 1) * 1000)
+    now_ms.max(revocation_second(created_at_ms) as i64 * 1000)
 }
 
 #[cfg(test)]
@@ -432,15 +431,22 @@ mod tests {
 
     #[test]
     fn a_revocation_covers_every_token_issued_so_far_even_within_one_second() {
-        // Deleted at 100.1 s: tokens with iat < 101 are refused.
-        assert_eq!(revocation_second(100_100), 101);
-        // Created again at 100.3 s: its token is dated 101 (create_device).
-        let recreated_token_iat = revocation_second(100_100).max(100);
-        // Deleted again at 100.7 s: that token must be refused too.
-        let moment = revocation_moment(100_700, 100_300);
-        assert!(revocation_second(moment) > recreated_token_iat);
-        // Created a third time: its token is dated past this revocation.
-        assert!(revocation_second(moment).max(100) >= revocation_second(moment));
+        // Created long ago, deleted at 100.1 s: tokens with iat < 101 refused.
+        let mut revoked_at = revocation_moment(100_100, 5_000);
+        assert_eq!(revocation_second(revoked_at), 101);
+        // Deleted and created again, five times within the same second.
+        for now in [100_200, 100_400, 100_600, 100_800, 100_900] {
+            // Created again (the store dates it no earlier than the deletion);
+            // its token is dated after the revocation (create_device).
+            let created_at = now.max(revoked_at);
+            let token_iat = (now as u64 / 1000).max(revocation_second(revoked_at));
+            // Deleted again a moment later: that token is refused too.
+            revoked_at = revocation_moment(now + 50, created_at);
+            assert!(
+                revocation_second(revoked_at) > token_iat,
+                "token dated {token_iat} survives a revocation at {revoked_at}"
+            );
+        }
     }
 
     #[test]

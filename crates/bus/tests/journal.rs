@@ -117,10 +117,16 @@ async fn offsets_keep_counting_after_everything_was_consumed_and_compacted_away(
         assert!(held <= 10, "consumed segments are deleted: {held} left");
     }
     let bus = MemoryBus::open(&dir, 1, 10_000, options).unwrap();
-    assert_eq!(
-        segments(&dir).len(),
-        1,
-        "a start replaces what is consumed by a snapshot"
+    // A start replaces what is consumed by a snapshot (unless the newest
+    // old segment is itself no more than such a snapshot).
+    let held: u64 = segments(&dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        segments(&dir).len() <= 2 && held < 8192,
+        "{} segments, {held} bytes",
+        segments(&dir).len()
     );
     let delivered = bus
         .publish(Record::new("t", "k", b"next".to_vec()))
@@ -321,13 +327,27 @@ fn nothing_acknowledged_is_lost_when_the_process_is_killed() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (first_ack, acking) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            std::io::BufReader::new(stdout)
+            let mut acked = Vec::new();
+            for line in std::io::BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|line| line.trim().parse::<u64>().ok())
-                .collect::<Vec<u64>>()
+            {
+                if let Ok(n) = line.trim().parse::<u64>() {
+                    if acked.is_empty() {
+                        let _ = first_ack.send(());
+                    }
+                    acked.push(n);
+                }
+            }
+            acked
         });
+        // Killed a while after it started acknowledging (a loaded machine
+        // may take seconds to start it).
+        acking
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child acknowledges records");
         std::thread::sleep(Duration::from_millis(kill_after));
         child.kill().unwrap(); // SIGKILL: no flush, no goodbye
         child.wait().unwrap();

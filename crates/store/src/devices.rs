@@ -74,7 +74,11 @@ impl StoreTx {
                 .await?
                 .map(|row| row.try_get("revoked_at_ms"))
                 .transpose()?;
-        let now = unix_millis(SystemTime::now());
+        // A device created again is dated no earlier than its deletion: the
+        // API dates its new tokens after the revocation, and a later
+        // deletion must revoke tokens up to this date (see the Commander's
+        // `revocation_moment`).
+        let now = unix_millis(SystemTime::now()).max(previous.flatten().unwrap_or(i64::MIN));
         let result = sqlx::query(
             "INSERT INTO devices (id, model, metadata, created_at_ms, updated_at_ms, revoked_at_ms) \
              VALUES ($1, $2, $3, $4, $5, NULL) \
