@@ -59,8 +59,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wharf_auth::{AuthError, DeviceClaims, TokenVerifier};
-use wharf_bus::{BusConsumer, BusHandle, Publisher as _, Subscriber as _, TopicSpec};
-use wharf_runtime::{OpsEndpoint, Readiness, Registry};
+use wharf_bus::{BusConsumer, BusHandle, CommitOffset, Publisher as _, Subscriber as _, TopicSpec};
+use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
 
 pub use config::{SocketConfig, SocketSettings};
 use events_out::EventsOut;
@@ -132,6 +132,11 @@ pub struct Socket {
     udp: Option<UdpSocket>,
     deliveries: BusConsumer,
     revocations: BusConsumer,
+    /// Where the revocations topic ended at start: read that far before
+    /// accepting devices.
+    revocations_end: Vec<CommitOffset>,
+    /// Set once devices are accepted.
+    ready: ReadyFlag,
 }
 
 impl Socket {
@@ -169,6 +174,12 @@ impl Socket {
             .context("failed to subscribe to the deliveries topic")?;
         // Every start reads every revocation still retained (the topic is
         // compacted by device).
+        // Where the revocations end now: devices are accepted, and the
+        // Socket reports ready, only once it has read that far.
+        let revocations_end = bus
+            .log_end(&topics.revocations())
+            .await
+            .context("failed to read where the revocations topic ends")?;
         let revocations = bus
             .subscribe_from_start(&format!("{group}.revocations"), &[topics.revocations()])
             .await
@@ -184,7 +195,7 @@ impl Socket {
                     .with_context(|| format!("failed to listen on udp {}", config.udp.listen))?,
             ),
         };
-        readiness.flag("socket").set(true);
+        let ready = readiness.flag("socket");
         let metrics = SocketMetrics::register(registry);
         let events = EventsOut::new(bus, topics, config.instance_id.clone());
         Ok(Socket {
@@ -204,6 +215,8 @@ impl Socket {
             udp,
             deliveries,
             revocations,
+            revocations_end,
+            ready,
         })
     }
 
@@ -230,8 +243,9 @@ impl Socket {
             udp,
             deliveries,
             revocations,
+            revocations_end,
+            ready,
         } = self;
-        info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
         // A failed delivery or revocation task stops the whole Socket:
         // accepting devices that can never receive commands, or that should
         // be refused, would hide the failure.
@@ -240,10 +254,20 @@ impl Socket {
             &stop,
             deliveries::run(shared.clone(), deliveries, stop.clone()),
         );
+        let (read, caught_up) = revocations::backlog(&revocations_end);
         let revoking = spawn_essential(
             &stop,
-            revocations::run(shared.clone(), revocations, stop.clone()),
+            revocations::run(shared.clone(), revocations, read, stop.clone()),
         );
+        // Connections wait in the listeners' backlogs meanwhile.
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = caught_up.wait() => {}
+        }
+        if !stop.is_cancelled() {
+            ready.set(true);
+            info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
+        }
         let mut listeners = tokio::task::JoinSet::new();
         if let Some(listener) = websocket {
             listeners.spawn(websocket::serve(shared.clone(), listener, stop.clone()));

@@ -78,6 +78,13 @@ impl Subscriber for Bus {
             Bus::Kafka(bus) => bus.incarnation(),
         }
     }
+
+    async fn log_end(&self, topic: &str) -> Result<Vec<CommitOffset>> {
+        match self {
+            Bus::Memory(bus) => bus.log_end(topic).await,
+            Bus::Kafka(bus) => bus.log_end(topic).await,
+        }
+    }
 }
 
 /// A connected bus and the topic layout every service shares.

@@ -223,7 +223,40 @@ impl Subscriber for KafkaBus {
     fn incarnation(&self) -> Option<&str> {
         None
     }
+
+    async fn log_end(&self, topic: &str) -> Result<Vec<CommitOffset>> {
+        use rdkafka::producer::Producer as _;
+        let producer = self.inner.producer.clone();
+        let topic = topic.to_owned();
+        // Metadata and watermark requests block on the broker: off the runtime.
+        tokio::task::spawn_blocking(move || {
+            let client = producer.client();
+            let metadata = client.fetch_metadata(Some(&topic), LOG_END_TIMEOUT)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            partitions
+                .into_iter()
+                .map(|partition| {
+                    let (_, high) = client.fetch_watermarks(&topic, partition, LOG_END_TIMEOUT)?;
+                    Ok(CommitOffset {
+                        topic: topic.clone(),
+                        partition,
+                        next_offset: high,
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| Error::Closed)?
+    }
 }
+
+/// How long a log-end query may wait for the broker.
+const LOG_END_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How many deliveries the poll thread may run ahead of the application.
 const CONSUMER_QUEUE: usize = 1024;

@@ -95,6 +95,11 @@ pub trait Subscriber: Send + Sync {
     /// stored elsewhere during another run do not apply to it. `None` for a
     /// bus whose records and offsets persist (Kafka).
     fn incarnation(&self) -> Option<&str>;
+
+    /// Where each partition of `topic` ends now: the offset the next record
+    /// will get (Kafka's high watermark), for readers that must have read
+    /// everything written so far before they act (a Socket's revocations).
+    fn log_end(&self, topic: &str) -> impl Future<Output = Result<Vec<CommitOffset>>> + Send;
 }
 
 /// One member of a consumer group.

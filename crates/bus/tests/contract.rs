@@ -332,6 +332,24 @@ where
     b_task.abort();
 }
 
+/// The log end counts every acknowledged record, partition by partition.
+pub async fn log_end_counts_what_was_written<B: Publisher + Subscriber>(bus: B) {
+    let topic = unique("end");
+    bus.ensure_topics(&[TopicSpec::new(&topic, 2)])
+        .await
+        .unwrap();
+    let empty = bus.log_end(&topic).await.unwrap();
+    assert_eq!(empty.len(), 2, "{empty:?}");
+    assert!(empty.iter().all(|end| end.next_offset == 0), "{empty:?}");
+    publish_numbered(&bus, &topic, &["a", "b", "c"], 4).await;
+    let ends = bus.log_end(&topic).await.unwrap();
+    assert_eq!(
+        ends.iter().map(|end| end.next_offset).sum::<i64>(),
+        12,
+        "{ends:?}"
+    );
+}
+
 fn durable_bus() -> MemoryBus {
     let dir = std::env::temp_dir().join(unique("journal"));
     MemoryBus::open(&dir, 4, 10_000, Default::default()).expect("a durable bus")
@@ -351,6 +369,11 @@ macro_rules! contract {
     ($name:ident, $bus:expr) => {
         mod $name {
             use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn log_end_counts_what_was_written() {
+                super::log_end_counts_what_was_written($bus).await;
+            }
 
             #[tokio::test(flavor = "multi_thread")]
             async fn ordered_per_key() {

@@ -91,6 +91,11 @@ impl Partition {
         offset
     }
 
+    /// The offset after the last record a consumer can read now.
+    pub(super) fn readable_end(&self) -> i64 {
+        self.durable
+    }
+
     /// Makes every record below `end` readable.
     pub(super) fn mark_durable(&mut self, end: i64) {
         self.durable = self.durable.max(end.min(self.next));

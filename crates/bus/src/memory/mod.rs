@@ -420,6 +420,25 @@ impl Subscriber for MemoryBus {
     fn incarnation(&self) -> Option<&str> {
         self.shared.incarnation.as_deref()
     }
+
+    async fn log_end(&self, topic: &str) -> Result<Vec<CommitOffset>> {
+        let state = self.shared.lock();
+        Ok(state
+            .topics
+            .get(topic)
+            .map(|partitions| {
+                partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(index, partition)| CommitOffset {
+                        topic: topic.to_owned(),
+                        partition: index as i32,
+                        next_offset: partition.readable_end(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
 }
 
 impl State {
