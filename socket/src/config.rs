@@ -80,6 +80,11 @@ pub struct WebsocketConfig {
 pub struct MqttConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
+    /// Subscription filters one session may hold; more are refused
+    /// (SUBACK "quota exceeded", MQTT 3.1.1 "failure"). A device needs one
+    /// or two (`devices/{id}/commands/#`); the cap bounds what a session
+    /// keeps and what every command is matched against.
+    pub max_subscriptions: usize,
 }
 
 /// `[socket.tcp]`: raw TCP with length-prefixed or newline-delimited frames.
@@ -153,6 +158,7 @@ impl Default for MqttConfig {
         MqttConfig {
             enabled: true,
             listen: ([0, 0, 0, 0], 1883).into(),
+            max_subscriptions: 8,
         }
     }
 }
@@ -207,6 +213,7 @@ impl SocketConfig {
             ("socket.outbound_queue", self.outbound_queue),
             ("socket.max_in_flight", self.max_in_flight),
             ("socket.udp.queue", self.udp.queue),
+            ("socket.mqtt.max_subscriptions", self.mqtt.max_subscriptions),
             (
                 "socket.rate_limit.per_second",
                 self.rate_limit.per_second as usize,

@@ -234,6 +234,7 @@ fn v5_suback_code(code: &rumqttc::v5::mqttbytes::v5::SubscribeReasonCode) -> u8 
         Code::Success(qos) => *qos as u8,
         Code::NotAuthorized => 0x87,
         Code::TopicFilterInvalid => 0x8f,
+        Code::QuotaExceeded => 0x97,
         _ => 0x80,
     }
 }

@@ -79,6 +79,41 @@ async fn bad_tokens_are_refused_on_every_transport() {
     wharf.stop().await;
 }
 
+/// A session holds at most `socket.mqtt.max_subscriptions` (8) filters: a
+/// filter subscribed again counts once, one more is refused "quota exceeded".
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_subscriptions_are_deduplicated_and_capped() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let mut v5 = MqttDevice::connect(
+        Flavor::V5,
+        wharf.addresses.mqtt.unwrap(),
+        &device,
+        &wharf.token(&device),
+    )
+    .await
+    .unwrap();
+    let mut subscribe = async |filter: String| {
+        v5.subscribe(&filter).await;
+        v5.next(PATIENCE, |seen| match seen {
+            Seen::SubAck(codes) => Some(codes),
+            _ => None,
+        })
+        .await
+    };
+    for _ in 0..3 {
+        let codes = subscribe(format!("devices/{device}/commands/#")).await;
+        assert_eq!(codes, vec![0x01], "the same filter again is granted");
+    }
+    for i in 0..7 {
+        let codes = subscribe(format!("devices/{device}/commands/c{i}")).await;
+        assert_eq!(codes, vec![0x01], "filter {} of 8", i + 2);
+    }
+    let codes = subscribe(format!("devices/{device}/commands/c7")).await;
+    assert_eq!(codes, vec![0x97], "the 9th filter exceeds the quota");
+    wharf.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_cannot_use_other_devices_topics() {
     let wharf = TestWharf::start(|_| {}).await;

@@ -431,8 +431,22 @@ impl SessionState {
                     .filters
                     .iter()
                     .map(|filter| {
+                        let known = self.subscriptions.contains(&filter.path);
+                        let full = self.subscriptions.len() >= shared.config.mqtt.max_subscriptions;
+                        if !known && full && acl::may_subscribe(&device, &filter.path) {
+                            shared.metrics.dropped("subscription_quota");
+                            debug!(filter = filter.path, "subscription over max_subscriptions");
+                            return if conn.is_v5() {
+                                SubscribeReasonCode::QuotaExceeded
+                            } else {
+                                SubscribeReasonCode::Failure
+                            };
+                        }
                         if acl::may_subscribe(&device, &filter.path) {
-                            self.subscriptions.push(filter.path.clone());
+                            // A filter subscribed again replaces itself.
+                            if !known {
+                                self.subscriptions.push(filter.path.clone());
+                            }
                             match (conn.is_v5(), filter.qos) {
                                 (true, QoS::AtMostOnce) => {
                                     SubscribeReasonCode::Success(QoS::AtMostOnce)
