@@ -15,6 +15,7 @@
 //! - [`postgres`]: [`postgres::PgCluster`], a PostgreSQL server a test may stop.
 //! - [`receiver`]: watching a Receiver process through its metrics.
 //! - [`socket`]: Socket listeners on free ports.
+//! - [`up`]: [`up::UpProcess`], `wharf up` as a process on fixed ports.
 //! - [`wait`]: [`wait_until`], polling for an outcome with a deadline.
 //! - [`workload`]: counter workloads for exact-count checks.
 //! - [`wharf`]: [`wharf::TestWharf`], a whole Wharf in the test process.
@@ -31,6 +32,7 @@ pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod socket;
+pub mod up;
 pub mod wait;
 pub mod wharf;
 pub mod workload;

@@ -4,18 +4,15 @@
 //! WebSocket token in the header and in the query, a TCP token frame, a bad
 //! token, an API key), and the log is searched for each secret.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wharf_auth::TokenIssuer;
 use wharf_tests::api::ApiClient;
-use wharf_tests::env::free_port;
 use wharf_tests::mqtt::raw;
-use wharf_tests::process::binary;
-use wharf_tests::socket::SocketPorts;
-use wharf_tests::{WsDevice, http, temp_dir, wait_until};
+use wharf_tests::up::{UpPorts, UpProcess};
+use wharf_tests::{WsDevice, temp_dir};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -23,33 +20,11 @@ const PATIENCE: Duration = Duration::from_secs(60);
 async fn no_secret_reaches_the_log_at_trace_level() {
     let data = temp_dir("wharf-trace");
     let secret = wharf_auth::generate_secret();
-    let ports = SocketPorts::free();
-    let (ops, api) = (free_port(), free_port());
+    let all = UpPorts::free();
+    let (ports, api) = (all.socket, all.api);
     let log_path = data.join("wharf-up.log");
-    let mut up = Command::new(binary("wharf"))
-        .args(["up", "--data-dir"])
-        .arg(&data)
-        .env("WHARF_AUTH__SECRET", &secret)
-        .env(
-            "WHARF_SOCKET__WEBSOCKET__LISTEN",
-            ports.websocket.to_string(),
-        )
-        .env("WHARF_SOCKET__MQTT__LISTEN", ports.mqtt.to_string())
-        .env("WHARF_SOCKET__TCP__LISTEN", ports.tcp.to_string())
-        .env("WHARF_SOCKET__UDP__LISTEN", ports.udp.to_string())
-        .env("WHARF_UP__OPS_LISTEN", format!("127.0.0.1:{ops}"))
-        .env("WHARF_COMMANDER__API__LISTEN", format!("127.0.0.1:{api}"))
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    wait_until(PATIENCE, "wharf up to be ready", || async {
-        http::get(([127, 0, 0, 1], ops).into(), "/readyz")
-            .await
-            .filter(|(status, _)| *status == 200)
-    })
-    .await;
+    let mut up = UpProcess::start(&data, all, &secret, &[("RUST_LOG", "trace")]);
+    up.ready(PATIENCE).await;
     let token = TokenIssuer::new(&secret)
         .issue(
             "thermo-secret",
@@ -95,14 +70,13 @@ async fn no_secret_reaches_the_log_at_trace_level() {
 
     // The API: the kept key, and a wrong one.
     let key = std::fs::read_to_string(data.join("api-key")).unwrap();
-    let client = ApiClient::new(([127, 0, 0, 1], api).into(), key.trim());
+    let client = ApiClient::new(api, key.trim());
     assert_eq!(client.get("/v1/devices").await.status, 200);
     let wrong = "wharf_0000000000000000000000000000000000000000000000";
     assert_eq!(client.with_key(wrong).get("/v1/devices").await.status, 401);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = up.kill();
-    let _ = up.wait();
+    up.kill();
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         log.contains("TRACE") || log.contains("DEBUG"),

@@ -17,8 +17,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +25,10 @@ use tokio::net::TcpStream;
 use wharf_auth::TokenIssuer;
 use wharf_store::{Store, StoreConfig};
 use wharf_tests::api::ApiClient;
-use wharf_tests::env::free_port;
 use wharf_tests::mqtt::raw;
-use wharf_tests::process::binary;
 use wharf_tests::socket::SocketPorts;
-use wharf_tests::{WsDevice, http, temp_dir, wait_until};
+use wharf_tests::up::{UpPorts, UpProcess};
+use wharf_tests::{WsDevice, temp_dir, wait_until};
 
 const PATIENCE: Duration = Duration::from_secs(90);
 const MQTT_DEVICES: usize = 4;
@@ -47,83 +44,13 @@ struct Ledger {
 
 type Shared = Arc<Mutex<Ledger>>;
 
-struct Up {
-    child: Child,
-    ops: SocketAddr,
-}
-
-/// Fixed ports, so that a restarted `wharf up` is where devices expect it.
-#[derive(Clone, Copy)]
-struct Ports {
-    socket: SocketPorts,
-    ops: SocketAddr,
-    api: SocketAddr,
-}
-
-impl Ports {
-    fn free() -> Self {
-        let addr = || -> SocketAddr { ([127, 0, 0, 1], free_port()).into() };
-        Ports {
-            socket: SocketPorts::free(),
-            ops: addr(),
-            api: addr(),
-        }
-    }
-}
-
-impl Up {
-    fn start(data: &Path, all: Ports, secret: &str) -> Up {
-        let (ports, ops) = (all.socket, all.ops);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.join("wharf-up.log"))
-            .unwrap();
-        let child = Command::new(binary("wharf"))
-            .args(["up", "--data-dir"])
-            .arg(data)
-            .env("WHARF_AUTH__SECRET", secret)
-            .env(
-                "WHARF_SOCKET__WEBSOCKET__LISTEN",
-                ports.websocket.to_string(),
-            )
-            .env("WHARF_SOCKET__MQTT__LISTEN", ports.mqtt.to_string())
-            .env("WHARF_SOCKET__TCP__LISTEN", ports.tcp.to_string())
-            .env("WHARF_SOCKET__UDP__LISTEN", ports.udp.to_string())
-            .env("WHARF_SOCKET__RATE_LIMIT__PER_SECOND", "1000000")
-            .env("WHARF_SOCKET__RATE_LIMIT__BURST", "1000000")
-            .env("WHARF_RECEIVER__FLUSH_INTERVAL", "200ms")
-            .env("WHARF_UP__OPS_LISTEN", ops.to_string())
-            .env("WHARF_COMMANDER__API__LISTEN", all.api.to_string())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("wharf up starts");
-        Up { child, ops }
-    }
-
-    async fn ready(&self) {
-        wait_until(PATIENCE, "wharf up to be ready", || async {
-            http::get(self.ops, "/readyz")
-                .await
-                .filter(|(status, _)| *status == 200)
-        })
-        .await;
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// What every `wharf up` of these scenarios runs with: no rate limit in the
+/// way of a device publishing as fast as it can, quick write-backs.
+const UP_ENV: &[(&str, &str)] = &[
+    ("WHARF_SOCKET__RATE_LIMIT__PER_SECOND", "1000000"),
+    ("WHARF_SOCKET__RATE_LIMIT__BURST", "1000000"),
+    ("WHARF_RECEIVER__FLUSH_INTERVAL", "200ms"),
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
@@ -135,7 +62,7 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
             .issue(device, "demo-thermostat", Duration::from_secs(3600))
             .unwrap()
     };
-    let all = Ports::free();
+    let all = UpPorts::free();
     let ports = all.socket;
     let mqtt: Vec<(String, Shared)> = (0..MQTT_DEVICES)
         .map(|i| (format!("mqtt-{i}"), Shared::default()))
@@ -149,8 +76,8 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
 
     let mut store_handle = None;
     for kill in 1..=3 {
-        let mut up = Up::start(&data, all, &secret);
-        up.ready().await;
+        let mut up = UpProcess::start(&data, all, &secret, UP_ENV);
+        up.ready(PATIENCE).await;
         let store = match &store_handle {
             Some(store) => store,
             None => store_handle.insert(
@@ -195,8 +122,8 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
         );
     }
 
-    let up = Up::start(&data, all, &secret);
-    up.ready().await;
+    let up = UpProcess::start(&data, all, &secret, UP_ENV);
+    up.ready(PATIENCE).await;
     let store = store_handle.expect("a store");
     for (device, ledger) in mqtt.iter().chain([&ws, &tcp]) {
         let confirmed = ledger.lock().unwrap().confirmed.clone();
@@ -373,9 +300,9 @@ async fn write_tcp_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Resul
 async fn revocations_and_queued_commands_survive_a_crash() {
     let data = temp_dir("wharf-up-restart");
     let secret = wharf_auth::generate_secret();
-    let ports = Ports::free();
-    let mut up = Up::start(&data, ports, &secret);
-    up.ready().await;
+    let ports = UpPorts::free();
+    let mut up = UpProcess::start(&data, ports, &secret, UP_ENV);
+    up.ready(PATIENCE).await;
     let key = std::fs::read_to_string(data.join("api-key")).expect("wharf up keeps its API key");
     let api = ApiClient::new(ports.api, key.trim());
 
@@ -394,8 +321,8 @@ async fn revocations_and_queued_commands_survive_a_crash() {
         .await;
 
     up.kill();
-    let up = Up::start(&data, ports, &secret);
-    up.ready().await;
+    let up = UpProcess::start(&data, ports, &secret, UP_ENV);
+    up.ready(PATIENCE).await;
 
     let ws = format!("ws://{}/v1/ws", ports.socket.websocket);
     assert_eq!(
