@@ -80,6 +80,8 @@ struct Shared {
     connection_slots: Arc<Semaphore>,
     /// Every connection's task, awaited at shutdown.
     sessions: TaskTracker,
+    /// Devices admitted so far: numbers each admission ([`Admitted`]).
+    admissions: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -92,7 +94,7 @@ impl Shared {
         transport: &'static str,
         token: &str,
         device: Option<&str>,
-    ) -> Result<DeviceClaims, AuthError> {
+    ) -> Result<Admitted, AuthError> {
         let verified = match device {
             Some(device) => self.verifier.verify_for(token, device),
             None => self.verifier.verify(token),
@@ -110,7 +112,28 @@ impl Shared {
                 .inc();
             tracing::debug!(%error, transport, "refused a device");
         }
-        verified
+        verified.map(|claims| Admitted {
+            claims,
+            order: self
+                .admissions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+}
+
+/// A device whose token was accepted, numbered in the order the Socket
+/// accepted them: of two connections of one device, the one admitted later
+/// is the newer, whichever of the two registers first afterwards.
+pub(crate) struct Admitted {
+    pub(crate) claims: DeviceClaims,
+    pub(crate) order: u64,
+}
+
+impl std::ops::Deref for Admitted {
+    type Target = DeviceClaims;
+
+    fn deref(&self) -> &DeviceClaims {
+        &self.claims
     }
 }
 
@@ -205,6 +228,7 @@ impl Socket {
                 live: LiveConnections::default(),
                 connection_slots: Arc::new(Semaphore::new(config.max_connections)),
                 sessions: TaskTracker::new(),
+                admissions: Default::default(),
                 events,
                 metrics,
                 config,

@@ -130,6 +130,8 @@ pub(crate) struct ConnectionHandle {
     /// When the connection's token was issued (seconds since the epoch):
     /// a revocation closes connections whose token is older.
     pub(crate) issued_at: u64,
+    /// When the Socket admitted the connection ([`crate::Admitted`]).
+    pub(crate) order: u64,
     pub(crate) mailbox: Arc<Mailbox>,
 }
 
@@ -140,13 +142,18 @@ pub(crate) struct LiveConnections {
 }
 
 impl LiveConnections {
-    /// Makes `handle` the device's connection; returns the one it replaces.
+    /// Makes `handle` the device's connection unless one admitted later is
+    /// there already; returns the connection that lost (to close).
     pub(crate) fn insert(
         &self,
         device: &str,
         handle: ConnectionHandle,
     ) -> Option<ConnectionHandle> {
-        self.lock().insert(device.to_owned(), handle)
+        let mut map = self.lock();
+        match map.get(device) {
+            Some(current) if current.order > handle.order => Some(handle),
+            _ => map.insert(device.to_owned(), handle),
+        }
     }
 
     /// Forgets the device's connection if it is still `id`; a newer
@@ -178,9 +185,11 @@ mod tests {
     use super::*;
 
     fn handle() -> ConnectionHandle {
+        static ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ConnectionHandle {
             id: Uuid::now_v7(),
             issued_at: 0,
+            order: ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             mailbox: Mailbox::new(1),
         }
     }
@@ -206,6 +215,20 @@ mod tests {
         assert_eq!(live.get("d").map(|h| h.id), Some(new.id));
         assert!(live.remove("d", new.id));
         assert!(live.get("d").is_none());
+    }
+
+    #[test]
+    fn the_connection_admitted_later_wins_whichever_registers_first() {
+        let live = LiveConnections::default();
+        let (older, newer) = (handle(), handle());
+        assert!(live.insert("d", newer.clone()).is_none());
+        // The older one registers last (its task ran late): it is the one
+        // handed back to be closed, and the newer one stays.
+        assert_eq!(
+            live.insert("d", older.clone()).map(|h| h.id),
+            Some(older.id)
+        );
+        assert_eq!(live.get("d").map(|h| h.id), Some(newer.id));
     }
 
     #[tokio::test]

@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, warn};
-use wharf_auth::DeviceClaims;
 use wharf_bus::{Delivered, PendingAck};
 use wharf_events::{FailureReason, Transport};
 
-use crate::Shared;
 use crate::events_out::DeviceIdentity;
 use crate::limits::TokenBucket;
 use crate::live::{ConnectionHandle, Mailbox, Outcome};
+use crate::{Admitted, Shared};
 
 /// Why a connection ended; named in `DeviceDisconnected` and the metrics,
 /// and mapped by each transport to what the device sees.
@@ -101,22 +100,23 @@ impl Session {
     /// publishes `DeviceConnected`, durable before any frame is read.
     pub(crate) async fn open(
         shared: &Arc<Shared>,
-        claims: DeviceClaims,
+        admitted: Admitted,
         transport: Transport,
         remote: Option<String>,
     ) -> Result<Session, CloseReason> {
         // Boxed here, and in `publish` and `close`: a connection's task
         // keeps its state for as long as the connection lives, so one-off
         // steps must not make it larger.
-        Box::pin(Self::open_boxed(shared, claims, transport, remote)).await
+        Box::pin(Self::open_boxed(shared, admitted, transport, remote)).await
     }
 
     async fn open_boxed(
         shared: &Arc<Shared>,
-        claims: DeviceClaims,
+        admitted: Admitted,
         transport: Transport,
         remote: Option<String>,
     ) -> Result<Session, CloseReason> {
+        let Admitted { claims, order } = admitted;
         let who = DeviceIdentity {
             device: claims.sub,
             model: claims.model,
@@ -127,10 +127,16 @@ impl Session {
         let handle = ConnectionHandle {
             id: who.connection,
             issued_at: claims.iat,
+            order,
             mailbox: mailbox.clone(),
         };
-        if let Some(previous) = shared.live.insert(&who.device, handle) {
-            previous.mailbox.close_for(CloseReason::TakenOver);
+        // The connection admitted later stays, whichever registers first:
+        // one that lost never announces itself (its connect after the newer
+        // one's would move the device's presence back to it).
+        match shared.live.insert(&who.device, handle) {
+            Some(lost) if lost.id == who.connection => return Err(CloseReason::TakenOver),
+            Some(older) => older.mailbox.close_for(CloseReason::TakenOver),
+            None => {}
         }
         // A revocation that arrived since the token was checked: the
         // revocations task may have looked before this connection was live.

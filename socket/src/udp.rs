@@ -26,12 +26,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info_span, warn};
-use wharf_auth::DeviceClaims;
 use wharf_events::Transport;
 
-use crate::Shared;
 use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
+use crate::{Admitted, Shared};
 
 type SessionId = [u8; 8];
 
@@ -154,7 +153,7 @@ fn hello(
     shared: &Shared,
     token: &str,
     hellos: &mut HashMap<String, Instant>,
-) -> Result<(DeviceClaims, OwnedSemaphorePermit), &'static str> {
+) -> Result<(Admitted, OwnedSemaphorePermit), &'static str> {
     let claims = shared
         .authenticate("udp", token, None)
         .map_err(|_| "UNAUTHORIZED")?;
@@ -199,7 +198,7 @@ async fn session(
     shared: Arc<Shared>,
     socket: Arc<UdpSocket>,
     id: SessionId,
-    claims: DeviceClaims,
+    claims: Admitted,
     address: SocketAddr,
     mut datagrams: mpsc::Receiver<Datagram>,
     _end: SessionEnd,

@@ -17,14 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info_span};
-use wharf_auth::DeviceClaims;
 use wharf_events::{Payload, Transport};
 
-use crate::Shared;
 use crate::accept::Listener;
 use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 use crate::stream::WsBytes;
+use crate::{Admitted, Shared};
 
 /// The path WebSocket devices connect to.
 pub const WS_PATH: &str = "/v1/ws";
@@ -37,7 +36,7 @@ type WsStream = WebSocketStream<TcpStream>;
 
 /// What the handshake decided.
 enum Route {
-    Device(DeviceClaims),
+    Device(Admitted),
     Mqtt,
 }
 
@@ -99,7 +98,7 @@ async fn connection(
 async fn device(
     shared: Arc<Shared>,
     mut ws: WsStream,
-    claims: DeviceClaims,
+    claims: Admitted,
     peer: SocketAddr,
     stop: CancellationToken,
 ) {

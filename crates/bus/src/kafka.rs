@@ -228,35 +228,55 @@ impl Subscriber for KafkaBus {
         use rdkafka::producer::Producer as _;
         let producer = self.inner.producer.clone();
         let topic = topic.to_owned();
-        // Metadata and watermark requests block on the broker: off the runtime.
+        // Metadata and watermark requests block on the broker: off the
+        // runtime. A topic just created has no leader for a moment: such
+        // answers are retried until LOG_END_TIMEOUT.
         tokio::task::spawn_blocking(move || {
-            let client = producer.client();
-            let metadata = client.fetch_metadata(Some(&topic), LOG_END_TIMEOUT)?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            partitions
-                .into_iter()
-                .map(|partition| {
-                    let (_, high) = client.fetch_watermarks(&topic, partition, LOG_END_TIMEOUT)?;
-                    Ok(CommitOffset {
-                        topic: topic.clone(),
-                        partition,
-                        next_offset: high,
-                    })
-                })
-                .collect()
+            let deadline = std::time::Instant::now() + LOG_END_TIMEOUT;
+            loop {
+                match watermarks(producer.client(), &topic) {
+                    Err(error) if error.is_retryable() && std::time::Instant::now() < deadline => {
+                        debug!(%error, topic, "log end not known yet; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    result => return result,
+                }
+            }
         })
         .await
         .map_err(|_| Error::Closed)?
     }
 }
 
-/// How long a log-end query may wait for the broker.
-const LOG_END_TIMEOUT: Duration = Duration::from_secs(10);
+/// The high watermark of every partition of `topic`.
+fn watermarks<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<Vec<CommitOffset>> {
+    let metadata = client.fetch_metadata(Some(topic), LOG_END_REQUEST)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions
+        .into_iter()
+        .map(|partition| {
+            let (_, high) = client.fetch_watermarks(topic, partition, LOG_END_REQUEST)?;
+            Ok(CommitOffset {
+                topic: topic.to_owned(),
+                partition,
+                next_offset: high,
+            })
+        })
+        .collect()
+}
+
+/// How long one metadata or watermark request may wait for the broker.
+const LOG_END_REQUEST: Duration = Duration::from_secs(10);
+/// How long a log-end query keeps retrying while partitions have no leader.
+const LOG_END_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many deliveries the poll thread may run ahead of the application.
 const CONSUMER_QUEUE: usize = 1024;
