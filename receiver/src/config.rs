@@ -44,6 +44,10 @@ pub struct ReceiverConfig {
     pub batch_size: usize,
     /// The command that carries a twin's delta (desired minus reported).
     pub set_desired_command: String,
+    /// How long the last write-back at shutdown may keep retrying while the
+    /// store is down; what it could not write is replayed by the next start.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_listen: SocketAddr,
     pub rules: Vec<RuleConfig>,
@@ -59,6 +63,7 @@ impl Default for ReceiverConfig {
             actor_idle: Duration::from_secs(600),
             batch_size: 512,
             set_desired_command: "set_desired".into(),
+            shutdown_grace: Duration::from_secs(10),
             ops_listen: ([0, 0, 0, 0], 9102).into(),
             rules: Vec::new(),
         }
@@ -85,6 +90,9 @@ impl ReceiverConfig {
         }
         if self.flush_max_dirty == 0 {
             problems.push("receiver.flush_max_dirty: must be at least 1".into());
+        }
+        if self.shutdown_grace.is_zero() {
+            problems.push("receiver.shutdown_grace: must be longer than 0s".into());
         }
         if self.actor_idle.is_zero() {
             problems.push("receiver.actor_idle: must be longer than 0s".into());

@@ -218,12 +218,32 @@ impl Receiver {
                 }
             }
         }
-        // A shutdown during a store outage ends the retries: whatever is not
-        // written is replayed by the next start.
-        self.flush(&CancellationToken::new())
-            .await
-            .context("failed to write back before stopping")?;
-        info!("receiver stopped after a final flush");
+        // The last write-back retries through a store outage for at most
+        // `shutdown_grace`; what it could not write is not lost: the stored
+        // offsets did not move, so the next start replays those events.
+        let grace = self.config.shutdown_grace;
+        let retries_end = CancellationToken::new();
+        let ending = {
+            let retries_end = retries_end.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                retries_end.cancel();
+            })
+        };
+        let dirty = self.write_behind.dirty_count();
+        let flushed = self.flush(&retries_end).await;
+        ending.abort();
+        match flushed {
+            Ok(()) => info!("receiver stopped after a final flush"),
+            Err(error) if retries_end.is_cancelled() => warn!(
+                error = format!("{error:#}"),
+                ?grace,
+                unwritten_devices = dirty,
+                "the store stayed unavailable through the shutdown grace; stopping without the last write-back: \
+                 the next start replays the events since the stored offsets"
+            ),
+            Err(error) => return Err(error.context("failed to write back before stopping")),
+        }
         Ok(())
     }
 

@@ -71,10 +71,32 @@ impl Service {
 
     /// Asks the process to stop with SIGTERM and waits until it has.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal_stop();
+        self.child.wait().expect("the process can be waited for")
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_stop(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        self.child.wait().expect("the process can be waited for")
+    }
+
+    /// Its exit status once it has exited, waiting at most `patience`.
+    pub fn exited_within(
+        &mut self,
+        patience: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// The resident memory of the process, in bytes (Linux).
