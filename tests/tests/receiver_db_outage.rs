@@ -23,27 +23,7 @@ const PATIENCE: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ten_second_postgres_outage_loses_nothing() {
     let postgres = PgCluster::start();
-    let dir = temp_dir("wharf-outage");
-    let prefix = unique("outage");
-    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = dir.join("wharf.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{bus}
-[store]
-url = "{url}"
-connect_timeout = "1s"
-
-[receiver]
-flush_interval = "200ms"
-ops_listen = "{ops}"
-"#,
-            bus = kafka::bus_toml(&prefix, 4),
-            url = postgres.url(),
-        ),
-    )
-    .unwrap();
+    let (dir, prefix, ops, config) = outage_setup(&postgres, "flush_interval = \"200ms\"");
     let topics = Topics::new(&prefix).unwrap();
     let mut receiver = Service::start("wharf-receiver", &config, &dir);
     wait_owning(ops, 4, PATIENCE).await;
@@ -111,29 +91,12 @@ ops_listen = "{ops}"
 #[tokio::test(flavor = "multi_thread")]
 async fn a_receiver_stopped_during_an_outage_stops_within_its_grace_and_loses_nothing() {
     let postgres = PgCluster::start();
-    let dir = temp_dir("wharf-outage-stop");
-    let prefix = unique("outage-stop");
-    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let config = dir.join("wharf.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{bus}
-[store]
-url = "{url}"
-connect_timeout = "1s"
-
-[receiver]
-# Nothing is written back before the stop: it all rides on the last write-back.
-flush_interval = "1h"
-shutdown_grace = "2s"
-ops_listen = "{ops}"
-"#,
-            bus = kafka::bus_toml(&prefix, 4),
-            url = postgres.url(),
-        ),
-    )
-    .unwrap();
+    // Nothing is written back before the stop: it all rides on the last
+    // write-back.
+    let (dir, prefix, ops, config) = outage_setup(
+        &postgres,
+        "flush_interval = \"1h\"\nshutdown_grace = \"2s\"",
+    );
     let topics = Topics::new(&prefix).unwrap();
     let mut receiver = Service::start("wharf-receiver", &config, &dir);
     wait_owning(ops, 4, PATIENCE).await;
@@ -180,4 +143,27 @@ ops_listen = "{ops}"
     workload
         .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
         .await;
+}
+
+/// A directory, topic prefix, ops address and configuration for a Receiver
+/// on Kafka storing in `postgres`, with `receiver` settings added.
+fn outage_setup(
+    postgres: &PgCluster,
+    receiver: &str,
+) -> (std::path::PathBuf, String, SocketAddr, std::path::PathBuf) {
+    let dir = temp_dir("wharf-outage");
+    let prefix = unique("outage");
+    let ops: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{bus}\n[store]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n\n\
+             [receiver]\n{receiver}\nops_listen = \"{ops}\"\n",
+            bus = kafka::bus_toml(&prefix, 4),
+            url = postgres.url(),
+        ),
+    )
+    .unwrap();
+    (dir, prefix, ops, config)
 }
