@@ -45,6 +45,17 @@ pub fn unique(name: &str) -> String {
     format!("{name}-{}", uuid::Uuid::now_v7().simple())
 }
 
+/// A store at `url` (`sqlite://…` or `postgres://…`), migrated, as a
+/// test reads it to check what the services wrote.
+pub async fn store_at(url: &str) -> wharf_store::Store {
+    wharf_store::Store::connect(&wharf_store::StoreConfig {
+        url: url.to_owned(),
+        ..wharf_store::StoreConfig::default()
+    })
+    .await
+    .unwrap_or_else(|error| panic!("the store at {url} opens: {error}"))
+}
+
 /// A fresh temporary directory.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(unique(name));

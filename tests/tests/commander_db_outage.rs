@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::json;
 use wharf_bus::{Publisher as _, Record, TopicSpec};
 use wharf_events::{CommandRequested, Envelope, Event, Topics};
-use wharf_store::{Store, StoreConfig};
 use wharf_tests::commander::CommanderPorts;
 use wharf_tests::kafka;
 use wharf_tests::postgres::PgCluster;
@@ -53,12 +52,7 @@ async fn a_request_interrupted_by_shutdown_during_a_store_outage_is_handled_afte
     bus.ensure_topics(&[TopicSpec::new(topics.command_requests(), 2)])
         .await
         .unwrap();
-    let store = Store::connect(&StoreConfig {
-        url: postgres.url(),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = wharf_tests::store_at(&postgres.url()).await;
     // A first request, handled: the Commander is consuming the topic.
     let first = fan_request();
     bus.publish(Record::event(topics.command_requests(), &first))

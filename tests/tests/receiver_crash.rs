@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use wharf_events::{Event, Topics};
-use wharf_store::{Store, StoreConfig};
 use wharf_tests::commander::CommanderPorts;
 use wharf_tests::env::{free_port, postgres_url};
 use wharf_tests::kafka::{self, TopicReader};
@@ -107,12 +106,7 @@ args = {{ on = true }}
     }
     publishing.await.unwrap();
 
-    let store = Store::connect(&StoreConfig {
-        url: store_url.to_owned(),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = wharf_tests::store_at(store_url).await;
     workload
         .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
         .await;

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use wharf_events::Topics;
-use wharf_store::{Store, StoreConfig};
 use wharf_tests::env::free_port;
 use wharf_tests::kafka;
 use wharf_tests::postgres::PgCluster;
@@ -72,12 +71,7 @@ async fn a_ten_second_postgres_outage_loses_nothing() {
     })
     .await;
     publishing.await.unwrap();
-    let store = Store::connect(&StoreConfig {
-        url: postgres.url(),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = wharf_tests::store_at(&postgres.url()).await;
     workload
         .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
         .await;
@@ -134,12 +128,7 @@ async fn a_receiver_stopped_during_an_outage_stops_within_its_grace_and_loses_no
         &dir,
         &[("WHARF_RECEIVER__FLUSH_INTERVAL", "200ms".into())],
     );
-    let store = Store::connect(&StoreConfig {
-        url: postgres.url(),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
+    let store = wharf_tests::store_at(&postgres.url()).await;
     workload
         .assert_exact(&store, &format!("{prefix}.receiver"), PATIENCE)
         .await;

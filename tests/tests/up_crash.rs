@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wharf_auth::TokenIssuer;
-use wharf_store::{Store, StoreConfig};
+use wharf_store::Store;
 use wharf_tests::api::ApiClient;
 use wharf_tests::mqtt::raw;
 use wharf_tests::socket::SocketPorts;
@@ -74,21 +74,11 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
     let mut random = wharf_tests::workload::Xorshift::from_clock();
     let mut next_seq = 0u64;
 
-    let mut store_handle = None;
+    let store =
+        wharf_tests::store_at(&format!("sqlite://{}", data.join("wharf.db").display())).await;
     for kill in 1..=3 {
         let mut up = UpProcess::start(&data, all, &secret, UP_ENV);
         up.ready(PATIENCE).await;
-        let store = match &store_handle {
-            Some(store) => store,
-            None => store_handle.insert(
-                Store::connect(&StoreConfig {
-                    url: format!("sqlite://{}", data.join("wharf.db").display()),
-                    ..StoreConfig::default()
-                })
-                .await
-                .unwrap(),
-            ),
-        };
         let mut devices = tokio::task::JoinSet::new();
         for (device, ledger) in &mqtt {
             let (device, token, ledger) = (device.clone(), token(device), ledger.clone());
@@ -124,7 +114,6 @@ async fn wharf_up_killed_mid_stream_keeps_every_acknowledged_message() {
 
     let up = UpProcess::start(&data, all, &secret, UP_ENV);
     up.ready(PATIENCE).await;
-    let store = store_handle.expect("a store");
     for (device, ledger) in mqtt.iter().chain([&ws, &tcp]) {
         let confirmed = ledger.lock().unwrap().confirmed.clone();
         let applied = wait_until(
