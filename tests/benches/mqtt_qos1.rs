@@ -178,10 +178,11 @@ impl Server {
     }
 
     fn cpu(&self) -> Duration {
-        wharf_runtime::process::cpu_time(Some(self.child.id())) + children_cpu(self.child.id())
+        // `taskset` execs the server: the child is the server itself.
+        wharf_runtime::process::cpu_time(Some(self.child.id()))
     }
 
-    /// Username and password of device `i`.
+    /// The password of `device` (its token; Mosquitto takes anyone).
     fn login(&self, device: &str) -> String {
         match &self.issuer {
             Some(issuer) => issuer
@@ -190,18 +191,6 @@ impl Server {
             None => String::new(),
         }
     }
-}
-
-/// CPU time of the processes `taskset` started (it execs, so usually none).
-fn children_cpu(pid: u32) -> Duration {
-    let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
-        return Duration::ZERO;
-    };
-    children
-        .split_whitespace()
-        .filter_map(|c| c.parse().ok())
-        .map(|c| wharf_runtime::process::cpu_time(Some(c)))
-        .sum()
 }
 
 impl Drop for Server {
