@@ -55,12 +55,18 @@ impl Actors {
         self.slots.get(device).map(|slot| &slot.state)
     }
 
-    /// Drops the actors of `partitions` (they now belong to another member).
-    pub(crate) fn drop_partitions(&mut self, partitions: &HashSet<PartitionId>) -> usize {
-        let before = self.slots.len();
-        self.slots
-            .retain(|_, slot| !partitions.contains(&slot.partition));
-        before - self.slots.len()
+    /// Drops the actors of `partitions` (they now belong to another
+    /// member); returns their devices.
+    pub(crate) fn drop_partitions(&mut self, partitions: &HashSet<PartitionId>) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.slots.retain(|device, slot| {
+            let keep = !partitions.contains(&slot.partition);
+            if !keep {
+                dropped.push(device.clone());
+            }
+            keep
+        });
+        dropped
     }
 
     /// Drops the actors idle for `idle` or longer whose state is written
@@ -91,7 +97,7 @@ mod tests {
         actors.insert(DeviceState::new("a"), partition(0));
         actors.insert(DeviceState::new("b"), partition(1));
         let dropped = actors.drop_partitions(&HashSet::from([partition(1)]));
-        assert_eq!(dropped, 1);
+        assert_eq!(dropped, vec!["b".to_owned()]);
         assert!(actors.contains("a") && !actors.contains("b"));
     }
 

@@ -24,6 +24,11 @@
 //!   with the state; an event below a stored offset is never applied again.
 //! - A revoked partition's states and offsets are written before it is
 //!   given up, so its next owner starts exactly where this one stopped.
+//! - Every flush is fenced: it commits only while this Receiver's claim on
+//!   each of its partitions is the latest (`wharf_store::PartitionClaim`).
+//!   A Receiver that lost a partition while stalled (a long store outage,
+//!   a paused process) writes nothing more for it; it drops the partition's
+//!   actors and ignores its events until the bus assigns it again.
 //! - Replies are durable on the bus before the flush that commits their
 //!   cause, and their ids derive from it: a replay emits the same ids.
 //! - When the store fails, the Receiver retries with backoff, stops
@@ -54,7 +59,7 @@ use wharf_bus::{
 };
 use wharf_events::Envelope;
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
-use wharf_store::Store;
+use wharf_store::{Committed, PartitionClaim, Store};
 
 use actors::Actors;
 pub use config::{ReceiverConfig, ReceiverSettings};
@@ -130,6 +135,9 @@ pub struct Receiver {
     write_behind: WriteBehind,
     /// Replies queued on the bus, awaited before the next flush commits.
     pending_replies: Vec<PendingAck>,
+    /// Partitions a later owner claimed while the bus still delivers them
+    /// here: their events are ignored until the bus assigns them again.
+    fenced: HashSet<PartitionId>,
     metrics: ReceiverMetrics,
 }
 
@@ -189,6 +197,7 @@ impl Receiver {
             actors: Actors::default(),
             write_behind: WriteBehind::default(),
             pending_replies: Vec::new(),
+            fenced: HashSet::new(),
             metrics,
             config,
         })
@@ -254,6 +263,10 @@ impl Receiver {
     ) -> anyhow::Result<()> {
         let mut events = Vec::with_capacity(messages.len());
         for message in &messages {
+            if !self.fenced.is_empty() && self.fenced.contains(&PartitionId::of(message)) {
+                self.skipped("fenced");
+                continue;
+            }
             if self.write_behind.already_stored(message) {
                 self.skipped("replayed");
                 continue;
@@ -333,32 +346,33 @@ impl Receiver {
         Ok(())
     }
 
-    /// Starts newly owned partitions where the database says they stopped.
+    /// Claims newly owned partitions in the store (fencing off any earlier
+    /// owner's write-backs) and starts them where the database says they
+    /// stopped.
     async fn on_assigned(
         &mut self,
         assigned: Assigned,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
+        let partitions: Vec<(String, i32)> = assigned
+            .partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
         let (store, group) = (&self.db.store, &self.group);
-        let stored = self
+        let claimed = self
             .db
-            .retrying("load stored offsets", shutdown, || {
-                store.load_offsets(group)
+            .retrying("claim the assigned partitions", shutdown, || {
+                store.claim_partitions(group, &partitions)
             })
             .await?;
-        let owned: HashSet<&PartitionId> = assigned.partitions.iter().collect();
-        let positions: Vec<CommitOffset> = stored
+        let positions: Vec<CommitOffset> = claimed
+            .offsets
             .into_iter()
             .map(|o| CommitOffset {
                 topic: o.topic,
                 partition: o.partition,
                 next_offset: o.next_offset,
-            })
-            .filter(|o| {
-                owned.contains(&PartitionId {
-                    topic: o.topic.clone(),
-                    partition: o.partition,
-                })
             })
             .collect();
         self.write_behind.set_stored(positions.iter().map(|o| {
@@ -368,6 +382,10 @@ impl Receiver {
             };
             (partition, o.next_offset)
         }));
+        self.write_behind.set_claims(claimed.claims);
+        for partition in &assigned.partitions {
+            self.fenced.remove(partition);
+        }
         info!(
             partitions = assigned.partitions.len(),
             resumed = positions.len(),
@@ -389,12 +407,15 @@ impl Receiver {
         self.flush(shutdown).await?;
         let partitions: HashSet<PartitionId> = revoked.partitions.iter().cloned().collect();
         let dropped = self.actors.drop_partitions(&partitions);
-        self.write_behind.forget(&partitions);
+        self.write_behind.forget(&partitions, &dropped);
+        for partition in &partitions {
+            self.fenced.remove(partition);
+        }
         self.metrics.actors.set(self.actors.len() as i64);
         self.metrics.partitions.dec_by(partitions.len() as i64);
         info!(
             partitions = partitions.len(),
-            actors = dropped,
+            actors = dropped.len(),
             "partitions revoked after a flush"
         );
         drop(revoked);
@@ -411,18 +432,27 @@ impl Receiver {
         for ack in self.pending_replies.drain(..) {
             ack.await.context("a reply did not reach the bus")?;
         }
-        let batch = self.write_behind.batch();
-        let states: Vec<DeviceState> = batch
-            .devices
-            .iter()
-            .filter_map(|device| self.actors.state(device).cloned())
-            .collect();
-        let (store, group) = (&self.db.store, &self.group);
-        self.db
-            .retrying("write back device states", shutdown, || {
-                store.commit_batch(group, &states, &batch.offsets)
-            })
-            .await?;
+        let (batch, states) = loop {
+            let batch = self.write_behind.batch();
+            let states: Vec<DeviceState> = batch
+                .devices
+                .iter()
+                .filter_map(|device| self.actors.state(device).cloned())
+                .collect();
+            let (store, group) = (&self.db.store, &self.group);
+            let committed = self
+                .db
+                .retrying("write back device states", shutdown, || {
+                    store.commit_batch(group, &batch.claims, &states, &batch.offsets)
+                })
+                .await?;
+            match committed {
+                Committed::Written => break (batch, states),
+                // What is left after giving the fenced partitions up is
+                // written in the next round.
+                Committed::Fenced(lost) => self.fenced_out(lost),
+            }
+        };
         let commits = self.write_behind.stored_batch(batch);
         if let Err(error) = self.consumer.commit(&commits).await {
             // The database holds the truth; the bus's copy only feeds lag
@@ -435,6 +465,30 @@ impl Receiver {
             .flush_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Gives up partitions a later owner has claimed: their actors and
+    /// unwritten changes are dropped (the owner replays their events from
+    /// the stored offsets) and their events ignored until assigned again.
+    fn fenced_out(&mut self, lost: Vec<PartitionClaim>) {
+        let partitions: HashSet<PartitionId> = lost
+            .into_iter()
+            .map(|claim| PartitionId {
+                topic: claim.topic,
+                partition: claim.partition,
+            })
+            .collect();
+        let dropped = self.actors.drop_partitions(&partitions);
+        self.write_behind.forget(&partitions, &dropped);
+        self.metrics.actors.set(self.actors.len() as i64);
+        self.metrics.fenced.inc_by(partitions.len() as u64);
+        warn!(
+            partitions = ?partitions.iter().map(|p| format!("{}[{}]", p.topic, p.partition)).collect::<Vec<_>>(),
+            dropped_actors = dropped.len(),
+            "another receiver claimed these partitions while this one held unwritten changes \
+             (it was stalled past the group's timeouts); dropping them: the new owner replays their events"
+        );
+        self.fenced.extend(partitions);
     }
 
     fn passivate(&mut self) {

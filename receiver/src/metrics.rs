@@ -14,7 +14,7 @@ pub type Label = [(&'static str, &'static str); 1];
 pub struct ReceiverMetrics {
     /// Events applied to device actors.
     pub events_applied: Counter,
-    /// Events not applied, by reason (`replayed`, `undecodable`).
+    /// Events not applied, by reason (`replayed`, `undecodable`, `fenced`).
     pub events_skipped: Family<Label, Counter>,
     /// Reply events published.
     pub replies: Counter,
@@ -33,6 +33,9 @@ pub struct ReceiverMetrics {
     pub flushed_states: Counter,
     /// Store operations that failed and will be retried.
     pub store_failures: Counter,
+    /// Partitions whose write-back was refused because another Receiver
+    /// had claimed them since.
+    pub fenced: Counter,
     /// Time a flush took, from awaiting replies to the Kafka commit.
     pub flush_seconds: Histogram,
 }
@@ -52,6 +55,7 @@ impl ReceiverMetrics {
             flushes: Counter::default(),
             flushed_states: Counter::default(),
             store_failures: Counter::default(),
+            fenced: Counter::default(),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         };
         let r = registry.sub_registry_with_prefix("wharf_receiver");
@@ -87,6 +91,11 @@ impl ReceiverMetrics {
                 "store_failures",
                 "Store operations that failed and are retried",
                 &metrics.store_failures,
+            ),
+            (
+                "fenced_partitions",
+                "Partitions whose write-back was refused because another receiver claimed them since",
+                &metrics.fenced,
             ),
         ];
         for (name, help, counter) in counters {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use wharf_bus::{CommitOffset, Message, PartitionId};
-use wharf_store::StoredOffset;
+use wharf_store::{PartitionClaim, StoredOffset};
 
 /// Dirty devices and positions between flushes. Positions live in small
 /// vectors: a Receiver owns a handful of partitions, and a linear scan
@@ -18,12 +18,17 @@ pub(crate) struct WriteBehind {
     /// Next offset per partition as stored in the database: an event below
     /// it was applied and stored before, and must not be applied again.
     stored: Vec<(PartitionId, i64)>,
+    /// This member's claim on each owned partition: a flush holds only
+    /// while they do.
+    claims: Vec<PartitionClaim>,
 }
 
 /// What one flush writes.
 pub(crate) struct FlushBatch {
     pub(crate) devices: Vec<String>,
     pub(crate) offsets: Vec<StoredOffset>,
+    /// The claims of the offsets' partitions.
+    pub(crate) claims: Vec<PartitionClaim>,
 }
 
 fn position_mut<'a>(
@@ -42,6 +47,15 @@ impl WriteBehind {
         for (partition, next) in positions {
             self.stored.retain(|(p, _)| *p != partition);
             self.stored.push((partition, next));
+        }
+    }
+
+    /// Records this member's claims on newly owned partitions.
+    pub(crate) fn set_claims(&mut self, claims: impl IntoIterator<Item = PartitionClaim>) {
+        for claim in claims {
+            self.claims
+                .retain(|c| !(c.topic == claim.topic && c.partition == claim.partition));
+            self.claims.push(claim);
         }
     }
 
@@ -85,7 +99,18 @@ impl WriteBehind {
 
     /// What to write now; [`stored_batch`](Self::stored_batch) once written.
     pub(crate) fn batch(&self) -> FlushBatch {
+        let claims = self
+            .claims
+            .iter()
+            .filter(|claim| {
+                self.consumed
+                    .iter()
+                    .any(|(p, _)| p.partition == claim.partition && p.topic == claim.topic)
+            })
+            .cloned()
+            .collect();
         FlushBatch {
+            claims,
             devices: self.dirty.iter().cloned().collect(),
             offsets: self
                 .consumed
@@ -124,10 +149,20 @@ impl WriteBehind {
             .collect()
     }
 
-    /// Forgets the positions of partitions this member gave up.
-    pub(crate) fn forget(&mut self, partitions: &HashSet<PartitionId>) {
+    /// Forgets the positions and claims of partitions this member gave up,
+    /// and the changes of `devices`, whose events came from them.
+    pub(crate) fn forget(&mut self, partitions: &HashSet<PartitionId>, devices: &[String]) {
         self.consumed.retain(|(p, _)| !partitions.contains(p));
         self.stored.retain(|(p, _)| !partitions.contains(p));
+        self.claims.retain(|c| {
+            !partitions.contains(&PartitionId {
+                topic: c.topic.clone(),
+                partition: c.partition,
+            })
+        });
+        for device in devices {
+            self.dirty.remove(device);
+        }
     }
 }
 
@@ -176,11 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_carries_the_claims_of_its_partitions() {
+        let mut write_behind = WriteBehind::default();
+        let claim = |partition, epoch| PartitionClaim {
+            topic: "events".into(),
+            partition,
+            epoch,
+        };
+        write_behind.set_claims([claim(0, 1), claim(1, 4)]);
+        write_behind.set_claims([claim(0, 2)]);
+        write_behind.consumed(&message(0, 4));
+        assert_eq!(write_behind.batch().claims, vec![claim(0, 2)]);
+    }
+
+    #[test]
     fn forgetting_a_partition_drops_its_positions() {
         let mut write_behind = WriteBehind::default();
         write_behind.consumed(&message(0, 4));
         write_behind.set_stored([(partition(0), 3)]);
-        write_behind.forget(&HashSet::from([partition(0)]));
+        write_behind.dirty("d");
+        write_behind.forget(&HashSet::from([partition(0)]), &["d".to_owned()]);
         assert!(write_behind.is_empty());
         assert!(!write_behind.already_stored(&message(0, 0)));
     }

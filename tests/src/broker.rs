@@ -7,10 +7,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
-
 use crate::env::free_port;
+use crate::proxy::CuttableProxy;
 
 /// `scripts/kafka`, which starts brokers and runs Kafka's tools from the
 /// Maven Central jars (`WHARF_KAFKA_SCRIPT` overrides it).
@@ -35,9 +33,7 @@ pub fn kafka_tool(class: &str, args: &[&str]) -> Output {
 pub struct FlakyBroker {
     dir: PathBuf,
     pid: u32,
-    broker_port: u16,
-    proxy_port: u16,
-    proxy: Option<JoinSet<()>>,
+    proxy: CuttableProxy,
 }
 
 impl FlakyBroker {
@@ -72,45 +68,26 @@ impl FlakyBroker {
             .ok()
             .and_then(|pid| pid.trim().parse().ok())
             .expect("scripts/kafka wrote the broker's pid");
-        let mut flaky = FlakyBroker {
+        FlakyBroker {
             dir,
             pid,
-            broker_port,
-            proxy_port,
-            proxy: None,
-        };
-        flaky.restore().await;
-        flaky
+            proxy: CuttableProxy::listening_on(proxy_port, broker_port).await,
+        }
     }
 
     /// `host:port` for clients.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.proxy_port)
+        format!("127.0.0.1:{}", self.proxy.port())
     }
 
     /// Cuts every client off: the proxy stops listening and drops its connections.
     pub fn cut(&mut self) {
-        self.proxy = None; // dropping the set aborts every task
+        self.proxy.cut();
     }
 
     /// Lets clients reach the broker again.
     pub async fn restore(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.proxy_port))
-            .await
-            .expect("the proxy port is free again");
-        let broker_port = self.broker_port;
-        let mut tasks = JoinSet::new();
-        tasks.spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
-                connections.spawn(async move {
-                    if let Ok(mut broker) = TcpStream::connect(("127.0.0.1", broker_port)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
-                    }
-                });
-            }
-        });
-        self.proxy = Some(tasks);
+        self.proxy.restore().await;
     }
 }
 

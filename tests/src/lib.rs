@@ -8,6 +8,7 @@
 //! - [`commander`]: a Commander process's ports and API key.
 //! - [`env`]: the broker and database the scenarios run against.
 //! - [`process`]: the service binaries, started as real processes.
+//! - [`proxy`]: [`proxy::CuttableProxy`], a TCP proxy a test can cut.
 //! - [`device`]: [`WsDevice`], a WebSocket device.
 //! - [`http`]: a minimal GET for the operations endpoints.
 //! - [`kafka`]: Kafka settings, a publisher and a topic reader for scenarios.
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod postgres;
 pub mod process;
+pub mod proxy;
 pub mod receiver;
 pub mod socket;
 pub mod up;

@@ -8,7 +8,8 @@
 //! - [`config`]: [`StoreConfig`], the `[store]` configuration section.
 //! - [`migrations`]: the embedded schema, per backend where dialects differ.
 //! - [`device_state`]: [`DeviceStateRow`] and its reads.
-//! - [`offsets`]: [`StoredOffset`] and its reads.
+//! - [`offsets`]: [`StoredOffset`] and its reads; [`PartitionClaim`], the
+//!   epoch that fences a partition's write-backs to its latest owner.
 //! - [`Store::commit_batch`]: states and offsets written in one transaction.
 //! - [`tx`]: [`StoreTx`], a transaction over the Commander's tables.
 //! - [`devices`]: [`DeviceRow`], the device registry.
@@ -19,6 +20,8 @@
 //! - A batch of device states and the consumer offsets that produced them
 //!   commit together or not at all: the database never holds state without
 //!   the offsets, nor offsets without the state.
+//! - A batch commits only while its partitions' claims hold: once another
+//!   member claimed a partition, the former owner writes nothing more.
 //! - A command's status changes only from the status the caller saw, so
 //!   concurrent Commanders never both send or both expire one command.
 //! - An event in the outbox commits with the change it describes.
@@ -45,7 +48,7 @@ pub use config::StoreConfig;
 pub use device_state::DeviceStateRow;
 pub use devices::{Created, DeviceRow};
 pub use error::{Error, Result};
-pub use offsets::StoredOffset;
+pub use offsets::{Claimed, Committed, PartitionClaim, StoredOffset};
 pub use outbox::OutboxRow;
 pub use tx::StoreTx;
 
@@ -138,14 +141,28 @@ impl Store {
         })
     }
 
-    /// Writes `states` and `offsets` for `group` in one transaction.
+    /// Writes `states` and `offsets` for `group` in one transaction, if
+    /// every claim of `claims` still holds; otherwise writes nothing and
+    /// says which claims a later owner superseded. The offsets' partitions
+    /// are the ones to pass in `claims` (none: not fenced).
     pub async fn commit_batch(
         &self,
         group: &str,
+        claims: &[PartitionClaim],
         states: &[DeviceStateRow],
         offsets: &[StoredOffset],
-    ) -> Result<()> {
+    ) -> Result<Committed> {
         let mut tx = self.begin_writing().await?;
+        if !claims.is_empty() {
+            let lost = offsets::superseded(&mut tx, group, claims).await?;
+            self.count_statements(claims.len().div_ceil(offsets::CLAIMS_PER_STATEMENT) as u64);
+            if !lost.is_empty() {
+                // The lookup of the current epochs, BEGIN, ROLLBACK.
+                self.count_statements(3);
+                tx.rollback().await?;
+                return Ok(Committed::Fenced(lost));
+            }
+        }
         for chunk in states.chunks(STATES_PER_STATEMENT) {
             device_state::upsert(&mut tx, chunk).await?;
         }
@@ -157,7 +174,7 @@ impl Store {
             + states.len().div_ceil(STATES_PER_STATEMENT)
             + offsets.len().div_ceil(ROWS_PER_STATEMENT);
         self.count_statements(statements as u64);
-        Ok(())
+        Ok(Committed::Written)
     }
 
     /// How many SQL statements this store (and its clones) sent so far.

@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "devices, commands and outbox",
         include_str!("../migrations/0003_commands.sql"),
     ),
+    (
+        4,
+        "partition claims",
+        include_str!("../migrations/0004_partition_claims.sql"),
+    ),
 ];
 
 /// Placeholders and what they become on (SQLite, PostgreSQL). The text a
