@@ -44,9 +44,16 @@ pub struct CommanderConfig {
     /// The longest time to live a request may ask for.
     #[serde(with = "humantime_serde")]
     pub max_ttl: Duration,
-    /// How often queued commands are checked for expiry.
+    /// How often queued commands are checked for expiry, and dispatched
+    /// ones for an overdue outcome.
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// How long a dispatched command waits for its Socket to report
+    /// delivered or failed; then it fails with reason `no_outcome` (the
+    /// Socket instance went away, or its report was lost). Keep it well
+    /// above `socket.delivery_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub outcome_timeout: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_listen: SocketAddr,
     pub api: ApiConfig,
@@ -80,6 +87,7 @@ impl Default for CommanderConfig {
             default_ttl: Duration::from_secs(3600),
             max_ttl: Duration::from_secs(7 * 24 * 3600),
             sweep_interval: Duration::from_secs(1),
+            outcome_timeout: Duration::from_secs(60),
             ops_listen: ([0, 0, 0, 0], 9103).into(),
             api: ApiConfig::default(),
         }
@@ -123,6 +131,7 @@ impl CommanderConfig {
             ("default_ttl", self.default_ttl),
             ("max_ttl", self.max_ttl),
             ("sweep_interval", self.sweep_interval),
+            ("outcome_timeout", self.outcome_timeout),
             ("api.token_ttl", self.api.token_ttl),
         ] {
             if value.is_zero() {

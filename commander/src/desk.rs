@@ -66,6 +66,9 @@ pub(crate) struct Desk {
     pub(crate) queue_limit: usize,
     pub(crate) default_ttl: Duration,
     pub(crate) max_ttl: Duration,
+    /// How long a dispatched command waits for its Socket's report before
+    /// it fails with `no_outcome`.
+    pub(crate) outcome_timeout: Duration,
 }
 
 /// Expired commands settled per transaction.
@@ -202,6 +205,54 @@ impl Desk {
         Ok(expired)
     }
 
+    /// Fails dispatched commands no Socket reported on within
+    /// `outcome_timeout` (their instance went away, or the report was lost):
+    /// every command ends in exactly one terminal status. A report arriving
+    /// later finds the command settled and is ignored.
+    pub(crate) async fn fail_overdue(&self, store: &Store) -> wharf_store::Result<usize> {
+        let timeout_ms = self.outcome_timeout.as_millis().min(i64::MAX as u128) as i64;
+        let dispatched_before = unix_millis(SystemTime::now()).saturating_sub(timeout_ms);
+        let overdue = store
+            .overdue_dispatched(dispatched_before, EXPIRY_BATCH)
+            .await?;
+        if overdue.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = store.begin().await?;
+        let mut failed = 0;
+        for row in &overdue {
+            let detail = format!(
+                "socket instance {} reported no outcome within outcome_timeout ({}): \
+                 the device may or may not have received it",
+                row.instance.as_deref().unwrap_or("?"),
+                humantime::format_duration(self.outcome_timeout)
+            );
+            let reason = FailureReason::NoOutcome;
+            let change =
+                StatusChange::to(CommandStatus::Failed).because(reason.as_str(), detail.clone());
+            if !tx
+                .transition(row.id, CommandStatus::Dispatched, &change)
+                .await?
+            {
+                continue;
+            }
+            let event = self.event(
+                row,
+                "no_outcome",
+                Event::CommandFailed(CommandFailed {
+                    command_id: row.id,
+                    reason,
+                    detail,
+                }),
+            );
+            self.emit(&mut tx, &self.topics.command_status(), &event)
+                .await?;
+            failed += 1;
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }
+
     /// Records what a Socket reported about a dispatched command; whether
     /// the event settled one.
     pub(crate) async fn record_outcome(
@@ -219,6 +270,13 @@ impl Desk {
             Event::CommandDelivered(delivered) => (
                 delivered.command_id,
                 StatusChange::to(CommandStatus::Delivered),
+            ),
+            // Its time to live ended before the Socket could write it: it
+            // was never sent, which is what `expired` says.
+            Event::CommandFailed(failed) if failed.reason == FailureReason::Expired => (
+                failed.command_id,
+                StatusChange::to(CommandStatus::Expired)
+                    .because(ExpiryReason::Ttl.as_str(), failed.detail.clone()),
             ),
             Event::CommandFailed(failed) => (
                 failed.command_id,
@@ -409,8 +467,17 @@ impl Desk {
                 return Ok(Handled::Rejected);
             }
         };
+        // The Socket never writes the frame after this: a delivery that
+        // arrives late, or is read again from the deliveries topic, fails
+        // as `expired` instead.
+        let expires_at_ms = row.expires_at_ms.unwrap_or_else(|| {
+            let ttl = self.ttl(row, Some(profile));
+            row.requested_at_ms
+                .saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64)
+        });
         let change = StatusChange {
             instance: Some(location.instance.clone()),
+            expires_at_ms: Some(expires_at_ms),
             ..StatusChange::to(CommandStatus::Dispatched)
         };
         if !tx.transition(row.id, from, &change).await? {
@@ -428,6 +495,9 @@ impl Desk {
                 channel: Some(rendered.mqtt_topic),
                 qos: Some(rendered.qos),
                 frame: rendered.frame,
+                expires_at: Some(
+                    std::time::UNIX_EPOCH + Duration::from_millis(expires_at_ms.max(0) as u64),
+                ),
             }),
         );
         // The deliveries topic carries the frame; the status topic tells

@@ -146,6 +146,7 @@ impl Commander {
             queue_limit: config.queue_limit,
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
+            outcome_timeout: config.outcome_timeout,
         });
         let waker = OutboxWaker::default();
         let api = api::ApiServer::bind(
@@ -425,7 +426,8 @@ impl Pipeline {
         Ok(Handling::Done)
     }
 
-    /// Expires what is due; on `rescan`, also flushes devices that are
+    /// Expires what is due and fails dispatched commands whose outcome is
+    /// overdue; on `rescan`, also flushes devices that are
     /// connected with queued commands the loop did not know about (queued
     /// by another Commander instance, or while this one was down).
     async fn sweep(&mut self, rescan: bool, shutdown: &CancellationToken) -> anyhow::Result<()> {
@@ -434,6 +436,17 @@ impl Pipeline {
             && expired > 0
         {
             self.metrics.count_queue("expired", expired);
+            self.waker.wake();
+        }
+        if let Some(failed) =
+            retry_store(&self.ready, shutdown, || desk.fail_overdue(store)).await?
+            && failed > 0
+        {
+            warn!(
+                commands = failed,
+                "dispatched commands failed with no_outcome: no socket reported on them within outcome_timeout"
+            );
+            self.metrics.outcomes_overdue.inc_by(failed as u64);
             self.waker.wake();
         }
         if !rescan {

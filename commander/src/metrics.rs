@@ -21,6 +21,9 @@ pub struct CommanderMetrics {
     pub queue: Family<Label, Counter>,
     /// Delivery outcomes reported by Sockets and recorded.
     pub outcomes_recorded: Counter,
+    /// Dispatched commands failed because no Socket reported an outcome
+    /// within `outcome_timeout`.
+    pub outcomes_overdue: Counter,
     /// Devices the presence map holds as connected.
     pub connected_devices: Gauge,
     /// Events published from the outbox.
@@ -54,6 +57,11 @@ impl CommanderMetrics {
             "outcomes_recorded",
             "Delivery outcomes reported by Sockets and recorded",
             metrics.outcomes_recorded.clone(),
+        );
+        r.register(
+            "outcomes_overdue",
+            "Dispatched commands failed because no socket reported an outcome within outcome_timeout",
+            metrics.outcomes_overdue.clone(),
         );
         r.register(
             "connected_devices",

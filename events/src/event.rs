@@ -1,6 +1,8 @@
 //! The event types. Each is a fact that happened, named in the past tense;
 //! the enum variant name is the envelope's `type`.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -217,6 +219,11 @@ pub struct CommandDispatched {
     pub qos: Option<u8>,
     /// The bytes to write to the device.
     pub frame: Payload,
+    /// When the command's time to live ends: a Socket does not write the
+    /// frame after it (a late or replayed delivery), and reports
+    /// `CommandFailed` with reason `expired` instead. Absent: no limit
+    /// (events of earlier versions).
+    pub expires_at: Option<SystemTime>,
 }
 
 #[derive(Deserialize)]
@@ -231,6 +238,8 @@ struct DispatchWire {
     payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     encoding: Option<Encoding>,
+    #[serde(default, with = "crate::time::optional")]
+    expires_at: Option<SystemTime>,
 }
 
 impl TryFrom<DispatchWire> for CommandDispatched {
@@ -244,6 +253,7 @@ impl TryFrom<DispatchWire> for CommandDispatched {
             channel: wire.channel,
             qos: wire.qos,
             frame: payload::from_wire(wire.payload, wire.encoding)?,
+            expires_at: wire.expires_at,
         })
     }
 }
@@ -262,6 +272,11 @@ impl Serialize for CommandDispatched {
             payload: PayloadOut<'a>,
             #[serde(skip_serializing_if = "Option::is_none")]
             encoding: Option<Encoding>,
+            #[serde(
+                skip_serializing_if = "Option::is_none",
+                with = "crate::time::optional"
+            )]
+            expires_at: &'a Option<SystemTime>,
         }
         let (payload, encoding) = payload::to_wire(&self.frame);
         Out {
@@ -272,6 +287,7 @@ impl Serialize for CommandDispatched {
             qos: &self.qos,
             payload,
             encoding,
+            expires_at: &self.expires_at,
         }
         .serialize(serializer)
     }
@@ -305,6 +321,13 @@ pub enum FailureReason {
     NoAck,
     /// Too many commands are already waiting for the device.
     QueueFull,
+    /// The command's time to live ended before the Socket could write it
+    /// (a late or replayed delivery); the device never got it.
+    Expired,
+    /// No Socket reported an outcome by the Commander's `outcome_timeout`
+    /// (the instance went away, or its report was lost): the device may or
+    /// may not have received the command.
+    NoOutcome,
     /// A reason this version does not know.
     #[serde(other)]
     Other,
@@ -318,6 +341,8 @@ impl FailureReason {
             FailureReason::WriteFailed => "write_failed",
             FailureReason::NoAck => "no_ack",
             FailureReason::QueueFull => "queue_full",
+            FailureReason::Expired => "expired",
+            FailureReason::NoOutcome => "no_outcome",
             FailureReason::Other => "other",
         }
     }

@@ -19,3 +19,31 @@ pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemT
         ))
     })
 }
+
+/// The same for an optional time: `#[serde(default, with = "crate::time::optional")]`.
+pub mod optional {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes a present time as [`super::serialize`] does (absent ones
+    /// are skipped by the field's `skip_serializing_if`).
+    pub fn serialize<S: Serializer>(
+        time: &&Option<SystemTime>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => super::serialize(time, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads what [`serialize`] writes; `null` is absent.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SystemTime>, D::Error> {
+        #[derive(Deserialize)]
+        struct Time(#[serde(with = "super")] SystemTime);
+        Ok(Option::<Time>::deserialize(deserializer)?.map(|Time(time)| time))
+    }
+}

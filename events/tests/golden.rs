@@ -19,8 +19,10 @@ const FIXTURES: &[(&str, &str)] = &[
     ("command_dispatched.json", "CommandDispatched"),
     ("command_dispatched_mqtt.json", "CommandDispatched"),
     ("command_dispatched_binary_qos0.json", "CommandDispatched"),
+    ("command_dispatched_with_expiry.json", "CommandDispatched"),
     ("command_delivered.json", "CommandDelivered"),
     ("command_failed.json", "CommandFailed"),
+    ("command_failed_no_outcome.json", "CommandFailed"),
     ("command_expired.json", "CommandExpired"),
     ("device_revoked.json", "DeviceRevoked"),
 ];
@@ -101,6 +103,27 @@ fn lifecycle_events_carry_reasons_and_times() {
     };
     assert_eq!(dispatched.qos, Some(0));
     assert_eq!(dispatched.frame, Payload::Binary(vec![0x02, 0x15, 0xd7]));
+    assert_eq!(dispatched.expires_at, None);
+
+    let dispatched =
+        Envelope::from_json(fixture("command_dispatched_with_expiry.json").as_bytes()).unwrap();
+    let Event::CommandDispatched(dispatched) = dispatched.event else {
+        panic!("expected a CommandDispatched");
+    };
+    let expires_at = dispatched.expires_at.expect("an expiry");
+    assert_eq!(
+        expires_at
+            .duration_since(envelope_time())
+            .unwrap()
+            .as_millis(),
+        3_599_877
+    );
+
+    let failed = Envelope::from_json(fixture("command_failed_no_outcome.json").as_bytes()).unwrap();
+    let Event::CommandFailed(failed) = failed.event else {
+        panic!("expected a CommandFailed");
+    };
+    assert_eq!(failed.reason, wharf_events::FailureReason::NoOutcome);
 }
 
 fn envelope_time() -> std::time::SystemTime {

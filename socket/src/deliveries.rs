@@ -4,18 +4,26 @@
 //! acknowledged over MQTT) are awaited concurrently, so one slow device does
 //! not hold up the others. `CommandDelivered` or `CommandFailed` is published
 //! for each, and offsets are committed up to the oldest delivery not settled.
+//!
+//! A delivery past the command's `expires_at` is never written: it fails
+//! as `expired` (a late delivery, or one read again after a restart with
+//! `auto.offset.reset = earliest`). A delivery this instance already handled
+//! (the same dispatch event, read again after an uncommitted rebalance) is
+//! skipped: the device gets each dispatch once. A command sent again after
+//! its device reconnected is a new dispatch (its id names the connection).
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 use wharf_bus::{BusConsumer, Consumer as _, InFlightOffsets, Message};
 use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 
@@ -28,6 +36,10 @@ const BACKSTOP: Duration = Duration::from_secs(2);
 
 /// Deliveries awaiting their outcome at once.
 const MAX_IN_FLIGHT: usize = 4096;
+/// Dispatch ids remembered to skip a delivery read twice: far more than a
+/// rebalance can hand out again (what was not committed, at most a few
+/// commit intervals of deliveries).
+const REMEMBERED_DISPATCHES: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A delivery whose outcome is known: what to publish, and whose offset.
@@ -49,6 +61,7 @@ pub(crate) async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut offsets = InFlightOffsets::default();
+    let mut handled = RecentIds::new(REMEMBERED_DISPATCHES);
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
     loop {
@@ -60,7 +73,7 @@ pub(crate) async fn run(
             message = consumer.recv(), if pending.len() < MAX_IN_FLIGHT => {
                 let message = message.context("failed to read the deliveries topic")?;
                 offsets.start(&message);
-                match start(&shared, &message) {
+                match start(&shared, &message, &mut handled) {
                     Some(delivery) => pending.push(delivery),
                     None => offsets.finish(&message.topic, message.partition, message.offset),
                 }
@@ -91,8 +104,9 @@ async fn commit(consumer: &mut BusConsumer, offsets: &mut InFlightOffsets) -> an
 }
 
 /// Hands the delivery in `message` to its device's session; `None` for a
-/// record that is not a delivery (skipped, counted and logged).
-fn start(shared: &Arc<Shared>, message: &Message) -> Option<Pending> {
+/// record that is not a delivery or was handled before (skipped, counted
+/// and logged).
+fn start(shared: &Arc<Shared>, message: &Message, handled: &mut RecentIds) -> Option<Pending> {
     let dispatch = match Envelope::from_json(&message.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
@@ -110,8 +124,23 @@ fn start(shared: &Arc<Shared>, message: &Message) -> Option<Pending> {
         );
         return None;
     };
+    if !handled.insert(dispatch.id) {
+        count(shared, "duplicate");
+        debug!(id = %dispatch.id, command = %command.command_id, offset = message.offset, "skipping a delivery handled before");
+        return None;
+    }
     let deadline = tokio::time::Instant::now() + shared.config.delivery_timeout;
-    let outcome = hand_over(shared, &dispatch.device, command, deadline);
+    let outcome = match command.expires_at {
+        Some(expires_at) if expires_at <= SystemTime::now() => Err((
+            FailureReason::Expired,
+            format!(
+                "its time to live ended at {} before socket instance {} could write it",
+                humantime::format_rfc3339_millis(expires_at),
+                shared.config.instance_id
+            ),
+        )),
+        _ => hand_over(shared, &dispatch.device, command, deadline),
+    };
     let command = command.clone();
     let timeout = shared.config.delivery_timeout;
     let (topic, partition, offset) = (message.topic.clone(), message.partition, message.offset);
@@ -200,10 +229,56 @@ async fn settle(
     Ok(())
 }
 
+/// The last `capacity` ids seen, oldest forgotten first.
+struct RecentIds {
+    ids: HashSet<uuid::Uuid>,
+    order: VecDeque<uuid::Uuid>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        RecentIds {
+            ids: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Remembers `id`; whether it was new.
+    fn insert(&mut self, id: uuid::Uuid) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+}
+
 fn count(shared: &Shared, outcome: &'static str) {
     shared
         .metrics
         .deliveries
         .get_or_create(&[("outcome", outcome)])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecentIds;
+
+    #[test]
+    fn remembers_the_last_ids_only() {
+        let mut recent = RecentIds::new(2);
+        let [a, b, c] = [1u128, 2, 3].map(uuid::Uuid::from_u128);
+        assert!(recent.insert(a) && recent.insert(b));
+        assert!(!recent.insert(a), "a is remembered");
+        assert!(recent.insert(c));
+        assert!(recent.insert(a), "a was forgotten to make room for c");
+    }
 }

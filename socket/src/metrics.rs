@@ -36,7 +36,8 @@ pub struct SocketMetrics {
     pub closes: Family<Label, Counter>,
     /// Time from handing a frame to the bus to its acknowledgement.
     pub publish_ack_seconds: Histogram,
-    /// Deliveries handled, by outcome (`delivered`, `failed`).
+    /// Deliveries handled, by outcome (`delivered`, `failed`, `duplicate`:
+    /// read again and skipped, `undecodable`, `unexpected`).
     pub deliveries: Family<Label, Counter>,
 }
 

@@ -101,6 +101,24 @@ impl TestWharf {
         rx
     }
 
+    /// Publishes `envelope` to `topic` of this Wharf's bus (a topic named
+    /// by `topics`), as another service would, and waits until it is stored.
+    pub async fn publish(
+        &self,
+        topic: impl FnOnce(&wharf_events::Topics) -> String,
+        envelope: &wharf_events::Envelope,
+    ) {
+        use wharf_bus::Publisher as _;
+        let bus = &self.wharf.as_ref().expect("running").bus;
+        let record = wharf_bus::Record::event(topic(&bus.topics), envelope);
+        bus.bus
+            .enqueue(record)
+            .await
+            .expect("the bus takes the record")
+            .await
+            .expect("the bus stores the record");
+    }
+
     /// A client of the REST API with the development key.
     pub fn api(&self) -> crate::api::ApiClient {
         let wharf = self.wharf.as_ref().expect("running");

@@ -86,7 +86,9 @@ pub struct CommandRow {
     pub instance: Option<String>,
     /// The time to live asked for; the profile's default when `None`.
     pub ttl_ms: Option<i64>,
-    /// When a queued command expires.
+    /// When the command's time to live ends (set once it is queued or
+    /// dispatched): a queued command expires then, and a Socket does not
+    /// write a dispatched one after it.
     pub expires_at_ms: Option<i64>,
     pub requested_at_ms: i64,
     pub updated_at_ms: i64,
@@ -225,6 +227,25 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Up to `limit` commands dispatched at or before `dispatched_before_ms`
+    /// that are still waiting for their outcome, oldest first.
+    pub async fn overdue_dispatched(
+        &self,
+        dispatched_before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CommandRow>> {
+        self.count_statements(1);
+        let sql = format!(
+            "{SELECT} WHERE status = 'dispatched' AND updated_at_ms <= $1 \
+             ORDER BY updated_at_ms LIMIT {limit}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(dispatched_before_ms)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode).collect()

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "partition claims",
         include_str!("../migrations/0004_partition_claims.sql"),
     ),
+    (
+        5,
+        "dispatched commands by age",
+        include_str!("../migrations/0005_dispatched_by_age.sql"),
+    ),
 ];
 
 /// Placeholders and what they become on (SQLite, PostgreSQL). The text a
