@@ -1,6 +1,13 @@
-//! Per-device rate limiting: a token bucket.
+//! Per-device rate limiting (a token bucket), and the bound on what a
+//! connection may send before it has authenticated.
 
 use std::time::Instant;
+
+/// The most a connection may send before it is authenticated: the TCP
+/// token frame, the MQTT CONNECT packet. A device token is a few hundred
+/// bytes; an unauthenticated peer never makes the Socket buffer (or
+/// reserve) more than this, whatever `max_frame_bytes` allows afterwards.
+pub(crate) const MAX_PRE_AUTH_BYTES: usize = 8 * 1024;
 
 use crate::config::RateLimit;
 

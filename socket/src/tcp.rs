@@ -21,6 +21,7 @@ use wharf_events::{Payload, Transport};
 use crate::Shared;
 use crate::accept::Listener;
 use crate::config::Framing;
+use crate::limits::MAX_PRE_AUTH_BYTES;
 use crate::live::Signal;
 use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 
@@ -67,37 +68,73 @@ pub(crate) enum Decoded {
     TooLarge(usize),
 }
 
-/// Takes the next frame out of `buf`.
-pub(crate) fn decode(framing: Framing, buf: &mut BytesMut, max: usize) -> Decoded {
-    match framing {
-        Framing::Length => {
-            if buf.len() < 4 {
-                return Decoded::NeedMore;
-            }
-            let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-            if length > max {
-                return Decoded::TooLarge(length);
-            }
-            if buf.len() < 4 + length {
-                buf.reserve(4 + length - buf.len());
-                return Decoded::NeedMore;
-            }
-            buf.advance(4);
-            Decoded::Frame(buf.split_to(length).to_vec())
+/// How much the buffer grows ahead of a length-prefixed frame's bytes: a
+/// peer announcing a large frame gets room as its bytes arrive, not up
+/// front.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// Splits a connection's byte stream into frames.
+pub(crate) struct FrameDecoder {
+    framing: Framing,
+    /// Lines framing: how far from the buffer's start no newline was found,
+    /// so each byte is scanned once however the line arrives.
+    scanned: usize,
+}
+
+impl FrameDecoder {
+    pub(crate) fn new(framing: Framing) -> Self {
+        FrameDecoder {
+            framing,
+            scanned: 0,
         }
-        Framing::Lines => match buf.iter().position(|b| *b == b'\n') {
-            Some(end) if end > max => Decoded::TooLarge(end),
-            Some(end) => {
-                let mut line = buf.split_to(end + 1).to_vec();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
+    }
+
+    /// Takes the next frame out of `buf`; a frame over `max` bytes is
+    /// refused before its bytes are read.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut, max: usize) -> Decoded {
+        match self.framing {
+            Framing::Length => {
+                if buf.len() < 4 {
+                    return Decoded::NeedMore;
                 }
-                Decoded::Frame(line)
+                let length = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                if length > max {
+                    return Decoded::TooLarge(length);
+                }
+                if buf.len() < 4 + length {
+                    buf.reserve((4 + length - buf.len()).min(RESERVE_AHEAD));
+                    return Decoded::NeedMore;
+                }
+                buf.advance(4);
+                Decoded::Frame(buf.split_to(length).to_vec())
             }
-            None if buf.len() > max => Decoded::TooLarge(buf.len()),
-            None => Decoded::NeedMore,
-        },
+            Framing::Lines => {
+                let start = self.scanned.min(buf.len());
+                match buf[start..].iter().position(|b| *b == b'\n') {
+                    Some(at) if start + at > max => Decoded::TooLarge(start + at),
+                    Some(at) => {
+                        self.scanned = 0;
+                        let mut line = buf.split_to(start + at + 1).to_vec();
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                        Decoded::Frame(line)
+                    }
+                    None if buf.len() > max => Decoded::TooLarge(buf.len()),
+                    None => {
+                        self.scanned = buf.len();
+                        Decoded::NeedMore
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lines framing: where the next scan starts (for tests).
+    #[cfg(test)]
+    fn scanned(&self) -> usize {
+        self.scanned
     }
 }
 
@@ -144,11 +181,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: Canc
 async fn read_frame(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    framing: Framing,
+    decoder: &mut FrameDecoder,
     max: usize,
 ) -> std::io::Result<Decoded> {
     loop {
-        match decode(framing, buf, max) {
+        match decoder.decode(buf, max) {
             Decoded::NeedMore => {
                 if stream.read_buf(buf).await? == 0 {
                     return Ok(Decoded::NeedMore);
@@ -168,15 +205,28 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let (framing, max) = (shared.config.tcp.framing, shared.config.max_frame_bytes);
+    let mut decoder = FrameDecoder::new(framing);
     let mut buf = BytesMut::new();
     let first = tokio::time::timeout(
         shared.config.handshake_timeout,
-        read_frame(&mut stream, &mut buf, framing, max),
+        read_frame(
+            &mut stream,
+            &mut buf,
+            &mut decoder,
+            max.min(MAX_PRE_AUTH_BYTES),
+        ),
     )
     .await;
     let token = match first {
         Ok(Ok(Decoded::Frame(token))) => token,
         Err(_) => return handshake_failed(&shared, "timeout"),
+        Ok(Ok(Decoded::TooLarge(length))) => {
+            debug!(length, "token frame exceeds the pre-authentication limit");
+            let _ = stream
+                .write_all(&encode_status(framing, Status::FrameTooLarge))
+                .await;
+            return handshake_failed(&shared, "too_large");
+        }
         _ => return handshake_failed(&shared, "protocol"),
     };
     let token = String::from_utf8_lossy(&token);
@@ -230,7 +280,7 @@ async fn connection(
                     break CloseReason::WriteFailed;
                 }
             }
-            read = tokio::time::timeout(shared.config.idle_timeout, read_frame(&mut stream, &mut buf, framing, max)), if !window.is_full() => {
+            read = tokio::time::timeout(shared.config.idle_timeout, read_frame(&mut stream, &mut buf, &mut decoder, max)), if !window.is_full() => {
                 match read {
                     Err(_) => break CloseReason::IdleTimeout,
                     Ok(Err(_)) | Ok(Ok(Decoded::NeedMore)) => break CloseReason::ConnectionLost,
@@ -276,6 +326,10 @@ mod tests {
 
     use super::*;
 
+    fn decode(framing: Framing, buf: &mut BytesMut, max: usize) -> Decoded {
+        FrameDecoder::new(framing).decode(buf, max)
+    }
+
     #[test]
     fn length_frames_come_out_whole_and_in_order() {
         let mut buf = BytesMut::from(&[0, 0, 0, 2, b'h', b'i', 0, 0, 0, 3, b'y'][..]);
@@ -317,6 +371,33 @@ mod tests {
             Decoded::Frame(b"{\"t\":1}".to_vec())
         );
         assert_eq!(decode(Framing::Lines, &mut buf, 64), Decoded::NeedMore);
+    }
+
+    #[test]
+    fn a_line_arriving_in_pieces_is_scanned_once() {
+        let mut decoder = FrameDecoder::new(Framing::Lines);
+        let mut buf = BytesMut::new();
+        for _ in 0..1000 {
+            buf.extend_from_slice(b"0123456789");
+            assert_eq!(decoder.decode(&mut buf, 1 << 20), Decoded::NeedMore);
+            // The next read scans only what arrives after this point.
+            assert_eq!(decoder.scanned(), buf.len());
+        }
+        buf.extend_from_slice(b"!\nnext");
+        let Decoded::Frame(line) = decoder.decode(&mut buf, 1 << 20) else {
+            panic!("a whole line");
+        };
+        assert_eq!(line.len(), 10_001);
+        assert_eq!(decoder.scanned(), 0);
+        assert_eq!(decoder.decode(&mut buf, 1 << 20), Decoded::NeedMore);
+        assert_eq!(&buf[..], b"next");
+    }
+
+    #[test]
+    fn a_large_announced_frame_reserves_room_as_it_arrives() {
+        let mut buf = BytesMut::from(&(1u32 << 24).to_be_bytes()[..]);
+        assert_eq!(decode(Framing::Length, &mut buf, 1 << 25), Decoded::NeedMore);
+        assert!(buf.capacity() <= 4 + RESERVE_AHEAD + 64, "{}", buf.capacity());
     }
 
     #[test]

@@ -277,6 +277,62 @@ async fn a_handshake_that_never_completes_is_dropped() {
     wharf.stop().await;
 }
 
+/// Before authenticating, a peer may send at most 8 KiB: a TCP token frame
+/// or an MQTT CONNECT announcing more is refused at once, before its bytes
+/// arrive (and nothing is reserved for them), however large
+/// `max_frame_bytes` is.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unauthenticated_peer_cannot_announce_a_large_frame() {
+    let wharf = TestWharf::start(|settings| {
+        settings.socket.max_frame_bytes = 1 << 20;
+        settings.socket.handshake_timeout = Duration::from_secs(60);
+    })
+    .await;
+    // TCP: a token frame of 100 KB announced, 10 bytes sent.
+    let mut tcp = TcpStream::connect(wharf.addresses.tcp.unwrap())
+        .await
+        .unwrap();
+    tcp.write_u32(100_000).await.unwrap();
+    tcp.write_all(b"0123456789").await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+        .await
+        .expect("refused at once, not at the handshake timeout")
+        .unwrap();
+    assert_eq!(answer, [0, 0, 0, 1, 2], "status 2: frame too large");
+
+    // MQTT: a CONNECT whose remaining length says 100 KB.
+    let mut mqtt = TcpStream::connect(wharf.addresses.mqtt.unwrap())
+        .await
+        .unwrap();
+    let mut connect = vec![0x10, 0xa0, 0x8d, 0x06]; // remaining length 100,000
+    connect.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60]);
+    mqtt.write_all(&connect).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), mqtt.read_to_end(&mut rest))
+        .await
+        .expect("refused at once, not at the handshake timeout")
+        .ok();
+
+    assert_eq!(
+        metric(
+            &wharf,
+            "wharf_socket_handshake_failures_total{transport=\"tcp\",reason=\"too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &wharf,
+            "wharf_socket_handshake_failures_total{transport=\"mqtt\",reason=\"too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    wharf.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn devices_over_the_rate_limit_are_cut_off() {
     let wharf = TestWharf::start(|settings| {

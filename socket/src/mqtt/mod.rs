@@ -37,6 +37,7 @@ use wharf_events::{FailureReason, Transport};
 
 use crate::Shared;
 use crate::accept::Listener;
+use crate::limits::MAX_PRE_AUTH_BYTES;
 use crate::live::{Outbound, Outcome, Signal};
 use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
 use crate::stream::ByteStream;
@@ -113,6 +114,11 @@ async fn accept<S: ByteStream>(
     let (connect, will, login) = match connect {
         Err(_) => {
             handshake_failed(shared, label, "timeout");
+            return None;
+        }
+        Ok(Err(CodecError::TooLarge(length))) => {
+            debug!(length, "CONNECT exceeds the pre-authentication limit");
+            handshake_failed(shared, label, "too_large");
             return None;
         }
         Ok(Err(error)) => {
@@ -203,13 +209,16 @@ impl Connection {
         self.codec.as_ref().is_some_and(Codec::is_v5)
     }
 
+    /// Reads the CONNECT: at most [`MAX_PRE_AUTH_BYTES`], whatever
+    /// `max_frame_bytes` allows once the device is authenticated.
     async fn read_connect<S: ByteStream>(&mut self, stream: &mut S) -> Result<Packet, CodecError> {
+        let max = self.max_packet.min(MAX_PRE_AUTH_BYTES);
         loop {
             if self.codec.is_none() {
                 self.codec = Codec::detect(&self.buf)?;
             }
-            if self.codec.is_some()
-                && let Some(received) = self.read_buffered()?
+            if let Some(codec) = self.codec.as_mut()
+                && let Some(received) = codec.read(&mut self.buf, max)?
             {
                 return match received.packet {
                     packet @ Packet::Connect(..) => Ok(packet),
