@@ -68,6 +68,16 @@ pub struct ApiConfig {
     pub keys: Vec<String>,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// API connections held at once; past it, new ones wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (and how long
+    /// an idle keep-alive connection stays open).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body; then 408.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long a read answers identical reads that follow it (0s: only
     /// reads in flight are shared).
     #[serde(with = "humantime_serde")]
@@ -100,6 +110,9 @@ impl Default for ApiConfig {
             listen: ([0, 0, 0, 0], 8088).into(),
             keys: Vec::new(),
             max_body_bytes: 64 * 1024,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             read_cache: Duration::from_millis(250),
             token_ttl: Duration::from_secs(365 * 24 * 3600),
         }
@@ -133,6 +146,8 @@ impl CommanderConfig {
             ("sweep_interval", self.sweep_interval),
             ("outcome_timeout", self.outcome_timeout),
             ("api.token_ttl", self.api.token_ttl),
+            ("api.header_timeout", self.api.header_timeout),
+            ("api.body_timeout", self.api.body_timeout),
         ] {
             if value.is_zero() {
                 problems.push(format!("commander.{name}: must be more than 0s"));
@@ -140,6 +155,9 @@ impl CommanderConfig {
         }
         if self.default_ttl > self.max_ttl {
             problems.push("commander.default_ttl: must not exceed commander.max_ttl".into());
+        }
+        if self.api.max_connections == 0 {
+            problems.push("commander.api.max_connections: must be at least 1".into());
         }
         if self.api.max_body_bytes < 1024 {
             problems.push("commander.api.max_body_bytes: must be at least 1024".into());

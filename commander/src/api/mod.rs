@@ -255,6 +255,10 @@ fn router(api: Api) -> (axum::Router, utoipa::openapi::OpenApi) {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            read_body_in_time,
+        ))
         .layer(axum::middleware::from_fn_with_state(api, count_responses));
     (router, openapi)
 }
@@ -316,6 +320,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 pub(crate) struct ApiServer {
     listener: TcpListener,
     router: axum::Router,
+    config: ApiConfig,
 }
 
 impl ApiServer {
@@ -323,8 +328,13 @@ impl ApiServer {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|error| anyhow::anyhow!("failed to bind the API on {listen}: {error}"))?;
+        let config = state.config.clone();
         let (router, _) = router(Api(Arc::new(state)));
-        Ok(ApiServer { listener, router })
+        Ok(ApiServer {
+            listener,
+            router,
+            config,
+        })
     }
 
     pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -332,10 +342,80 @@ impl ApiServer {
     }
 
     /// Serves until `shutdown`, then finishes the requests in progress.
+    ///
+    /// Its own accept loop rather than `axum::serve`, for what a public
+    /// listener needs: at most `max_connections` at once (past it, new
+    /// connections wait in the backlog), and a client that does not send
+    /// its headers within `header_timeout` (or leaves a keep-alive
+    /// connection idle that long) is disconnected.
     pub(crate) async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await?;
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.config.max_connections));
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait, go on.
+                        tracing::warn!(%error, "failed to accept an API connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(self.router.clone());
+            let header_timeout = self.config.header_timeout;
+            let shutdown = shutdown.clone();
+            connections.spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = shutdown.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+                drop(slot);
+            });
+            // Reap the connections that ended, so the set stays small.
+            while connections.try_join_next().is_some() {}
+        }
+        while connections.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Reads the request's body within `body_timeout` (408 otherwise) and at
+/// most `max_body_bytes` of it (413), before anything else sees it: a
+/// client trickling a body cannot hold a handler, or a connection slot, for
+/// longer than that.
+async fn read_body_in_time(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = api.config.max_body_bytes;
+    match tokio::time::timeout(api.config.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(_)) => envelope::too_large().into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the body did not arrive within commander.api.body_timeout ({})",
+                humantime::format_duration(api.config.body_timeout)
+            ),
+        )
+        .into_response(),
     }
 }
