@@ -50,6 +50,8 @@ pub struct ReceiverConfig {
     pub shutdown_grace: Duration,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub ops_listen: SocketAddr,
+    /// How large one device's twin may grow.
+    pub twin: crate::twin::TwinLimits,
     pub rules: Vec<RuleConfig>,
 }
 
@@ -65,6 +67,7 @@ impl Default for ReceiverConfig {
             set_desired_command: "set_desired".into(),
             shutdown_grace: Duration::from_secs(10),
             ops_listen: ([0, 0, 0, 0], 9102).into(),
+            twin: crate::twin::TwinLimits::default(),
             rules: Vec::new(),
         }
     }
@@ -99,6 +102,12 @@ impl ReceiverConfig {
         }
         if self.batch_size == 0 {
             problems.push("receiver.batch_size: must be at least 1".into());
+        }
+        if self.twin.max_keys == 0 {
+            problems.push("receiver.twin.max_keys: must be at least 1".into());
+        }
+        if self.twin.max_bytes < 1024 {
+            problems.push("receiver.twin.max_bytes: must be at least 1024".into());
         }
         if self.set_desired_command.is_empty() {
             problems.push("receiver.set_desired_command: must not be empty".into());

@@ -65,7 +65,7 @@ use actors::Actors;
 pub use config::{ReceiverConfig, ReceiverSettings};
 pub use logic::{Change, DeviceLogic, DeviceState, Replies};
 use metrics::ReceiverMetrics;
-pub use twin::TwinLogic;
+pub use twin::{TwinLimits, TwinLogic};
 use write_behind::WriteBehind;
 
 /// The first wait after a failed store operation; it doubles up to the max.
@@ -183,6 +183,7 @@ impl Receiver {
         let ready = readiness.flag("receiver");
         ready.set(true);
         let metrics = ReceiverMetrics::register(registry);
+        logic.register_metrics(registry.sub_registry_with_prefix("wharf_receiver"));
         info!(%group, "receiver ready");
         Ok(Receiver {
             group: offsets_key,
@@ -514,7 +515,7 @@ impl Receiver {
 pub fn twin_logic(config: &ReceiverConfig) -> anyhow::Result<TwinLogic> {
     let rules = rules::Rules::compile(&config.rules)
         .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-    Ok(TwinLogic::new(rules, &config.set_desired_command))
+    Ok(TwinLogic::new(rules, &config.set_desired_command).with_limits(config.twin))
 }
 
 /// Runs the Receiver as its own process with the built-in logic: connects

@@ -25,6 +25,12 @@ pub enum Change {
 /// first run did. So it may read only the state and the event (use the
 /// event's `time`, not the clock).
 pub trait DeviceLogic: Send + Sync + 'static {
+    /// Registers the logic's own metrics (exported under `wharf_receiver_`);
+    /// none by default.
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        let _ = registry;
+    }
+
     /// Applies `event` to `state`; events it causes go to `replies`.
     fn apply(&self, state: &mut DeviceState, event: &Envelope, replies: &mut Replies<'_>)
     -> Change;

@@ -6,13 +6,47 @@
 //!   device with the profile's `set_desired` command when `desired` changes
 //!   and when the device reconnects while a delta remains;
 //! - `connected`, `last_seen` and the frame count follow the events;
-//! - rules request commands when reported values meet their conditions.
+//! - rules request commands when reported values meet their conditions;
+//! - `reported` and `desired` each hold at most [`TwinLimits`] keys and
+//!   bytes: a key past them is refused (the rest of the frame or patch is
+//!   applied), counted and logged, so no device can grow its row without
+//!   bound and slow every write-back it shares.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use tracing::warn;
 use wharf_events::{Envelope, Event};
 
 use crate::logic::{Change, DeviceLogic, DeviceState, Replies};
 use crate::rules::Rules;
+
+/// The `[receiver.twin]` section: how large one device's twin may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwinLimits {
+    /// Keys `reported` may hold, and `desired` may hold.
+    pub max_keys: usize,
+    /// The size `reported` may reach as JSON, and `desired` may (estimated
+    /// from its contents: string lengths, numbers counted long).
+    pub max_bytes: usize,
+}
+
+impl Default for TwinLimits {
+    fn default() -> Self {
+        TwinLimits {
+            max_keys: 256,
+            max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `reason`, `part`: why a key was refused, and where.
+type RefusalLabels = [(&'static str, &'static str); 2];
 
 /// Where the twin keeps its bookkeeping in the state's `meta`.
 const META_CONNECTION: &str = "connection";
@@ -23,14 +57,85 @@ pub struct TwinLogic {
     rules: Rules,
     /// The command that carries a delta to a device.
     set_desired: String,
+    limits: TwinLimits,
+    /// Keys refused by the limits, by reason and part.
+    refused: Family<RefusalLabels, Counter>,
 }
 
 impl TwinLogic {
-    /// The twin with `rules`; deltas travel as `set_desired` commands.
+    /// The twin with `rules` and the default limits; deltas travel as
+    /// `set_desired` commands.
     pub fn new(rules: Rules, set_desired: impl Into<String>) -> Self {
         TwinLogic {
             rules,
             set_desired: set_desired.into(),
+            limits: TwinLimits::default(),
+            refused: Family::default(),
+        }
+    }
+
+    /// The same twin within `limits`.
+    pub fn with_limits(mut self, limits: TwinLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Merges `patch` into `part` of `state` within the limits; `null`
+    /// removes a key where `removes_on_null`.
+    fn merge(
+        &self,
+        state: &mut DeviceState,
+        part: Part,
+        patch: &Map<String, Value>,
+        removes_on_null: bool,
+    ) {
+        let map = match part {
+            Part::Reported => &mut state.reported,
+            Part::Desired => &mut state.desired,
+        };
+        // Removals first: a patch that removes keys and adds others fits
+        // whenever the result does.
+        if removes_on_null {
+            for (key, _) in patch.iter().filter(|(_, value)| value.is_null()) {
+                map.remove(key);
+            }
+        }
+        let mut size = encoded_size_of_map(map);
+        let mut refused: Vec<(&str, &'static str)> = Vec::new();
+        for (key, value) in patch {
+            if removes_on_null && value.is_null() {
+                continue;
+            }
+            let old = map.get(key).map_or(0, |old| entry_size(key, old));
+            let new = entry_size(key, value);
+            if old == 0 && map.len() >= self.limits.max_keys {
+                refused.push((key, "too_many_keys"));
+            } else if size - old + new > self.limits.max_bytes {
+                refused.push((key, "too_large"));
+            } else {
+                map.insert(key.clone(), value.clone());
+                size = size - old + new;
+            }
+        }
+        if refused.is_empty() {
+            return;
+        }
+        for (_, reason) in &refused {
+            self.refused
+                .get_or_create(&[("reason", reason), ("part", part.name())])
+                .inc();
+        }
+        if log_refusals_now() {
+            let keys: Vec<&str> = refused.iter().take(5).map(|(key, _)| *key).collect();
+            warn!(
+                device = %state.device,
+                part = part.name(),
+                refused = refused.len(),
+                ?keys,
+                max_keys = self.limits.max_keys,
+                max_bytes = self.limits.max_bytes,
+                "twin keys refused: receiver.twin limits reached (this warning repeats at most once a second)"
+            );
         }
     }
 
@@ -58,13 +163,69 @@ impl TwinLogic {
             replies.request_command(&format!("rule:{name}"), &state.model, &command, args);
             rule_marks(state).insert(name, Value::from(at_ms));
         }
-        for (key, value) in values {
-            state.reported.insert(key.clone(), value.clone());
+        self.merge(state, Part::Reported, values, false);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Reported,
+    Desired,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Reported => "reported",
+            Part::Desired => "desired",
         }
     }
 }
 
+/// Whether a refusal warning may be logged now: at most one a second over
+/// all devices, whatever their rate (the metric counts every refusal).
+fn log_refusals_now() -> bool {
+    static LAST_SECOND: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST_SECOND.swap(now, Ordering::Relaxed) != now
+}
+
+/// The size of `"key":value,` in a JSON object.
+fn entry_size(key: &str, value: &Value) -> usize {
+    key.len() + 4 + encoded_size(value)
+}
+
+fn encoded_size_of_map(map: &Map<String, Value>) -> usize {
+    2 + map
+        .iter()
+        .map(|(key, value)| entry_size(key, value))
+        .sum::<usize>()
+}
+
+/// About the size of `value` as JSON, without encoding it: exact for
+/// structure and unescaped strings, numbers counted at their longest.
+fn encoded_size(value: &Value) -> usize {
+    match value {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(_) => 24,
+        Value::String(text) => text.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|item| encoded_size(item) + 1).sum::<usize>(),
+        Value::Object(map) => encoded_size_of_map(map),
+    }
+}
+
 impl DeviceLogic for TwinLogic {
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "twin_refused",
+            "Twin keys refused by the receiver.twin limits, by reason and part",
+            self.refused.clone(),
+        );
+    }
+
     fn apply(
         &self,
         state: &mut DeviceState,
@@ -81,13 +242,7 @@ impl DeviceLogic for TwinLogic {
                 }
             }
             Event::DesiredStateChanged(change) => {
-                for (key, value) in &change.desired {
-                    if value.is_null() {
-                        state.desired.remove(key);
-                    } else {
-                        state.desired.insert(key.clone(), value.clone());
-                    }
-                }
+                self.merge(state, Part::Desired, &change.desired, true);
                 self.request_delta(state, "set_desired", replies);
                 return Change::Changed;
             }
@@ -243,6 +398,79 @@ mod tests {
                 other => panic!("unexpected reply {other:?}"),
             })
             .collect()
+    }
+
+    fn refused(logic: &TwinLogic, reason: &'static str, part: &'static str) -> u64 {
+        logic
+            .refused
+            .get_or_create(&[("reason", reason), ("part", part)])
+            .get()
+    }
+
+    #[test]
+    fn keys_past_the_limit_are_refused_and_the_rest_applied() {
+        let logic = TwinLogic::new(Rules::default(), "set_desired").with_limits(TwinLimits {
+            max_keys: 3,
+            max_bytes: 64 * 1024,
+        });
+        let mut state = DeviceState::new("t-1");
+        run(&logic, &mut state, &frame(json!({"a": 1, "b": 2}), 1));
+        // Two new keys, one room: "c" is taken (a frame's keys are taken in
+        // their sorted order), "d" refused;
+        // an existing key still changes.
+        run(
+            &logic,
+            &mut state,
+            &frame(json!({"a": 10, "c": 3, "d": 4}), 2),
+        );
+        assert_eq!(
+            Value::Object(state.reported.clone()),
+            json!({"a": 10, "b": 2, "c": 3})
+        );
+        assert_eq!(refused(&logic, "too_many_keys", "reported"), 1);
+        assert_eq!(state.message_count, 2, "the frame itself still counts");
+
+        // desired: the same limit; removing a key makes room.
+        run(&logic, &mut state, &desired(json!({"x": 1, "y": 2, "z": 3})));
+        run(&logic, &mut state, &desired(json!({"w": 0})));
+        assert_eq!(refused(&logic, "too_many_keys", "desired"), 1);
+        run(&logic, &mut state, &desired(json!({"x": null, "w": 0})));
+        assert_eq!(
+            Value::Object(state.desired.clone()),
+            json!({"y": 2, "z": 3, "w": 0})
+        );
+    }
+
+    #[test]
+    fn values_that_would_outgrow_the_twin_are_refused() {
+        let logic = TwinLogic::new(Rules::default(), "set_desired").with_limits(TwinLimits {
+            max_keys: 256,
+            max_bytes: 1024,
+        });
+        let mut state = DeviceState::new("t-1");
+        let big = "x".repeat(600);
+        run(&logic, &mut state, &frame(json!({"blob": big}), 1));
+        run(&logic, &mut state, &frame(json!({"other": big, "t": 20}), 2));
+        assert_eq!(refused(&logic, "too_large", "reported"), 1);
+        assert_eq!(state.reported["t"], json!(20));
+        assert!(!state.reported.contains_key("other"));
+        // Replacing a value counts its old size out first.
+        run(&logic, &mut state, &frame(json!({"blob": "y".repeat(900)}), 3));
+        assert_eq!(state.reported["blob"].as_str().map(str::len), Some(900));
+        let encoded = serde_json::to_string(&state.reported).unwrap().len();
+        assert!(encoded <= 1024, "{encoded}");
+    }
+
+    #[test]
+    fn the_size_estimate_is_never_below_the_encoding() {
+        for value in [
+            json!({"a": 1.5e300, "b": [true, null, -12345678901234i64], "c": {"d": "text"}}),
+            json!({"n": u64::MAX, "s": "", "e": {}}),
+        ] {
+            let map = value.as_object().unwrap();
+            let encoded = serde_json::to_string(map).unwrap().len();
+            assert!(encoded_size_of_map(map) >= encoded, "{value}");
+        }
     }
 
     #[test]

@@ -827,3 +827,35 @@ async fn a_command_its_device_left_before_receiving_waits_for_it_again() {
         .await;
     wharf.stop().await;
 }
+
+/// A device sending ever new keys cannot grow its twin without bound: past
+/// `receiver.twin.max_keys` new keys are refused (counted), known keys
+/// still change, and the API shows the capped twin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_cannot_grow_its_twin_without_bound() {
+    let wharf = TestWharf::start(|settings| settings.receiver.twin.max_keys = 100).await;
+    let api = wharf.api();
+    let device = unique("hoarder");
+    let token = api.register(&device, json!({})).await;
+    let mut ws = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    let many: serde_json::Map<String, Value> = (0..150)
+        .map(|i| (format!("k{i:03}"), json!(i)))
+        .collect();
+    ws.send_text(&Value::Object(many).to_string()).await;
+    ws.send_text(r#"{"k000": "changed"}"#).await;
+    wharf.state_after(&device, 2).await;
+    let twin = api.get(&format!("/v1/devices/{device}/twin")).await.result();
+    let reported = twin["reported"].as_object().unwrap();
+    assert_eq!(reported.len(), 100);
+    assert_eq!(reported["k000"], json!("changed"));
+    assert!(!reported.contains_key("k100"), "keys are taken in order");
+    let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
+    assert_eq!(
+        http::metric(
+            &metrics,
+            r#"wharf_receiver_twin_refused_total{reason="too_many_keys",part="reported"}"#
+        ),
+        Some(50.0)
+    );
+    wharf.stop().await;
+}
