@@ -131,6 +131,19 @@ mod tests {
         );
     }
 
+    /// Found by fuzz/websocket_payload: without exact float parsing, this
+    /// number came out of its event one bit off.
+    #[test]
+    fn a_number_comes_out_of_an_event_as_it_went_in() {
+        for text in ["16161111111111116111115", "0.30000000000000004", "1e-320"] {
+            let payload = Payload::from_bytes(text.as_bytes());
+            let (out, encoding) = to_wire(&payload);
+            let wire = serde_json::to_string(&out).unwrap();
+            let back = from_wire(serde_json::from_str(&wire).unwrap(), encoding).unwrap();
+            assert_eq!(back, payload, "{text}");
+        }
+    }
+
     #[test]
     fn binary_round_trips_through_base64() {
         let payload = Payload::Binary(vec![0, 1, 255]);

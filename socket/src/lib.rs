@@ -36,6 +36,9 @@ mod accept;
 pub mod config;
 mod deliveries;
 mod events_out;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod live;
 pub mod metrics;

@@ -58,6 +58,36 @@ struct Datagram {
     payload: Vec<u8>,
 }
 
+/// What a received datagram is, before any session is looked up.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed<'a> {
+    /// One of the Socket's own reply words: never answered.
+    ReplyWord,
+    /// `HELLO <token>`: the token's bytes, without surrounding whitespace.
+    Hello(&'a [u8]),
+    /// Data for session `id`; an empty payload is a keep-alive.
+    Data {
+        id: SessionId,
+        payload: &'a [u8],
+    },
+    /// Shorter than a session id.
+    Malformed,
+}
+
+/// Reads a datagram.
+pub(crate) fn parse(datagram: &[u8]) -> Parsed<'_> {
+    if REPLY_WORDS.iter().any(|word| datagram == word.as_bytes()) {
+        return Parsed::ReplyWord;
+    }
+    if let Some(token) = datagram.strip_prefix(b"HELLO ") {
+        return Parsed::Hello(token.trim_ascii());
+    }
+    match datagram.split_first_chunk::<8>() {
+        Some((id, payload)) => Parsed::Data { id: *id, payload },
+        None => Parsed::Malformed,
+    }
+}
+
 /// Serves UDP devices on `socket` until `stop`.
 pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: CancellationToken) {
     let socket = Arc::new(socket);
@@ -85,42 +115,45 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
                 }
             },
         };
-        let datagram = &buf[..len];
-        if REPLY_WORDS.iter().any(|word| datagram == word.as_bytes()) {
-            shared.metrics.dropped("reply_word");
-            continue;
-        }
-        if let Some(token) = datagram.strip_prefix(b"HELLO ") {
-            let token = String::from_utf8_lossy(token);
-            match hello(&shared, token.trim(), &mut hellos) {
-                Err(reply) => refusals.send(&shared, &socket, from, reply).await,
-                Ok((claims, permit)) => {
-                    let id = new_session_id();
-                    let (tx, rx) = mpsc::channel(shared.config.udp.queue);
-                    sessions.insert(id, (tx, from));
-                    let task = session(
-                        shared.clone(),
-                        socket.clone(),
-                        id,
-                        claims,
-                        from,
-                        rx,
-                        SessionEnd(id, ended_tx.clone()),
-                        stop.clone(),
-                        permit,
-                    );
-                    shared
-                        .sessions
-                        .spawn(task.instrument(info_span!("udp", peer = %from)));
-                }
+        let (id, payload) = match parse(&buf[..len]) {
+            Parsed::ReplyWord => {
+                shared.metrics.dropped("reply_word");
+                continue;
             }
-            continue;
-        }
-        let Some((id, payload)) = datagram.split_first_chunk::<8>() else {
-            shared.metrics.dropped("malformed");
-            continue;
+            Parsed::Malformed => {
+                shared.metrics.dropped("malformed");
+                continue;
+            }
+            Parsed::Hello(token) => {
+                // A token is ASCII: other bytes make it one that fails.
+                let token = std::str::from_utf8(token).unwrap_or_default();
+                match hello(&shared, token, &mut hellos) {
+                    Err(reply) => refusals.send(&shared, &socket, from, reply).await,
+                    Ok((claims, permit)) => {
+                        let id = new_session_id();
+                        let (tx, rx) = mpsc::channel(shared.config.udp.queue);
+                        sessions.insert(id, (tx, from));
+                        let task = session(
+                            shared.clone(),
+                            socket.clone(),
+                            id,
+                            claims,
+                            from,
+                            rx,
+                            SessionEnd(id, ended_tx.clone()),
+                            stop.clone(),
+                            permit,
+                        );
+                        shared
+                            .sessions
+                            .spawn(task.instrument(info_span!("udp", peer = %from)));
+                    }
+                }
+                continue;
+            }
+            Parsed::Data { id, payload } => (id, payload),
         };
-        match sessions.get(id) {
+        match sessions.get(&id) {
             None => {
                 shared.metrics.dropped("unknown_session");
                 refusals
@@ -309,4 +342,38 @@ fn new_session_id() -> SessionId {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).expect("the operating system provides randomness");
     id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_are_told_apart() {
+        assert_eq!(parse(b"UNKNOWN_SESSION"), Parsed::ReplyWord);
+        assert_eq!(parse(b"HELLO  abc.def \n"), Parsed::Hello(b"abc.def"));
+        assert_eq!(parse(b"short"), Parsed::Malformed);
+        assert_eq!(
+            parse(b"12345678{\"t\":1}"),
+            Parsed::Data {
+                id: *b"12345678",
+                payload: b"{\"t\":1}"
+            }
+        );
+    }
+
+    /// Found by fuzz/udp_datagram: a token that is not UTF-8 stays the
+    /// bytes it was (it fails authentication) instead of growing by lossy
+    /// replacement characters.
+    #[test]
+    fn a_token_that_is_not_utf8_is_kept_as_bytes() {
+        let mut datagram = b"HELLO ".to_vec();
+        datagram.extend_from_slice(&[0xc2; 50]);
+        datagram.extend_from_slice(b"TRY_LATER");
+        let Parsed::Hello(token) = parse(&datagram) else {
+            panic!("a HELLO");
+        };
+        assert_eq!(token.len(), 59);
+        assert!(std::str::from_utf8(token).is_err());
+    }
 }

@@ -16,7 +16,7 @@
 //!   DISCONNECT.
 
 mod acl;
-mod codec;
+pub(crate) mod codec;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,86 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`): each
+//! runs untrusted bytes through one decoder exactly as the Socket does,
+//! without sockets or a bus. Not part of the Socket's API.
+
+use bytes::BytesMut;
+
+use crate::config::Framing;
+use crate::limits::MAX_PRE_AUTH_BYTES;
+use crate::mqtt::codec::Codec;
+use crate::tcp::{Decoded, FrameDecoder};
+
+/// The MQTT path of a connection: the CONNECT under the pre-authentication
+/// limit (which picks the protocol version), then packets under
+/// `max_packet`, fed in chunks of `chunk` bytes as reads would bring them.
+pub fn mqtt(bytes: &[u8], chunk: usize, max_packet: usize) {
+    let mut buf = BytesMut::new();
+    let mut codec: Option<Codec> = None;
+    let mut connected = false;
+    for piece in bytes.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            if codec.is_none() {
+                match Codec::detect(&buf) {
+                    Ok(Some(detected)) => codec = Some(detected),
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+            let max = if connected {
+                max_packet
+            } else {
+                max_packet.min(MAX_PRE_AUTH_BYTES)
+            };
+            let Some(codec) = codec.as_mut() else { break };
+            match codec.read(&mut buf, max) {
+                Ok(Some(received)) => {
+                    if !connected && !matches!(received.packet, rumqttd::protocol::Packet::Connect(..)) {
+                        return;
+                    }
+                    connected = true;
+                    let _ = crate::mqtt::codec::packet_kind(&received.packet);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// TCP framing (`lines` or length-prefixed): the token frame under the
+/// pre-authentication limit, then frames under `max`, in chunks.
+pub fn tcp(bytes: &[u8], lines: bool, chunk: usize, max: usize) {
+    let framing = if lines { Framing::Lines } else { Framing::Length };
+    let mut decoder = FrameDecoder::new(framing);
+    let mut buf = BytesMut::new();
+    let mut authenticated = false;
+    for piece in bytes.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            let limit = if authenticated {
+                max
+            } else {
+                max.min(MAX_PRE_AUTH_BYTES)
+            };
+            match decoder.decode(&mut buf, limit) {
+                Decoded::Frame(frame) => {
+                    assert!(frame.len() <= limit, "a frame over the limit came out");
+                    authenticated = true;
+                }
+                Decoded::NeedMore => break,
+                Decoded::TooLarge(_) => return,
+            }
+        }
+    }
+}
+
+/// A UDP datagram as the receive loop reads it.
+pub fn udp(datagram: &[u8]) {
+    match crate::udp::parse(datagram) {
+        crate::udp::Parsed::Data { id, payload } => {
+            assert_eq!(id.len() + payload.len(), datagram.len());
+        }
+        crate::udp::Parsed::Hello(token) => assert!(token.len() + 6 <= datagram.len()),
+        crate::udp::Parsed::ReplyWord | crate::udp::Parsed::Malformed => {}
+    }
+}
