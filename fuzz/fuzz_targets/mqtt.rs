@@ -10,6 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((&[chunk, limit], bytes)) = data.split_first_chunk::<2>() else {
         return;
     };
-    let max_packet = if limit & 1 == 0 { 256 * 1024 + 1024 } else { 64 + usize::from(limit) };
+    let max_packet = if limit & 1 == 0 {
+        256 * 1024 + 1024
+    } else {
+        64 + usize::from(limit)
+    };
     wharf_socket::fuzzing::mqtt(bytes, usize::from(chunk) + 1, max_packet);
 });

@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     // rules (a JSON array of rule configurations), then one frame a line
     let mut lines = text.split('\n');
-    let configs: Vec<RuleConfig> = serde_json::from_str(lines.next().unwrap_or_default())
-        .unwrap_or_default();
+    let configs: Vec<RuleConfig> =
+        serde_json::from_str(lines.next().unwrap_or_default()).unwrap_or_default();
     let Ok(rules) = Rules::compile(&configs) else {
         return;
     };

@@ -8,7 +8,11 @@ use wharf_events::{Envelope, Event, FrameReceived, Payload};
 fuzz_target!(|data: &[u8]| {
     let payload = Payload::from_bytes(data);
     if let Payload::Binary(bytes) = &payload {
-        assert_eq!(bytes.as_slice(), data, "binary payloads are kept as they came");
+        assert_eq!(
+            bytes.as_slice(),
+            data,
+            "binary payloads are kept as they came"
+        );
     }
     let event = Envelope::new(
         "device-1",
