@@ -212,7 +212,12 @@ fn encoded_size(value: &Value) -> usize {
         Value::Bool(_) => 5,
         Value::Number(_) => 24,
         Value::String(text) => text.len() + 2,
-        Value::Array(items) => 2 + items.iter().map(|item| encoded_size(item) + 1).sum::<usize>(),
+        Value::Array(items) => {
+            2 + items
+                .iter()
+                .map(|item| encoded_size(item) + 1)
+                .sum::<usize>()
+        }
         Value::Object(map) => encoded_size_of_map(map),
     }
 }
@@ -431,7 +436,11 @@ mod tests {
         assert_eq!(state.message_count, 2, "the frame itself still counts");
 
         // desired: the same limit; removing a key makes room.
-        run(&logic, &mut state, &desired(json!({"x": 1, "y": 2, "z": 3})));
+        run(
+            &logic,
+            &mut state,
+            &desired(json!({"x": 1, "y": 2, "z": 3})),
+        );
         run(&logic, &mut state, &desired(json!({"w": 0})));
         assert_eq!(refused(&logic, "too_many_keys", "desired"), 1);
         run(&logic, &mut state, &desired(json!({"x": null, "w": 0})));
@@ -450,12 +459,20 @@ mod tests {
         let mut state = DeviceState::new("t-1");
         let big = "x".repeat(600);
         run(&logic, &mut state, &frame(json!({"blob": big}), 1));
-        run(&logic, &mut state, &frame(json!({"other": big, "t": 20}), 2));
+        run(
+            &logic,
+            &mut state,
+            &frame(json!({"other": big, "t": 20}), 2),
+        );
         assert_eq!(refused(&logic, "too_large", "reported"), 1);
         assert_eq!(state.reported["t"], json!(20));
         assert!(!state.reported.contains_key("other"));
         // Replacing a value counts its old size out first.
-        run(&logic, &mut state, &frame(json!({"blob": "y".repeat(900)}), 3));
+        run(
+            &logic,
+            &mut state,
+            &frame(json!({"blob": "y".repeat(900)}), 3),
+        );
         assert_eq!(state.reported["blob"].as_str().map(str::len), Some(900));
         let encoded = serde_json::to_string(&state.reported).unwrap().len();
         assert!(encoded <= 1024, "{encoded}");

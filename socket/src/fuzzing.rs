@@ -34,7 +34,9 @@ pub fn mqtt(bytes: &[u8], chunk: usize, max_packet: usize) {
             let Some(codec) = codec.as_mut() else { break };
             match codec.read(&mut buf, max) {
                 Ok(Some(received)) => {
-                    if !connected && !matches!(received.packet, rumqttd::protocol::Packet::Connect(..)) {
+                    if !connected
+                        && !matches!(received.packet, rumqttd::protocol::Packet::Connect(..))
+                    {
                         return;
                     }
                     connected = true;
@@ -50,7 +52,11 @@ pub fn mqtt(bytes: &[u8], chunk: usize, max_packet: usize) {
 /// TCP framing (`lines` or length-prefixed): the token frame under the
 /// pre-authentication limit, then frames under `max`, in chunks.
 pub fn tcp(bytes: &[u8], lines: bool, chunk: usize, max: usize) {
-    let framing = if lines { Framing::Lines } else { Framing::Length };
+    let framing = if lines {
+        Framing::Lines
+    } else {
+        Framing::Length
+    };
     let mut decoder = FrameDecoder::new(framing);
     let mut buf = BytesMut::new();
     let mut authenticated = false;

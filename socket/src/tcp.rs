@@ -396,8 +396,15 @@ mod tests {
     #[test]
     fn a_large_announced_frame_reserves_room_as_it_arrives() {
         let mut buf = BytesMut::from(&(1u32 << 24).to_be_bytes()[..]);
-        assert_eq!(decode(Framing::Length, &mut buf, 1 << 25), Decoded::NeedMore);
-        assert!(buf.capacity() <= 4 + RESERVE_AHEAD + 64, "{}", buf.capacity());
+        assert_eq!(
+            decode(Framing::Length, &mut buf, 1 << 25),
+            Decoded::NeedMore
+        );
+        assert!(
+            buf.capacity() <= 4 + RESERVE_AHEAD + 64,
+            "{}",
+            buf.capacity()
+        );
     }
 
     #[test]

@@ -66,10 +66,7 @@ pub(crate) enum Parsed<'a> {
     /// `HELLO <token>`: the token's bytes, without surrounding whitespace.
     Hello(&'a [u8]),
     /// Data for session `id`; an empty payload is a keep-alive.
-    Data {
-        id: SessionId,
-        payload: &'a [u8],
-    },
+    Data { id: SessionId, payload: &'a [u8] },
     /// Shorter than a session id.
     Malformed,
 }

@@ -153,7 +153,7 @@ async fn every_api_error_answers_in_the_envelope_with_its_status() {
         (
             api.post(
                 &format!("{commands}/fan"),
-                &json!({"args": {"on": true}, "ttl": "30d"}),
+                &json!({"args": {"on": true}, "ttl": "0s"}),
             )
             .await,
             400,
@@ -838,13 +838,15 @@ async fn a_device_cannot_grow_its_twin_without_bound() {
     let device = unique("hoarder");
     let token = api.register(&device, json!({})).await;
     let mut ws = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
-    let many: serde_json::Map<String, Value> = (0..150)
-        .map(|i| (format!("k{i:03}"), json!(i)))
-        .collect();
+    let many: serde_json::Map<String, Value> =
+        (0..150).map(|i| (format!("k{i:03}"), json!(i))).collect();
     ws.send_text(&Value::Object(many).to_string()).await;
     ws.send_text(r#"{"k000": "changed"}"#).await;
     wharf.state_after(&device, 2).await;
-    let twin = api.get(&format!("/v1/devices/{device}/twin")).await.result();
+    let twin = api
+        .get(&format!("/v1/devices/{device}/twin"))
+        .await
+        .result();
     let reported = twin["reported"].as_object().unwrap();
     assert_eq!(reported.len(), 100);
     assert_eq!(reported["k000"], json!("changed"));
@@ -856,6 +858,37 @@ async fn a_device_cannot_grow_its_twin_without_bound() {
             r#"wharf_receiver_twin_refused_total{reason="too_many_keys",part="reported"}"#
         ),
         Some(50.0)
+    );
+    wharf.stop().await;
+}
+
+/// A ttl above `commander.max_ttl` waits `max_ttl`: the answer's
+/// `expires_at` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ttl_above_the_maximum_waits_the_maximum() {
+    let wharf = TestWharf::start(|settings| {
+        settings.commander.max_ttl = Duration::from_secs(3600);
+    })
+    .await;
+    let api = wharf.api();
+    let device = unique("patient");
+    api.register(&device, json!({})).await;
+    let sent = api
+        .post(
+            &format!("/v1/devices/{device}/commands/fan"),
+            &json!({"args": {"on": true}, "ttl": "30d"}),
+        )
+        .await
+        .result();
+    let queued = api
+        .command_with_status(sent["id"].as_str().unwrap(), "queued", PATIENCE)
+        .await;
+    let expires_at = humantime::parse_rfc3339(queued["expires_at"].as_str().unwrap()).unwrap();
+    let requested_at = humantime::parse_rfc3339(queued["requested_at"].as_str().unwrap()).unwrap();
+    let waits = expires_at.duration_since(requested_at).unwrap();
+    assert!(
+        waits <= Duration::from_secs(3601) && waits >= Duration::from_secs(3500),
+        "{queued}"
     );
     wharf.stop().await;
 }

@@ -11,7 +11,7 @@ use wharf_store::{CommandCursor, CommandRow};
 
 use super::devices::{active_device, no_device};
 use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply};
-use super::{Api, Page, PageQuery, rfc3339};
+use super::{Api, CommandPageQuery, Page, page_limit, rfc3339, unknown_cursor};
 use crate::desk::Desk;
 
 /// A command to send.
@@ -23,7 +23,9 @@ pub struct CommandRequest {
     #[schema(value_type = Object)]
     pub args: Map<String, Value>,
     /// How long it may wait for an offline device (`30s`, `2h`); the
-    /// profile's default when absent.
+    /// profile's default when absent; at most `commander.max_ttl` (a longer
+    /// one waits that long).
+    #[schema(pattern = "^[1-9][0-9]{0,8}(ms|s|m|h|d)$")]
     pub ttl: Option<String>,
 }
 
@@ -150,7 +152,7 @@ pub(super) async fn get_command(
 }
 
 #[utoipa::path(get, path = "/v1/devices/{id}/commands", tag = "commands",
-    params(("id" = String, Path, description = "Device id"), PageQuery),
+    params(("id" = String, Path, description = "Device id"), CommandPageQuery),
     responses(
         (status = 200, description = "The device's commands, newest first", body = ApiOk<Page<CommandView>>),
         (status = 400, description = "Bad limit or cursor", body = super::envelope::ApiErrorBody),
@@ -159,12 +161,13 @@ pub(super) async fn get_command(
 pub(super) async fn list_device_commands(
     State(api): State<Api>,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<CommandPageQuery>,
 ) -> ApiResult<Value> {
-    let limit = page.limit()?;
+    let limit = page_limit(page.limit)?;
     let before = page
-        .cursor_text()?
-        .map(|text| parse_command_cursor(&text))
+        .cursor
+        .as_deref()
+        .map(parse_command_cursor)
         .transpose()?;
     let key = format!(
         "commands:{id}:{limit}:{}",
@@ -175,32 +178,33 @@ pub(super) async fn list_device_commands(
             .device_commands(&id, limit + 1, before.as_ref())
             .await?;
         // Devices that were never registered still have commands (rules
-        // ask for them); only a device with neither is unknown.
-        if rows.is_empty() && before.is_none() && store.device(&id).await?.is_none() {
-            return Err(no_device(&id));
+        // ask for them); a device with neither is unknown, and a deleted
+        // one is gone, its history with it.
+        match store.device(&id).await? {
+            Some(device) if device.revoked_at_ms.is_some() => return Err(no_device(&id)),
+            None if rows.is_empty() && before.is_none() => return Err(no_device(&id)),
+            _ => {}
         }
         let next = (rows.len() > limit as usize).then(|| {
             let last = &rows[limit as usize - 1];
-            format!("{}/{}", last.requested_at_ms, last.id)
+            format!("{}_{}", last.requested_at_ms, last.id)
         });
         let items: Vec<CommandView> = rows
             .iter()
             .take(limit as usize)
             .map(CommandView::from)
             .collect();
-        Ok(Page::new(items, next.as_deref()))
+        Ok(Page::new(items, next))
     })
     .await
 }
 
 fn parse_command_cursor(text: &str) -> Result<CommandCursor, ApiError> {
-    let parsed = text.split_once('/').and_then(|(at, id)| {
+    let parsed = text.split_once('_').and_then(|(at, id)| {
         Some(CommandCursor {
             requested_at_ms: at.parse().ok()?,
             id: id.parse().ok()?,
         })
     });
-    parsed.ok_or_else(|| {
-        ApiError::bad_request("invalid_query", "cursor is not one this API returned")
-    })
+    parsed.ok_or_else(unknown_cursor)
 }

@@ -12,7 +12,7 @@ use wharf_events::{DesiredStateChanged, DeviceRevoked, Envelope, Event};
 use wharf_store::{Created, DeviceRow, unix_millis};
 
 use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply, ok};
-use super::{Api, Page, PageQuery, rfc3339};
+use super::{Api, DevicePageQuery, Page, page_limit, rfc3339, unknown_cursor};
 use crate::desk::emit;
 
 /// A registered device.
@@ -45,6 +45,7 @@ impl From<&DeviceRow> for DeviceView {
 #[serde(deny_unknown_fields)]
 pub struct NewDevice {
     /// Letters, digits, `.`, `_`, `:` and `-`; at most 128 characters.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub id: String,
     /// A model with a profile.
     pub model: String,
@@ -157,17 +158,20 @@ pub(super) async fn create_device(
 }
 
 #[utoipa::path(get, path = "/v1/devices", tag = "devices",
-    params(PageQuery),
+    params(DevicePageQuery),
     responses(
         (status = 200, description = "A page of devices, by id", body = ApiOk<Page<DeviceView>>),
         (status = 400, description = "Bad limit or cursor", body = super::envelope::ApiErrorBody),
     ))]
 pub(super) async fn list_devices(
     State(api): State<Api>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<DevicePageQuery>,
 ) -> ApiResult<Value> {
-    let limit = page.limit()?;
-    let after = page.cursor_text()?;
+    let limit = page_limit(page.limit)?;
+    let after = page.cursor;
+    if let Some(cursor) = &after {
+        check_device_id(cursor).map_err(|_| unknown_cursor())?;
+    }
     let key = format!("devices:{limit}:{}", after.as_deref().unwrap_or(""));
     api.coalesced(key, |store| async move {
         let rows = store.devices(limit + 1, after.as_deref()).await?;
@@ -177,7 +181,7 @@ pub(super) async fn list_devices(
             .take(limit as usize)
             .map(DeviceView::from)
             .collect();
-        Ok(Page::new(items, next.as_deref()))
+        Ok(Page::new(items, next))
     })
     .await
 }

@@ -7,6 +7,7 @@
 pub mod coalesce;
 pub mod commands;
 pub mod devices;
+mod document;
 pub mod envelope;
 
 use std::net::SocketAddr;
@@ -18,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -108,59 +108,63 @@ impl ApiState {
                 format!("ttl {text:?}: {error} (like \"30s\" or \"2h\")"),
             )
         })?;
-        if ttl.is_zero() || ttl > self.desk.max_ttl {
+        if ttl.is_zero() {
             return Err(ApiError::bad_request(
                 "invalid_ttl",
-                format!(
-                    "ttl {text:?} must be more than 0s and at most commander.max_ttl ({})",
-                    humantime::format_duration(self.desk.max_ttl)
-                ),
+                format!("ttl {text:?} must be more than 0s"),
             ));
         }
-        Ok(ttl)
+        // Longer than commander.max_ttl waits max_ttl: the answer's
+        // expires_at shows what applies.
+        Ok(ttl.min(self.desk.max_ttl))
     }
 }
 
-/// Paging through a list: `?limit=50&cursor=…` (the `next_cursor` of the
-/// previous page).
+/// Paging through devices: `?limit=50&cursor=…`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PageQuery {
+pub struct DevicePageQuery {
     /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
-    /// Where the previous page ended.
+    /// The `next_cursor` of the previous page (the id of its last device).
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
+    pub cursor: Option<String>,
+}
+
+/// Paging through a device's commands, newest first: `?limit=50&cursor=…`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CommandPageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page (`<requested at, Unix ms>_<command id>`).
+    #[param(
+        pattern = "^[0-9]{1,15}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
-impl PageQuery {
-    fn limit(&self) -> Result<u32, ApiError> {
-        match self.limit.unwrap_or(DEFAULT_PAGE) {
-            limit @ 1..=MAX_PAGE => Ok(limit),
-            other => Err(ApiError::bad_request(
-                "invalid_query",
-                format!("limit {other} must be between 1 and {MAX_PAGE}"),
-            )),
-        }
+/// The page size asked for, or why it is refused.
+fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        other => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit {other} must be between 1 and {MAX_PAGE}"),
+        )),
     }
+}
 
-    /// The decoded cursor.
-    fn cursor_text(&self) -> Result<Option<String>, ApiError> {
-        let Some(cursor) = &self.cursor else {
-            return Ok(None);
-        };
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(cursor)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request("invalid_query", "cursor is not one this API returned")
-            })
-    }
+/// The answer to a cursor this API never returned.
+fn unknown_cursor() -> ApiError {
+    ApiError::bad_request("invalid_query", "cursor is not one this API returned")
 }
 
 /// One page of a list.
@@ -172,12 +176,8 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    fn new(items: Vec<T>, next: Option<&str>) -> Self {
-        Page {
-            items,
-            next_cursor: next
-                .map(|text| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)),
-        }
+    fn new(items: Vec<T>, next_cursor: Option<String>) -> Self {
+        Page { items, next_cursor }
     }
 }
 
@@ -241,14 +241,18 @@ fn router(api: Api) -> (axum::Router, utoipa::openapi::OpenApi) {
         ))
         .with_state(api.clone())
         .split_for_parts();
-    let document = Arc::new(openapi.to_json().expect("the OpenAPI document serializes"));
+    let document = Arc::new(document::Document::new(&openapi));
+    let profiles = api.profiles.clone();
     let router = routes
         .route(
             "/openapi.json",
             axum::routing::get(move || async move {
+                let current = profiles.current();
+                let mut models: Vec<&str> = current.models().collect();
+                models.sort_unstable();
                 (
                     [(header::CONTENT_TYPE, "application/json")],
-                    document.as_str().to_owned(),
+                    document.render(&models),
                 )
             }),
         )

@@ -150,6 +150,11 @@ impl Profiles {
         }
     }
 
+    /// The models with a profile.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.by_model.keys().map(String::as_str)
+    }
+
     /// The number of models with a profile.
     pub fn len(&self) -> usize {
         self.by_model.len()
