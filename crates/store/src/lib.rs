@@ -114,7 +114,24 @@ impl Store {
             })?;
         if backend == Backend::Sqlite {
             // WAL lets readers (the API, tests) run beside the writer.
-            pool.execute("PRAGMA journal_mode = WAL").await?;
+            // Switching needs the file to itself: when another service is
+            // opening (and migrating) it at the same moment, SQLite answers
+            // "busy" at once instead of waiting, so try again.
+            let mut attempt = 1;
+            loop {
+                match pool
+                    .execute("PRAGMA journal_mode = WAL")
+                    .await
+                    .map_err(Error::from)
+                {
+                    Ok(_) => break,
+                    Err(error) if attempt < 20 && error.is_retryable() => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
         }
         migrations::run(&pool, backend).await?;
         Ok(Store {
