@@ -50,6 +50,9 @@ const UP_ENV: &[(&str, &str)] = &[
     ("WHARF_SOCKET__RATE_LIMIT__PER_SECOND", "1000000"),
     ("WHARF_SOCKET__RATE_LIMIT__BURST", "1000000"),
     ("WHARF_RECEIVER__FLUSH_INTERVAL", "200ms"),
+    // A key per message: the twins here grow far past the default limits.
+    ("WHARF_RECEIVER__TWIN__MAX_KEYS", "10000000"),
+    ("WHARF_RECEIVER__TWIN__MAX_BYTES", "1000000000"),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
