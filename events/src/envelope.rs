@@ -106,8 +106,8 @@ impl Envelope {
         if wire.v > VERSION {
             return Err(DecodeError::UnsupportedVersion { found: wire.v });
         }
-        let time = humantime::parse_rfc3339(&wire.time)
-            .map_err(|_| DecodeError::InvalidTime(wire.time.clone().into_owned()))?;
+        let time = crate::time::parse(&wire.time)
+            .ok_or_else(|| DecodeError::InvalidTime(wire.time.clone().into_owned()))?;
         let event = match Event::decode(&wire.kind, wire.data.get()) {
             None => return Err(DecodeError::UnknownType(wire.kind.into_owned())),
             Some(Err(source)) => {
@@ -191,6 +191,18 @@ mod tests {
         assert_eq!(decoded.correlation, envelope.id);
         let drift = envelope.time.duration_since(decoded.time).unwrap();
         assert!(drift.as_millis() < 1);
+    }
+
+    /// Found by fuzz/envelope: a time with more than millisecond precision
+    /// was kept as read, then written back shorter: the same event decoded
+    /// twice differed.
+    #[test]
+    fn a_decoded_event_encodes_back_to_the_same_event() {
+        let text = br#"{"id":"0193a0c4-3c1e-7000-8000-000000000004","type":"FrameReceived","v":1,"time":"2026-11-22T10:00:00.1293Z","device":"thermo-42","source":"socket-0","correlation":"0193a0c4-3c1e-7000-8000-000000000004","data":{"model":"demo-thermostat","payload":"Aet-0"}}"#;
+        let decoded = Envelope::from_json(text).unwrap();
+        let again = Envelope::from_json(&decoded.to_json()).unwrap();
+        assert_eq!(again, decoded);
+        assert!(String::from_utf8(decoded.to_json()).unwrap().contains("10:00:00.129Z"));
     }
 
     #[test]
