@@ -202,7 +202,11 @@ mod tests {
         let decoded = Envelope::from_json(text).unwrap();
         let again = Envelope::from_json(&decoded.to_json()).unwrap();
         assert_eq!(again, decoded);
-        assert!(String::from_utf8(decoded.to_json()).unwrap().contains("10:00:00.129Z"));
+        assert!(
+            String::from_utf8(decoded.to_json())
+                .unwrap()
+                .contains("10:00:00.129Z")
+        );
     }
 
     #[test]

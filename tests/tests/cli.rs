@@ -233,3 +233,75 @@ fn the_commander_refuses_to_start_without_api_keys() {
         "{stderr}"
     );
 }
+
+/// `--check-config` loads and validates a binary's whole configuration
+/// (file and WHARF_* variables) and exits without binding anything: here
+/// every port it would listen on is already taken, and it still says ok.
+#[test]
+fn check_config_validates_without_binding_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = wharf_tests::temp_dir("wharf-check-config");
+    let key = "sha256:".to_owned() + &"ab".repeat(32);
+    let config = dir.join("wharf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nsecret = \"a-secret-of-enough-length\"\n\n[commander]\nprofiles_dir = {:?}\n\n\
+             [commander.api]\nkeys = [\"{key}\"]\n",
+            wharf_tests::commander::shipped_profiles()
+        ),
+    )
+    .unwrap();
+    let cases: [(&str, &[&str], &[(&str, &str)]); 4] = [
+        (
+            "wharf-socket",
+            &[],
+            &[
+                ("WHARF_SOCKET__OPS_LISTEN", &port),
+                ("WHARF_SOCKET__WEBSOCKET__LISTEN", &port),
+            ],
+        ),
+        (
+            "wharf-receiver",
+            &[],
+            &[("WHARF_RECEIVER__OPS_LISTEN", &port)],
+        ),
+        (
+            "wharf-commander",
+            &[],
+            &[("WHARF_COMMANDER__API__LISTEN", &port)],
+        ),
+        ("wharf", &["up"], &[("WHARF_UP__OPS_LISTEN", &port)]),
+    ];
+    for (binary_name, args, env) in cases {
+        let output = Command::new(binary(binary_name))
+            .args(args)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&config)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{binary_name}: {output:?}");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            stdout.starts_with("configuration ok: "),
+            "{binary_name}: {stdout}"
+        );
+
+        // The same with one bad variable: 64 and the problem named.
+        let output = Command::new(binary(binary_name))
+            .args(args)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&config)
+            .env("WHARF_BUS__PARTITIONS", "0")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(64), "{binary_name}: {output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("bus.partitions"), "{binary_name}: {stderr}");
+    }
+    drop(taken);
+}

@@ -33,6 +33,10 @@ enum Command {
         /// Where the database and the generated token secret live.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Load and validate the configuration, say whether it is good, and
+        /// exit (0, or 64 with one line per problem) without starting.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Device tokens.
     Token {
@@ -100,9 +104,16 @@ async fn main() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let path = wharf_runtime::config_path(cli.config.as_deref());
     match cli.command {
-        Command::Up { data_dir } => {
+        Command::Up {
+            data_dir,
+            check_config,
+        } => {
             let mut settings: UpSettings =
                 wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+            if check_config {
+                wharf_runtime::config_is_good(path.as_deref());
+                return Ok(());
+            }
             settings.use_data_dir(data_dir);
             wharf_runtime::init_tracing(&settings.log);
             up(settings).await

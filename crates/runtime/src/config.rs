@@ -94,6 +94,16 @@ pub fn exit_on_bad_config<T>(result: Result<T, ConfigError>) -> T {
     }
 }
 
+/// Says on stdout that the configuration read from `file` (or the defaults)
+/// and the `WHARF_*` variables is good: what `--check-config` answers.
+pub fn config_is_good(file: Option<&Path>) {
+    let source = file.map_or_else(
+        || "the defaults".to_owned(),
+        |file| file.display().to_string(),
+    );
+    println!("configuration ok: {source} and the WHARF_* variables");
+}
+
 /// Prints a failed run's error chain on one line and exits with status 1.
 pub fn exit_on_error(result: anyhow::Result<()>) {
     if let Err(error) = result {

@@ -26,7 +26,8 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{
-    ConfigError, EXIT_CONFIG, Validate, config_path, exit_on_bad_config, exit_on_error, load_config,
+    ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
+    exit_on_error, load_config,
 };
 pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
 pub use service::{Settings, service_main};

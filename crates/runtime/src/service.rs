@@ -26,10 +26,15 @@ struct ServiceArgs {
     /// TOML configuration file (also WHARF_CONFIG); WHARF_* variables override it.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Load and validate the configuration (file and WHARF_* variables),
+    /// say whether it is good, and exit (0, or 64 with one line per
+    /// problem) without binding or connecting to anything.
+    #[arg(long)]
+    check_config: bool,
 }
 
 /// Parses the arguments, loads and validates the configuration (exit 64 on
-/// a bad one), starts logging, then runs the service until SIGINT or
+/// a bad one; with `--check-config`, exit 0 here on a good one), starts logging, then runs the service until SIGINT or
 /// SIGTERM; a failure is printed on one line and exits with status 1.
 pub async fn service_main<S, F, Fut>(run: F)
 where
@@ -40,6 +45,10 @@ where
     let args = ServiceArgs::parse();
     let path = crate::config_path(args.config.as_deref());
     let settings: S = crate::exit_on_bad_config(crate::load_config(path.as_deref()));
+    if args.check_config {
+        crate::config_is_good(path.as_deref());
+        return;
+    }
     crate::init_tracing(settings.log());
     crate::exit_on_error(run(settings, crate::shutdown_on_signal()).await);
 }
