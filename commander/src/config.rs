@@ -198,3 +198,28 @@ impl Settings for CommanderSettings {
         &self.log
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deployments pass API key hashes as a secret variable: a comma-separated
+    /// list in one `WHARF_COMMANDER__API__KEYS`.
+    #[test]
+    fn api_keys_come_from_one_variable_as_a_list() {
+        let (first, second) = (
+            format!("sha256:{}", "ab".repeat(32)),
+            format!("sha256:{}", "cd".repeat(32)),
+        );
+        let profiles = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles");
+        let vars = [
+            ("WHARF_AUTH__SECRET", "a-secret-of-enough-length"),
+            ("WHARF_COMMANDER__PROFILES_DIR", profiles),
+            ("WHARF_COMMANDER__API__KEYS", &format!("{first},{second}")),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned()));
+        let settings: CommanderSettings =
+            wharf_runtime::load_config_from(None, vars).expect("a valid configuration");
+        assert_eq!(settings.commander.api.keys, vec![first, second]);
+    }
+}

@@ -29,6 +29,11 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Settings that are lists, given in a variable as comma-separated items
+/// (`WHARF_COMMANDER__API__KEYS=sha256:…,sha256:…`): secrets that
+/// deployments pass in the environment.
+const LIST_KEYS: &[&str] = &["commander.api.keys"];
+
 /// Loads `T` from its defaults, then `file` (when given), then the
 /// environment (`WHARF_SECTION__KEY=value`), and validates it.
 pub fn load_config<T>(file: Option<&Path>) -> Result<T, ConfigError>
@@ -59,13 +64,15 @@ where
         .into_iter()
         .filter(|(key, _)| key.starts_with("WHARF_") && key != "WHARF_CONFIG")
         .collect();
-    builder = builder.add_source(
-        config::Environment::with_prefix("WHARF")
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(vars)),
-    );
+    let mut environment = config::Environment::with_prefix("WHARF")
+        .prefix_separator("_")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",");
+    for key in LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    builder = builder.add_source(environment.source(Some(vars)));
     let loaded: T = builder
         .build()
         .and_then(|config| config.try_deserialize())

@@ -27,7 +27,7 @@ pub mod telemetry;
 
 pub use config::{
     ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
-    exit_on_error, load_config,
+    exit_on_error, load_config, load_config_from,
 };
 pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
 pub use service::{Settings, service_main};
