@@ -305,3 +305,39 @@ fn check_config_validates_without_binding_anything() {
     }
     drop(taken);
 }
+
+/// `wharf probe` is the health check of images without a shell: exit 0 on a
+/// 200, 1 with the status otherwise, 1 when nothing listens.
+#[test]
+fn probe_exits_0_only_on_200() {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (stream, status) in listener
+            .incoming()
+            .zip(["200 OK", "503 Service Unavailable"])
+        {
+            let mut stream = stream.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let probe = |path: &str| {
+        Command::new(binary("wharf"))
+            .args(["probe", &format!("http://{addr}{path}")])
+            .output()
+            .unwrap()
+    };
+    let ready = probe("/readyz");
+    assert!(ready.status.success(), "{ready:?}");
+    let not_ready = probe("/readyz");
+    assert_eq!(not_ready.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&not_ready.stderr).contains("answered 503"));
+    let closed = Command::new(binary("wharf"))
+        .args(["probe", "http://127.0.0.1:1/readyz"])
+        .output()
+        .unwrap();
+    assert_eq!(closed.status.code(), Some(1));
+}

@@ -7,7 +7,9 @@
 //!   the end-to-end tests).
 //! - [`secret`]: the token secret kept in the data directory.
 //! - [`demo`]: the built-in demo profile and rule.
+//! - [`probe`]: `wharf probe URL`, a health check for images without a shell.
 
 pub mod demo;
 pub mod embedded;
+pub mod probe;
 pub mod secret;

@@ -48,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// GET an operations endpoint (`http://127.0.0.1:9100/readyz`) and exit
+    /// 0 if it answers 200, 1 otherwise: a container health check that
+    /// needs no shell or curl in the image.
+    Probe {
+        /// `http://host:port/path`
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             wharf_runtime::init_tracing(&settings.log);
             up(settings).await
         }
+        Command::Probe { url, timeout } => wharf_cli::probe::probe(&url, timeout).await,
         Command::ApiKey {
             command: ApiKeyCommand::New,
         } => {
