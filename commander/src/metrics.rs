@@ -48,6 +48,11 @@ impl CommanderMetrics {
             "Command requests handled, by outcome",
             metrics.requests.clone(),
         );
+        // Known outcomes start at zero, so rates and alerts see them before
+        // the first one happens.
+        for outcome in ["dispatched", "rejected", "expired", "requeued"] {
+            let _ = metrics.queue.get_or_create(&[("outcome", outcome)]);
+        }
         r.register(
             "queue",
             "Queued commands settled, by outcome",

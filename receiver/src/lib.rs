@@ -12,6 +12,7 @@
 //! - [`rules`]: rules from configuration.
 //! - `actors`: the resident device actors.
 //! - `write_behind`: dirty devices and positions between flushes.
+//! - `lag`: how far the stored positions are behind the log's end (a gauge).
 //! - [`metrics`]: every metric the Receiver exports.
 //! - [`Receiver`]: the consume → apply → flush loop, and rebalances.
 //! - [`guide`]: how to put your own logic in (`docs/receiver.md`).
@@ -36,6 +37,7 @@
 
 mod actors;
 pub mod config;
+mod lag;
 pub mod logic;
 pub mod metrics;
 pub mod rules;
@@ -138,6 +140,8 @@ pub struct Receiver {
     /// Partitions a later owner claimed while the bus still delivers them
     /// here: their events are ignored until the bus assigns them again.
     fenced: HashSet<PartitionId>,
+    /// The stored position of each owned partition, for the lag gauge.
+    positions: lag::Positions,
     metrics: ReceiverMetrics,
 }
 
@@ -199,13 +203,26 @@ impl Receiver {
             write_behind: WriteBehind::default(),
             pending_replies: Vec::new(),
             fenced: HashSet::new(),
+            positions: lag::Positions::default(),
             metrics,
             config,
         })
     }
 
     /// Consumes, applies and flushes until `shutdown`; then flushes once more.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let measuring = tokio::spawn(lag::measure(
+            self.bus.bus.clone(),
+            self.bus.topics.device_events(),
+            self.positions.clone(),
+            self.metrics.lag.clone(),
+        ));
+        let result = self.consume(shutdown).await;
+        measuring.abort();
+        result
+    }
+
+    async fn consume(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -387,6 +404,13 @@ impl Receiver {
         for partition in &assigned.partitions {
             self.fenced.remove(partition);
         }
+        self.positions.set(positions.iter().map(|o| {
+            let partition = PartitionId {
+                topic: o.topic.clone(),
+                partition: o.partition,
+            };
+            (partition, o.next_offset)
+        }));
         info!(
             partitions = assigned.partitions.len(),
             resumed = positions.len(),
@@ -409,6 +433,7 @@ impl Receiver {
         let partitions: HashSet<PartitionId> = revoked.partitions.iter().cloned().collect();
         let dropped = self.actors.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
+        self.positions.forget(&partitions);
         for partition in &partitions {
             self.fenced.remove(partition);
         }
@@ -455,6 +480,13 @@ impl Receiver {
             }
         };
         let commits = self.write_behind.stored_batch(batch);
+        self.positions.set(commits.iter().map(|c| {
+            let partition = PartitionId {
+                topic: c.topic.clone(),
+                partition: c.partition,
+            };
+            (partition, c.next_offset)
+        }));
         if let Err(error) = self.consumer.commit(&commits).await {
             // The database holds the truth; the bus's copy only feeds lag
             // monitoring.
@@ -481,6 +513,7 @@ impl Receiver {
             .collect();
         let dropped = self.actors.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
+        self.positions.forget(&partitions);
         self.metrics.actors.set(self.actors.len() as i64);
         self.metrics.fenced.inc_by(partitions.len() as u64);
         warn!(

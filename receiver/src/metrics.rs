@@ -38,6 +38,8 @@ pub struct ReceiverMetrics {
     pub fenced: Counter,
     /// Time a flush took, from awaiting replies to the Kafka commit.
     pub flush_seconds: Histogram,
+    /// Device events in the owned partitions not written back yet.
+    pub lag: Gauge,
 }
 
 impl ReceiverMetrics {
@@ -57,6 +59,7 @@ impl ReceiverMetrics {
             store_failures: Counter::default(),
             fenced: Counter::default(),
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            lag: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("wharf_receiver");
         let counters = [
@@ -101,6 +104,11 @@ impl ReceiverMetrics {
         for (name, help, counter) in counters {
             r.register(name, help, counter.clone());
         }
+        // Known reasons start at zero, so rates and alerts see them before
+        // the first one happens.
+        for reason in ["replayed", "undecodable", "fenced"] {
+            let _ = metrics.events_skipped.get_or_create(&[("reason", reason)]);
+        }
         r.register(
             "events_skipped",
             "Events not applied, by reason",
@@ -115,6 +123,11 @@ impl ReceiverMetrics {
             "partitions",
             "Partitions of the device events owned",
             metrics.partitions.clone(),
+        );
+        r.register(
+            "lag_events",
+            "Device events in the owned partitions not written back yet (log end minus stored offset), every 10 s",
+            metrics.lag.clone(),
         );
         r.register_with_unit(
             "flush_duration",

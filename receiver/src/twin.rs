@@ -224,6 +224,13 @@ fn encoded_size(value: &Value) -> usize {
 
 impl DeviceLogic for TwinLogic {
     fn register_metrics(&self, registry: &mut Registry) {
+        for reason in ["too_many_keys", "too_large"] {
+            for part in [Part::Reported, Part::Desired] {
+                let _ = self
+                    .refused
+                    .get_or_create(&[("reason", reason), ("part", part.name())]);
+            }
+        }
         registry.register(
             "twin_refused",
             "Twin keys refused by the receiver.twin limits, by reason and part",

@@ -123,6 +123,17 @@ impl SocketMetrics {
             Unit::Seconds,
             metrics.publish_ack_seconds.clone(),
         );
+        // Known outcomes start at zero, so rates and alerts see them before
+        // the first one happens.
+        for outcome in [
+            "delivered",
+            "failed",
+            "duplicate",
+            "undecodable",
+            "unexpected",
+        ] {
+            let _ = metrics.deliveries.get_or_create(&[("outcome", outcome)]);
+        }
         r.register(
             "deliveries",
             "Command deliveries handled, by outcome",

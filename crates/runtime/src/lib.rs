@@ -8,7 +8,8 @@
 //! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`],
 //!   [`exit_on_error`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
-//! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`].
+//! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`] (`/healthz`,
+//!   `/readyz`, `/metrics` with `wharf_ready{component}`).
 //! - [`process`]: a process's resident memory and CPU time (Linux).
 //! - [`service`]: [`service_main`], the whole `main` of a service binary.
 //! - [`shutdown`]: the signal that stops everything, [`shutdown_on_signal`],

@@ -13,6 +13,8 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +50,16 @@ impl Readiness {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push((name.to_owned(), flag.clone()));
         flag
+    }
+
+    /// Every component and whether it is ready.
+    pub fn components(&self) -> Vec<(String, bool)> {
+        self.flags
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(name, flag)| (name.clone(), flag.is_ready()))
+            .collect()
     }
 
     /// The names of the components that are not ready.
@@ -90,12 +102,7 @@ impl OpsEndpoint {
         service: impl Future<Output = anyhow::Result<()>>,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_ops(
-            self.listener,
-            Arc::new(registry),
-            readiness,
-            stop.clone(),
-        ));
+        let server = tokio::spawn(serve_ops(self.listener, registry, readiness, stop.clone()));
         let result = service.await;
         stop.cancel();
         let _ = server.await;
@@ -103,26 +110,40 @@ impl OpsEndpoint {
     }
 }
 
+/// `component="receiver"`.
+type ComponentLabel = [(&'static str, String); 1];
+
 #[derive(Clone)]
 struct OpsState {
     registry: Arc<Registry>,
     readiness: Readiness,
+    /// What `/readyz` answers, per component, as a metric.
+    ready: Family<ComponentLabel, Gauge>,
 }
 
-/// Serves the operations endpoint on `listener` until `shutdown`.
+/// Serves the operations endpoint on `listener` until `shutdown`. Besides
+/// `registry`'s metrics, `/metrics` exports `wharf_ready{component}`: 1 when
+/// the component is ready, as `/readyz` says.
 pub async fn serve_ops(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    mut registry: Registry,
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let ready = Family::<ComponentLabel, Gauge>::default();
+    registry.register(
+        "wharf_ready",
+        "1 when the component is ready (what /readyz answers), by component",
+        ready.clone(),
+    );
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(OpsState {
-            registry,
+            registry: Arc::new(registry),
             readiness,
+            ready,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -142,6 +163,12 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    for (component, ready) in state.readiness.components() {
+        state
+            .ready
+            .get_or_create(&[("component", component)])
+            .set(i64::from(ready));
+    }
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
