@@ -253,7 +253,9 @@ fn check_config_validates_without_binding_anything() {
         ),
     )
     .unwrap();
-    let cases: [(&str, &[&str], &[(&str, &str)]); 4] = [
+    // (binary, its arguments, a variable pointing a listener at the taken port)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: [Case; 4] = [
         (
             "wharf-socket",
             &[],
