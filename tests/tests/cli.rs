@@ -255,7 +255,7 @@ fn check_config_validates_without_binding_anything() {
     .unwrap();
     // (binary, its arguments, a variable pointing a listener at the taken port)
     type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
-    let cases: [Case; 4] = [
+    let cases: [Case<'_>; 4] = [
         (
             "wharf-socket",
             &[],
