@@ -91,6 +91,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport.
+    pub const ALL: [Transport; 5] = [
+        Transport::Websocket,
+        Transport::Mqtt,
+        Transport::MqttWebsocket,
+        Transport::Tcp,
+        Transport::Udp,
+    ];
+
     /// The name used in events, logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -334,6 +343,16 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
+    /// Every reason this version writes.
+    pub const ALL: [FailureReason; 6] = [
+        FailureReason::DeviceNotConnected,
+        FailureReason::WriteFailed,
+        FailureReason::NoAck,
+        FailureReason::QueueFull,
+        FailureReason::Expired,
+        FailureReason::NoOutcome,
+    ];
+
     /// The wire name, also used in the `commands` table and the API.
     pub fn as_str(self) -> &'static str {
         match self {

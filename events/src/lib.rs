@@ -9,6 +9,8 @@
 //! - [`payload`]: [`Payload`], device bytes carried as JSON or base64.
 //! - [`ids`]: fresh (UUIDv7) and derived (UUIDv5) event ids.
 //! - [`time`]: points in time inside event data, as RFC 3339.
+//! - [`schema`]: a JSON Schema per event type and the AsyncAPI document of
+//!   every topic (`docs/asyncapi.yaml`).
 //! - [`topics`]: [`Topics`], topic names under a configurable prefix.
 //!
 //! # Invariants
@@ -23,6 +25,7 @@ pub mod event;
 pub mod ids;
 pub mod lifecycle;
 pub mod payload;
+pub mod schema;
 pub mod time;
 pub mod topics;
 

@@ -38,6 +38,14 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason this version writes.
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::UnknownModel,
+        RejectReason::UnknownCommand,
+        RejectReason::Unsupported,
+        RejectReason::InvalidArgument,
+    ];
+
     /// The wire name, also used in the `commands` table and the API.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -82,6 +90,9 @@ pub enum ExpiryReason {
 }
 
 impl ExpiryReason {
+    /// Every reason this version writes.
+    pub const ALL: [ExpiryReason; 2] = [ExpiryReason::Ttl, ExpiryReason::Displaced];
+
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
