@@ -11,8 +11,9 @@ where it comes from.
 
 import json
 import os
-import subprocess
 import sys
+
+from check_config import check
 
 IMAGE_PATHS = {"/etc/wharf/profiles": "commander/profiles"}
 
@@ -31,16 +32,12 @@ def main(rendered_path, bin_dir):
             if volume.get("type") == "bind"
         }
         mapped = dict(IMAGE_PATHS, **mounts)
-        env = {"PATH": os.environ.get("PATH", "")}
+        env = {}
         for key, value in (service.get("environment") or {}).items():
             env[key] = mapped.get(value, value)
         # Settings the mounted file gives as image paths.
         env["WHARF_COMMANDER__PROFILES_DIR"] = IMAGE_PATHS["/etc/wharf/profiles"]
-        args = [binary] + entrypoint[1:] + (service.get("command") or []) + ["--check-config"]
-        result = subprocess.run(args, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"compose service {name}: {' '.join(args)} failed:\n{result.stderr}")
-        print(f"compose service {name}: {result.stdout.strip()}")
+        check(f"compose service {name}", binary, entrypoint[1:] + (service.get("command") or []), env)
         checked += 1
     if checked != 3:
         sys.exit(f"expected the three Wharf services in the compose file, checked {checked}")

@@ -12,11 +12,12 @@ repository (/etc/wharf/profiles: commander/profiles).
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
 import yaml
+
+from check_config import check
 
 STAND_IN_SECRET = {
     "auth-secret": "a-stand-in-secret-of-enough-length",
@@ -53,7 +54,7 @@ def main(rendered_path, bin_dir):
                             with open(os.path.join(directory, key), "w") as f:
                                 f.write(text)
                         mapped[mount["mountPath"]] = directory
-                env = {"PATH": os.environ.get("PATH", "")}
+                env = {}
                 for var in container.get("env", []):
                     if "value" in var:
                         value = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), ""), var["value"])
@@ -68,11 +69,8 @@ def main(rendered_path, bin_dir):
                             value = outside + value[len(inside):]
                     env[var["name"]] = value
                 binary = os.path.join(bin_dir, os.path.basename(command[0]))
-                args = [binary] + command[1:] + (container.get("args") or []) + ["--check-config"]
-                result = subprocess.run(args, env=env, capture_output=True, text=True)
-                if result.returncode != 0:
-                    sys.exit(f"helm {workload['kind']} {workload['metadata']['name']}: {' '.join(args)} failed:\n{result.stderr}")
-                print(f"helm {workload['metadata']['name']}: {result.stdout.strip()}")
+                label = f"helm {workload['kind']} {workload['metadata']['name']}"
+                check(label, binary, command[1:] + (container.get("args") or []), env)
                 checked += 1
     if checked != 3:
         sys.exit(f"expected the three Wharf workloads in the chart, checked {checked}")

@@ -220,16 +220,8 @@ impl Store {
     /// Up to `limit` queued commands whose time to live has passed at
     /// `now_ms`, oldest first.
     pub async fn expired_queued(&self, now_ms: i64, limit: u32) -> Result<Vec<CommandRow>> {
-        self.count_statements(1);
-        let sql = format!(
-            "{SELECT} WHERE status = 'queued' AND expires_at_ms <= $1 \
-             ORDER BY expires_at_ms LIMIT {limit}"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(decode).collect()
+        self.oldest_in_status(CommandStatus::Queued, "expires_at_ms", now_ms, limit)
+            .await
     }
 
     /// Up to `limit` commands dispatched at or before `dispatched_before_ms`
@@ -239,13 +231,31 @@ impl Store {
         dispatched_before_ms: i64,
         limit: u32,
     ) -> Result<Vec<CommandRow>> {
+        self.oldest_in_status(
+            CommandStatus::Dispatched,
+            "updated_at_ms",
+            dispatched_before_ms,
+            limit,
+        )
+        .await
+    }
+
+    /// Up to `limit` commands in `status` whose `column` (a time, a
+    /// constant of this module) is at or before `until_ms`, oldest first.
+    async fn oldest_in_status(
+        &self,
+        status: CommandStatus,
+        column: &'static str,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<CommandRow>> {
         self.count_statements(1);
         let sql = format!(
-            "{SELECT} WHERE status = 'dispatched' AND updated_at_ms <= $1 \
-             ORDER BY updated_at_ms LIMIT {limit}"
+            "{SELECT} WHERE status = $1 AND {column} <= $2 ORDER BY {column} LIMIT {limit}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(dispatched_before_ms)
+            .bind(status.as_str())
+            .bind(until_ms)
             .fetch_all(self.pool())
             .await?;
         rows.iter().map(decode).collect()
