@@ -140,8 +140,6 @@ pub struct Receiver {
     /// Partitions a later owner claimed while the bus still delivers them
     /// here: their events are ignored until the bus assigns them again.
     fenced: HashSet<PartitionId>,
-    /// The stored position of each owned partition, for the lag gauge.
-    positions: lag::Positions,
     metrics: ReceiverMetrics,
 }
 
@@ -203,7 +201,6 @@ impl Receiver {
             write_behind: WriteBehind::default(),
             pending_replies: Vec::new(),
             fenced: HashSet::new(),
-            positions: lag::Positions::default(),
             metrics,
             config,
         })
@@ -211,18 +208,22 @@ impl Receiver {
 
     /// Consumes, applies and flushes until `shutdown`; then flushes once more.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let measuring = tokio::spawn(lag::measure(
+        let (ends_tx, ends) = tokio::sync::mpsc::channel(1);
+        let measuring = tokio::spawn(lag::log_ends(
             self.bus.bus.clone(),
             self.bus.topics.device_events(),
-            self.positions.clone(),
-            self.metrics.lag.clone(),
+            ends_tx,
         ));
-        let result = self.consume(shutdown).await;
+        let result = self.consume(shutdown, ends).await;
         measuring.abort();
         result
     }
 
-    async fn consume(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    async fn consume(
+        mut self,
+        shutdown: CancellationToken,
+        mut ends: tokio::sync::mpsc::Receiver<Vec<CommitOffset>>,
+    ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -232,6 +233,9 @@ impl Receiver {
                 _ = tick.tick() => {
                     self.flush(&shutdown).await?;
                     self.passivate();
+                }
+                Some(ends) = ends.recv() => {
+                    self.metrics.lag.set(self.write_behind.behind(&ends));
                 }
                 batch = self.consumer.next_batch(self.config.batch_size) => {
                     match batch.context("failed to read the device events")? {
@@ -404,13 +408,6 @@ impl Receiver {
         for partition in &assigned.partitions {
             self.fenced.remove(partition);
         }
-        self.positions.set(positions.iter().map(|o| {
-            let partition = PartitionId {
-                topic: o.topic.clone(),
-                partition: o.partition,
-            };
-            (partition, o.next_offset)
-        }));
         info!(
             partitions = assigned.partitions.len(),
             resumed = positions.len(),
@@ -433,7 +430,6 @@ impl Receiver {
         let partitions: HashSet<PartitionId> = revoked.partitions.iter().cloned().collect();
         let dropped = self.actors.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
-        self.positions.forget(&partitions);
         for partition in &partitions {
             self.fenced.remove(partition);
         }
@@ -480,13 +476,6 @@ impl Receiver {
             }
         };
         let commits = self.write_behind.stored_batch(batch);
-        self.positions.set(commits.iter().map(|c| {
-            let partition = PartitionId {
-                topic: c.topic.clone(),
-                partition: c.partition,
-            };
-            (partition, c.next_offset)
-        }));
         if let Err(error) = self.consumer.commit(&commits).await {
             // The database holds the truth; the bus's copy only feeds lag
             // monitoring.
@@ -513,7 +502,6 @@ impl Receiver {
             .collect();
         let dropped = self.actors.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
-        self.positions.forget(&partitions);
         self.metrics.actors.set(self.actors.len() as i64);
         self.metrics.fenced.inc_by(partitions.len() as u64);
         warn!(

@@ -59,6 +59,20 @@ impl WriteBehind {
         }
     }
 
+    /// Events between the stored positions of the owned partitions and
+    /// `ends` (where each partition's log ends): the Receiver's lag.
+    pub(crate) fn behind(&self, ends: &[CommitOffset]) -> i64 {
+        ends.iter()
+            .filter_map(|end| {
+                let (_, stored) = self
+                    .stored
+                    .iter()
+                    .find(|(p, _)| p.partition == end.partition && p.topic == end.topic)?;
+                Some((end.next_offset - stored).max(0))
+            })
+            .sum()
+    }
+
     /// Whether `message` was already applied and stored.
     pub(crate) fn already_stored(&self, message: &Message) -> bool {
         self.stored
@@ -222,6 +236,24 @@ mod tests {
         write_behind.set_claims([claim(0, 2)]);
         write_behind.consumed(&message(0, 4));
         assert_eq!(write_behind.batch().claims, vec![claim(0, 2)]);
+    }
+
+    #[test]
+    fn lag_counts_only_owned_partitions_behind_their_end() {
+        let mut write_behind = WriteBehind::default();
+        write_behind.set_stored([(partition(0), 10), (partition(1), 50)]);
+        let end = |p, next_offset| CommitOffset {
+            topic: "events".into(),
+            partition: p,
+            next_offset,
+        };
+        // Partition 2 is not owned; partition 1 is caught up.
+        assert_eq!(
+            write_behind.behind(&[end(0, 25), end(1, 50), end(2, 99)]),
+            15
+        );
+        write_behind.forget(&HashSet::from([partition(0)]), &[]);
+        assert_eq!(write_behind.behind(&[end(0, 25)]), 0);
     }
 
     #[test]
