@@ -6,40 +6,28 @@ use bytes::BytesMut;
 
 use crate::config::Framing;
 use crate::limits::MAX_PRE_AUTH_BYTES;
-use crate::mqtt::codec::Codec;
+use crate::mqtt::Connection;
 use crate::tcp::{Decoded, FrameDecoder};
 
-/// The MQTT path of a connection: the CONNECT under the pre-authentication
-/// limit (which picks the protocol version), then packets under
-/// `max_packet`, fed in chunks of `chunk` bytes as reads would bring them.
+/// The MQTT path of a connection: the Socket's own [`Connection`] reads
+/// the CONNECT under the pre-authentication limit (which picks the protocol
+/// version), then packets under `max_packet`, fed in chunks of `chunk`
+/// bytes as reads would bring them.
 pub fn mqtt(bytes: &[u8], chunk: usize, max_packet: usize) {
-    let mut buf = BytesMut::new();
-    let mut codec: Option<Codec> = None;
+    let mut connection = Connection::new(max_packet);
     let mut connected = false;
     for piece in bytes.chunks(chunk.max(1)) {
-        buf.extend_from_slice(piece);
-        loop {
-            if codec.is_none() {
-                match Codec::detect(&buf) {
-                    Ok(Some(detected)) => codec = Some(detected),
-                    Ok(None) => break,
-                    Err(_) => return,
-                }
+        connection.buf.extend_from_slice(piece);
+        if !connected {
+            match connection.buffered_connect() {
+                Ok(Some(_)) => connected = true,
+                Ok(None) => continue,
+                Err(_) => return,
             }
-            let max = if connected {
-                max_packet
-            } else {
-                max_packet.min(MAX_PRE_AUTH_BYTES)
-            };
-            let Some(codec) = codec.as_mut() else { break };
-            match codec.read(&mut buf, max) {
+        }
+        loop {
+            match connection.read_buffered() {
                 Ok(Some(received)) => {
-                    if !connected
-                        && !matches!(received.packet, rumqttd::protocol::Packet::Connect(..))
-                    {
-                        return;
-                    }
-                    connected = true;
                     let _ = crate::mqtt::codec::packet_kind(&received.packet);
                 }
                 Ok(None) => break,

@@ -102,12 +102,7 @@ async fn accept<S: ByteStream>(
     peer: SocketAddr,
     transport: Transport,
 ) -> Option<Accepted> {
-    let mut conn = Connection {
-        buf: BytesMut::new(),
-        out: BytesMut::new(),
-        max_packet: shared.config.max_frame_bytes + PACKET_OVERHEAD,
-        codec: None,
-    };
+    let mut conn = Connection::new(shared.config.max_frame_bytes + PACKET_OVERHEAD);
     let label = transport.as_str();
     let connect =
         tokio::time::timeout(shared.config.handshake_timeout, conn.read_connect(stream)).await;
@@ -197,8 +192,8 @@ async fn accept<S: ByteStream>(
 }
 
 /// The byte-level side of a connection: buffers and the codec.
-struct Connection {
-    buf: BytesMut,
+pub(crate) struct Connection {
+    pub(crate) buf: BytesMut,
     out: BytesMut,
     max_packet: usize,
     codec: Option<Codec>,
@@ -209,23 +204,44 @@ impl Connection {
         self.codec.as_ref().is_some_and(Codec::is_v5)
     }
 
-    /// Reads the CONNECT: at most [`MAX_PRE_AUTH_BYTES`], whatever
-    /// `max_frame_bytes` allows once the device is authenticated.
-    async fn read_connect<S: ByteStream>(&mut self, stream: &mut S) -> Result<Packet, CodecError> {
+    /// A connection's buffers before anything was read.
+    pub(crate) fn new(max_packet: usize) -> Self {
+        Connection {
+            buf: BytesMut::new(),
+            out: BytesMut::new(),
+            max_packet,
+            codec: None,
+        }
+    }
+
+    /// The CONNECT, once the buffered bytes hold it (picking the codec from
+    /// it): at most [`MAX_PRE_AUTH_BYTES`], whatever `max_frame_bytes`
+    /// allows once the device is authenticated.
+    pub(crate) fn buffered_connect(&mut self) -> Result<Option<Packet>, CodecError> {
+        if self.codec.is_none() {
+            self.codec = Codec::detect(&self.buf)?;
+        }
         let max = self.max_packet.min(MAX_PRE_AUTH_BYTES);
+        let Some(codec) = self.codec.as_mut() else {
+            return Ok(None);
+        };
+        match codec.read(&mut self.buf, max)? {
+            None => Ok(None),
+            Some(Received {
+                packet: packet @ Packet::Connect(..),
+                ..
+            }) => Ok(Some(packet)),
+            Some(_) => Err(CodecError::Malformed(
+                "the first packet must be CONNECT".into(),
+            )),
+        }
+    }
+
+    /// Reads the CONNECT ([`Connection::buffered_connect`]).
+    async fn read_connect<S: ByteStream>(&mut self, stream: &mut S) -> Result<Packet, CodecError> {
         loop {
-            if self.codec.is_none() {
-                self.codec = Codec::detect(&self.buf)?;
-            }
-            if let Some(codec) = self.codec.as_mut()
-                && let Some(received) = codec.read(&mut self.buf, max)?
-            {
-                return match received.packet {
-                    packet @ Packet::Connect(..) => Ok(packet),
-                    _ => Err(CodecError::Malformed(
-                        "the first packet must be CONNECT".into(),
-                    )),
-                };
+            if let Some(connect) = self.buffered_connect()? {
+                return Ok(connect);
             }
             match stream.read_into(&mut self.buf).await {
                 Ok(0) | Err(_) => {
@@ -236,7 +252,7 @@ impl Connection {
         }
     }
 
-    fn read_buffered(&mut self) -> Result<Option<Received>, CodecError> {
+    pub(crate) fn read_buffered(&mut self) -> Result<Option<Received>, CodecError> {
         let codec = self.codec.as_mut().expect("the codec is chosen at CONNECT");
         codec.read(&mut self.buf, self.max_packet)
     }
