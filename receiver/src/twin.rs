@@ -100,7 +100,10 @@ impl TwinLogic {
                 map.remove(key);
             }
         }
-        let mut size = encoded_size_of_map(map);
+        // The twin's size is walked only once some value grows: frames that
+        // replace values with ones of the same size (the usual telemetry)
+        // cost no walk of the whole twin.
+        let mut size: Option<usize> = None;
         let mut refused: Vec<(&str, &'static str)> = Vec::new();
         for (key, value) in patch {
             if removes_on_null && value.is_null() {
@@ -110,12 +113,19 @@ impl TwinLogic {
             let new = entry_size(key, value);
             if old == 0 && map.len() >= self.limits.max_keys {
                 refused.push((key, "too_many_keys"));
-            } else if size - old + new > self.limits.max_bytes {
-                refused.push((key, "too_large"));
-            } else {
-                map.insert(key.clone(), value.clone());
-                size = size - old + new;
+                continue;
             }
+            if new > old {
+                let total = *size.get_or_insert_with(|| encoded_size_of_map(map));
+                if total - old + new > self.limits.max_bytes {
+                    refused.push((key, "too_large"));
+                    continue;
+                }
+            }
+            if let Some(total) = size.as_mut() {
+                *total = *total - old + new;
+            }
+            map.insert(key.clone(), value.clone());
         }
         if refused.is_empty() {
             return;
