@@ -167,23 +167,9 @@ async fn a_command_whose_ttl_ends_before_the_socket_writes_it_ends_expired() {
     let token = api.register(&device, json!({})).await;
     let url = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
     let mut ws = WsDevice::connect(&url, &token).await.unwrap();
-    wharf.state_after(&device, 0).await;
-    // One millisecond is over before the Commander's transaction ends.
-    let sent = api
-        .post(
-            &format!("/v1/devices/{device}/commands/fan"),
-            &json!({"args": {"on": true}, "ttl": "1ms"}),
-        )
-        .await
-        .result();
-    let command_id = sent["id"].as_str().unwrap();
-    let expired = api
-        .command_with_status(command_id, "expired", PATIENCE)
-        .await;
-    assert_eq!(expired["reason"], json!("ttl"), "{expired}");
-    // A command with time to spare still gets through, and is the first
-    // frame the device sees.
-    let sent = api
+    // A command with time to spare reaches the device: the Commander knows
+    // where the device is, so the next one is dispatched, not queued.
+    let first = api
         .post(
             &format!("/v1/devices/{device}/commands/fan"),
             &json!({"args": {"on": false}}),
@@ -191,7 +177,40 @@ async fn a_command_whose_ttl_ends_before_the_socket_writes_it_ends_expired() {
         .await
         .result();
     let frame: serde_json::Value = serde_json::from_str(&ws.next_text(PATIENCE).await).unwrap();
-    assert_eq!(frame["id"], sent["id"], "{frame}");
+    assert_eq!(frame["id"], first["id"], "{frame}");
+    api.command_with_status(first["id"].as_str().unwrap(), "delivered", PATIENCE)
+        .await;
+    let mut status = wharf.command_status().await;
+
+    // One millisecond is over before the Socket reads the delivery.
+    let sent = api
+        .post(
+            &format!("/v1/devices/{device}/commands/fan"),
+            &json!({"args": {"on": true}, "ttl": "1ms"}),
+        )
+        .await
+        .result();
+    let command_id = sent["id"].as_str().unwrap().to_owned();
+    let expired = api
+        .command_with_status(&command_id, "expired", PATIENCE)
+        .await;
+    assert_eq!(expired["reason"], json!("ttl"), "{expired}");
+    // It was the Socket that refused it (not a queue expiry), and the
+    // device never saw it.
+    let refused = loop {
+        if let Event::CommandFailed(failed) = next(&mut status).await.event
+            && failed.command_id.to_string() == command_id
+        {
+            break failed;
+        }
+    };
+    assert_eq!(refused.reason, FailureReason::Expired);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), ws.next_text(PATIENCE))
+            .await
+            .is_err(),
+        "the expired command reached the device"
+    );
     wharf.stop().await;
 }
 
