@@ -222,32 +222,20 @@ async fn connection(
         Err(_) => return handshake_failed(&shared, "timeout"),
         Ok(Ok(Decoded::TooLarge(length))) => {
             debug!(length, "token frame exceeds the pre-authentication limit");
-            let _ = stream
-                .write_all(&encode_status(framing, Status::FrameTooLarge))
-                .await;
-            return handshake_failed(&shared, "too_large");
+            handshake_failed(&shared, "too_large");
+            return refuse(&mut stream, framing, Status::FrameTooLarge).await;
         }
         _ => return handshake_failed(&shared, "protocol"),
     };
     let token = String::from_utf8_lossy(&token);
     let claims = match shared.authenticate("tcp", token.trim(), None) {
         Ok(claims) => claims,
-        Err(_) => {
-            let _ = stream
-                .write_all(&encode_status(framing, Status::Unauthorized))
-                .await;
-            return;
-        }
+        Err(_) => return refuse(&mut stream, framing, Status::Unauthorized).await,
     };
     let mut session =
         match Session::open(&shared, claims, Transport::Tcp, Some(peer.to_string())).await {
             Ok(session) => session,
-            Err(reason) => {
-                let _ = stream
-                    .write_all(&encode_status(framing, Status::of(reason)))
-                    .await;
-                return;
-            }
+            Err(reason) => return refuse(&mut stream, framing, Status::of(reason)).await,
         };
     if stream
         .write_all(&encode_status(framing, Status::Ok))
@@ -303,13 +291,22 @@ async fn connection(
             .write_all(&encode_status(framing, Status::of(reason)))
             .await;
     }
-    let _ = stream.shutdown().await;
+    crate::stream::ByteStream::close(&mut stream).await;
     while !window.is_empty() {
         if let (Err(error), ()) = window.oldest_acked().await {
             frame_lost(&shared, &session.who, &error);
         }
     }
     session.close(reason, None).await;
+}
+
+/// Writes a refusal's status and closes gracefully: the peer may still be
+/// sending (the rest of a refused token frame), and closing a TCP socket
+/// with unread input resets it, which can destroy the status before the peer
+/// reads it.
+async fn refuse(stream: &mut TcpStream, framing: Framing, status: Status) {
+    let _ = stream.write_all(&encode_status(framing, status)).await;
+    crate::stream::ByteStream::close(stream).await;
 }
 
 fn handshake_failed(shared: &Shared, reason: &'static str) {
