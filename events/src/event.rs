@@ -29,6 +29,22 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every envelope `type` this version knows.
+    pub const KINDS: [&'static str; 12] = [
+        "DeviceConnected",
+        "DeviceDisconnected",
+        "FrameReceived",
+        "DesiredStateChanged",
+        "CommandRequested",
+        "CommandRejected",
+        "CommandQueued",
+        "CommandDispatched",
+        "CommandDelivered",
+        "CommandFailed",
+        "CommandExpired",
+        "DeviceRevoked",
+    ];
+
     /// The envelope `type` of this event.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -364,5 +380,18 @@ impl FailureReason {
             FailureReason::NoOutcome => "no_outcome",
             FailureReason::Other => "other",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_kind_is_one_the_decoder_knows() {
+        for kind in Event::KINDS {
+            assert!(Event::decode(kind, "{}").is_some(), "{kind} is not decoded");
+        }
+        assert!(Event::decode("NoSuchEvent", "{}").is_none());
     }
 }

@@ -37,6 +37,14 @@ impl Bus {
         })
     }
 
+    /// The names of the topics that exist now, sorted.
+    pub async fn topic_names(&self) -> Result<Vec<String>> {
+        match self {
+            Bus::Memory(bus) => Ok(bus.topic_names()),
+            Bus::Kafka(bus) => bus.topic_names().await,
+        }
+    }
+
     /// Waits until everything published so far is durable, up to `timeout`.
     pub async fn flush(&self, timeout: std::time::Duration) -> Result<()> {
         match self {

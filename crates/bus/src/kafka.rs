@@ -93,6 +93,24 @@ impl KafkaBus {
         .map_err(|_| Error::Closed)??;
         Ok(())
     }
+
+    /// The names of the topics the cluster has, sorted.
+    pub async fn topic_names(&self) -> Result<Vec<String>> {
+        use rdkafka::producer::Producer as _;
+        let producer = self.inner.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer.client().fetch_metadata(None, LOG_END_REQUEST)?;
+            let mut names: Vec<String> = metadata
+                .topics()
+                .iter()
+                .map(|topic| topic.name().to_owned())
+                .collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+        .map_err(|_| Error::Closed)?
+    }
 }
 
 impl Publisher for KafkaBus {

@@ -51,6 +51,9 @@ pub struct UpConfig {
     pub ops_listen: SocketAddr,
     /// Add the demo profile and rule (`demo-thermostat`, `fan`).
     pub demo: bool,
+    /// Serve every event of the in-process bus at `/v1/tail` on the
+    /// operations port, for `wharf tail`.
+    pub event_stream: bool,
 }
 
 impl Default for UpConfig {
@@ -59,6 +62,7 @@ impl Default for UpConfig {
             data_dir: "data".into(),
             ops_listen: ([127, 0, 0, 1], 9100).into(),
             demo: true,
+            event_stream: true,
         }
     }
 }
@@ -282,6 +286,24 @@ pub async fn start_with_reload(
         ],
         store,
     );
+    // The ops port also serves the in-process bus's records to `wharf tail
+    // --from` (the bus lives in this process); open streams end once the
+    // services have stopped, so they cannot hold the shutdown.
+    let streams_stop = CancellationToken::new();
+    let ops = if settings.up.event_stream {
+        ops.with_routes(wharf_tail::stream::router(
+            bus.bus.clone(),
+            bus.topics.clone(),
+            streams_stop.clone(),
+        ))
+    } else {
+        ops
+    };
+    let all_services = async move {
+        let result = all_services.await;
+        streams_stop.cancel();
+        result
+    };
     let task = tokio::spawn(ops.serve_while(registry, readiness, all_services));
     Ok(Embedded {
         bus,

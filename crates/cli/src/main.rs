@@ -7,9 +7,12 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use wharf_auth::{AuthConfig, TokenIssuer};
+use wharf_bus::BusConfig;
 use wharf_cli::embedded::{self, UpSettings};
+use wharf_cli::tail::{TailArgs, TailSource, tail};
 use wharf_cli::{demo, secret};
 use wharf_runtime::Validate;
+use wharf_tail::{Filter, TopicSelection};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +40,53 @@ enum Command {
         /// exit (0, or 64 with one line per problem) without starting.
         #[arg(long)]
         check_config: bool,
+    },
+    /// Follow Wharf's topics and print one line per event: on Kafka (the
+    /// configured bus, or --bus), or from a running `wharf up` (its
+    /// operations port, or --from). Never commits offsets.
+    Tail {
+        /// Topic without the prefix: device-events, command-requests,
+        /// command-status, presence, revocations, deliveries.* or
+        /// deliveries.<instance>. Repeatable; default: all.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Only events about this device. Repeatable.
+        #[arg(long)]
+        device: Vec<String>,
+        /// Only events of this type (FrameReceived, CommandDelivered, …).
+        /// Repeatable.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Every event of one story: a command id, or an event's id or
+        /// correlation id.
+        #[arg(long, value_parser = parse_uuid)]
+        correlation: Option<uuid::Uuid>,
+        /// Start at the oldest retained record instead of the newest.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Events of this last stretch of time (10m, 2h): reads from the
+        /// beginning and skips older events.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Keep printing new events (the default on a terminal).
+        #[arg(long, conflicts_with = "no_follow")]
+        follow: bool,
+        /// Stop at the end of what is there now (the default in a pipe).
+        #[arg(long)]
+        no_follow: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// pretty (default) or json: each envelope as it is on the bus.
+        #[arg(long, default_value = "pretty", value_parser = ["pretty", "json"])]
+        output: String,
+        /// Read this Kafka bus (kafka://host:port) instead of the configured one.
+        #[arg(long, conflicts_with = "from")]
+        bus: Option<String>,
+        /// Read the event stream of the `wharf up` whose operations port is
+        /// at this URL (http://127.0.0.1:9100).
+        #[arg(long)]
+        from: Option<String>,
     },
     /// Device tokens.
     Token {
@@ -106,6 +156,11 @@ impl Validate for TokenSettings {
     }
 }
 
+fn parse_uuid(text: &str) -> Result<uuid::Uuid, String> {
+    text.parse()
+        .map_err(|error| format!("{text:?} is not an id: {error}"))
+}
+
 #[tokio::main]
 async fn main() {
     wharf_runtime::exit_on_error(run(Cli::parse()).await);
@@ -127,6 +182,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.use_data_dir(data_dir);
             wharf_runtime::init_tracing(&settings.log);
             up(settings).await
+        }
+        Command::Tail {
+            topics,
+            device,
+            types,
+            correlation,
+            from_beginning,
+            since,
+            follow,
+            no_follow,
+            limit,
+            output,
+            bus,
+            from,
+        } => {
+            let settings: UpSettings =
+                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+            let source = match (from, bus) {
+                (Some(url), _) => TailSource::Stream {
+                    url,
+                    topics: settings.bus.topics(),
+                },
+                (None, Some(url)) => TailSource::Bus(BusConfig {
+                    url,
+                    ..settings.bus
+                }),
+                (None, None) => TailSource::of(settings.bus, settings.up.ops_listen),
+            };
+            let args = TailArgs {
+                topics: TopicSelection(topics),
+                filter: Filter {
+                    devices: device,
+                    types,
+                    correlation,
+                    since: None,
+                },
+                from_beginning,
+                since,
+                follow: match (follow, no_follow) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                limit,
+                json: output == "json",
+            };
+            tail(source, args).await
         }
         Command::Probe { url, timeout } => wharf_cli::probe::probe(&url, timeout).await,
         Command::ApiKey {

@@ -77,6 +77,7 @@ impl Readiness {
 /// The operations endpoint of one process, bound before its services start.
 pub struct OpsEndpoint {
     listener: TcpListener,
+    routes: Router,
 }
 
 impl OpsEndpoint {
@@ -85,7 +86,16 @@ impl OpsEndpoint {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("failed to listen on {addr}"))?;
-        Ok(OpsEndpoint { listener })
+        Ok(OpsEndpoint {
+            listener,
+            routes: Router::new(),
+        })
+    }
+
+    /// Serves `routes` beside the standard ones (`wharf up`'s event stream).
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
     }
 
     /// The address the endpoint serves on.
@@ -102,7 +112,13 @@ impl OpsEndpoint {
         service: impl Future<Output = anyhow::Result<()>>,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
-        let server = tokio::spawn(serve_ops(self.listener, registry, readiness, stop.clone()));
+        let server = tokio::spawn(serve_ops(
+            self.listener,
+            registry,
+            readiness,
+            self.routes,
+            stop.clone(),
+        ));
         let result = service.await;
         stop.cancel();
         let _ = server.await;
@@ -123,11 +139,12 @@ struct OpsState {
 
 /// Serves the operations endpoint on `listener` until `shutdown`. Besides
 /// `registry`'s metrics, `/metrics` exports `wharf_ready{component}`: 1 when
-/// the component is ready, as `/readyz` says.
+/// the component is ready, as `/readyz` says. `routes` are served beside.
 pub async fn serve_ops(
     listener: TcpListener,
     mut registry: Registry,
     readiness: Readiness,
+    routes: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ready = Family::<ComponentLabel, Gauge>::default();
@@ -144,7 +161,8 @@ pub async fn serve_ops(
             registry: Arc::new(registry),
             readiness,
             ready,
-        });
+        })
+        .merge(routes);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -119,6 +119,13 @@ impl MemoryBus {
             .get(topic)
             .map_or(0, |parts| parts.iter().map(Partition::len).sum())
     }
+
+    /// The names of the topics the bus holds, sorted.
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.lock().topics.keys().cloned().collect();
+        names.sort();
+        names
+    }
 }
 
 /// A name no other in-process bus of any run has: the clock and the
