@@ -12,9 +12,12 @@
 //! - [`tail`]: `wharf tail`, choosing where records come from (Kafka, or the
 //!   event stream of a running `wharf up`) and printing them; the reading,
 //!   filtering and formatting are the `wharf-tail` crate's.
+//! - [`sim`]: `wharf sim`, choosing where simulated devices connect and
+//!   printing the report; the devices are the `wharf-sim` crate's.
 
 pub mod demo;
 pub mod embedded;
 pub mod probe;
 pub mod secret;
+pub mod sim;
 pub mod tail;

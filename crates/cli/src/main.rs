@@ -9,6 +9,7 @@ use serde::Deserialize;
 use wharf_auth::{AuthConfig, TokenIssuer};
 use wharf_bus::BusConfig;
 use wharf_cli::embedded::{self, UpSettings};
+use wharf_cli::sim::{SimArgs, sim};
 use wharf_cli::tail::{TailArgs, TailSource, tail};
 use wharf_cli::{demo, secret};
 use wharf_runtime::Validate;
@@ -88,6 +89,72 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Simulate a fleet: N devices connect over MQTT, WebSocket, TCP or UDP
+    /// with tokens minted from the secret, send readings at a rate,
+    /// acknowledge commands, and report acks, round trips and errors.
+    /// Exits 1 when errors exceed --max-errors.
+    Sim {
+        /// How many devices.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// mqtt (3.1.1), mqtt5, ws, tcp, udp, or mix (all five in turn).
+        #[arg(long, default_value = "mqtt")]
+        transport: String,
+        /// Frames per second across all devices (500 or 500/s); default:
+        /// one per device per second.
+        #[arg(long)]
+        rate: Option<String>,
+        /// How long devices send (10s, 5m).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Spread the devices' connects over this time.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        ramp: Duration,
+        /// The devices' model (selects their command profile).
+        #[arg(long, default_value = "demo-thermostat")]
+        model: String,
+        /// Frame template: {{rand A B}}, {{seq}}, {{device}}, {{time}}.
+        #[arg(long, default_value = wharf_sim::template::DEFAULT)]
+        payload: String,
+        /// MQTT QoS of the frames: 1 (acknowledged once durable) or 0.
+        #[arg(long, default_value_t = 1)]
+        qos: u8,
+        /// Device ids are PREFIX-0, PREFIX-1, …
+        #[arg(long, default_value = "sim")]
+        id_prefix: String,
+        /// MQTT listener (host:port); default: the configured socket.mqtt.listen.
+        #[arg(long)]
+        mqtt: Option<String>,
+        /// WebSocket listener (host:port); default: socket.websocket.listen.
+        #[arg(long)]
+        ws: Option<String>,
+        /// TCP listener (host:port); default: socket.tcp.listen.
+        #[arg(long)]
+        tcp: Option<String>,
+        /// UDP listener (host:port); default: socket.udp.listen.
+        #[arg(long)]
+        udp: Option<String>,
+        /// Another broker for a side-by-side run: mosquitto://host:port
+        /// (anonymous, MQTT only, the same topics).
+        #[arg(long)]
+        target: Option<String>,
+        /// Connecting and logging in must take less.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        connect_timeout: Duration,
+        /// After sending, how long to wait for outstanding PUBACKs.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        drain: Duration,
+        /// Print the results as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when more errors than this happened.
+        #[arg(long, default_value_t = 0)]
+        max_errors: u64,
+        /// The data directory of `wharf up`, for its secret when auth.secret
+        /// is not set.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Device tokens.
     Token {
         #[command(subcommand)]
@@ -154,6 +221,20 @@ impl Validate for TokenSettings {
             self.auth.problems()
         }
     }
+}
+
+/// The secret device tokens are signed with: auth.secret, or the one
+/// `wharf up` keeps in its data directory.
+fn token_secret(auth: &AuthConfig, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    if !auth.secret.is_empty() {
+        return Ok(auth.secret.clone());
+    }
+    secret::load_kept(data_dir)?.with_context(|| {
+        format!(
+            "no secret: set auth.secret (WHARF_AUTH__SECRET) or run `wharf up` once to create {}",
+            secret::secret_file(data_dir).display()
+        )
+    })
 }
 
 fn parse_uuid(text: &str) -> Result<uuid::Uuid, String> {
@@ -230,6 +311,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tail(source, args).await
         }
+        Command::Sim {
+            devices,
+            transport,
+            rate,
+            duration,
+            ramp,
+            model,
+            payload,
+            qos,
+            id_prefix,
+            mqtt,
+            ws,
+            tcp,
+            udp,
+            target,
+            connect_timeout,
+            drain,
+            json,
+            max_errors,
+            data_dir,
+        } => {
+            let settings: UpSettings =
+                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+            let args = SimArgs {
+                devices,
+                transport,
+                rate,
+                duration,
+                ramp,
+                model,
+                payload,
+                qos,
+                id_prefix,
+                mqtt,
+                ws,
+                tcp,
+                udp,
+                target,
+                connect_timeout,
+                drain,
+                json,
+                max_errors,
+            };
+            let auth = settings.auth.clone();
+            sim(args, &settings.socket, || token_secret(&auth, &data_dir)).await
+        }
         Command::Probe { url, timeout } => wharf_cli::probe::probe(&url, timeout).await,
         Command::ApiKey {
             command: ApiKeyCommand::New,
@@ -255,15 +382,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 let settings: TokenSettings =
                     wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
-                let secret = match settings.auth.secret {
-                    configured if !configured.is_empty() => configured,
-                    _ => secret::load_kept(&data_dir)?.with_context(|| {
-                        format!(
-                            "no secret: set auth.secret (WHARF_AUTH__SECRET) or run `wharf up` once to create {}",
-                            secret::secret_file(&data_dir).display()
-                        )
-                    })?,
-                };
+                let secret = token_secret(&settings.auth, &data_dir)?;
                 println!("{}", TokenIssuer::new(&secret).issue(&device, &model, ttl)?);
                 Ok(())
             }

@@ -1,0 +1,143 @@
+//! `wharf sim`: where the simulated devices connect (the configuration's
+//! Socket addresses, or flags, or another broker), the live line on a
+//! terminal, and the report. The simulation itself is the `wharf-sim`
+//! crate's.
+
+use std::io::IsTerminal as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use wharf_sim::report::live_line;
+use wharf_sim::transport::tcp::Framing;
+use wharf_sim::{Credentials, SimPlan, Snapshot, Targets, TransportChoice};
+use wharf_socket::SocketConfig;
+
+/// `wharf sim`'s options, as given.
+#[derive(Debug, Clone)]
+pub struct SimArgs {
+    pub devices: usize,
+    pub transport: String,
+    /// `500` or `500/s`; `None`: one frame per device per second.
+    pub rate: Option<String>,
+    pub duration: Duration,
+    pub ramp: Duration,
+    pub model: String,
+    pub payload: String,
+    pub qos: u8,
+    pub id_prefix: String,
+    pub mqtt: Option<String>,
+    pub ws: Option<String>,
+    pub tcp: Option<String>,
+    pub udp: Option<String>,
+    /// `mosquitto://host:port`: another broker, anonymous, MQTT only.
+    pub target: Option<String>,
+    pub connect_timeout: Duration,
+    pub drain: Duration,
+    pub json: bool,
+    pub max_errors: u64,
+}
+
+/// Runs the simulation; Err when it could not run or had more errors than
+/// allowed.
+pub async fn sim(
+    args: SimArgs,
+    socket: &SocketConfig,
+    secret: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let rate = match &args.rate {
+        None => args.devices as f64,
+        Some(rate) => rate
+            .trim_end_matches("/s")
+            .parse::<f64>()
+            .ok()
+            .filter(|rate| *rate > 0.0)
+            .with_context(|| {
+                format!("--rate {rate}: expected frames per second, like 500 or 500/s")
+            })?,
+    };
+    let per_device = rate / args.devices.max(1) as f64;
+    if args.target.is_none() && per_device > f64::from(socket.rate_limit.per_second) {
+        bail!(
+            "--rate {rate} is {per_device:.0} frames/s per device, above the Socket's rate limit of {} (socket.rate_limit.per_second): add devices or lower the rate",
+            socket.rate_limit.per_second
+        );
+    }
+    let local = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        }
+    };
+    let resolve =
+        |flag: &Option<String>, configured: SocketAddr, what: &str| -> anyhow::Result<SocketAddr> {
+            match flag {
+                None => Ok(local(configured)),
+                Some(address) => address
+                    .to_socket_addrs()
+                    .with_context(|| format!("--{what} {address}: expected host:port"))?
+                    .next()
+                    .with_context(|| format!("--{what} {address}: no address")),
+            }
+        };
+    let mut targets = Targets {
+        mqtt: resolve(&args.mqtt, socket.mqtt.listen, "mqtt")?,
+        ws: resolve(&args.ws, socket.websocket.listen, "ws")?,
+        tcp: resolve(&args.tcp, socket.tcp.listen, "tcp")?,
+        tcp_framing: match socket.tcp.framing {
+            wharf_socket::config::Framing::Length => Framing::Length,
+            wharf_socket::config::Framing::Lines => Framing::Lines,
+        },
+        udp: resolve(&args.udp, socket.udp.listen, "udp")?,
+    };
+    let credentials = match &args.target {
+        Some(target) => {
+            let address = target
+                .strip_prefix("mosquitto://")
+                .with_context(|| format!("--target {target}: expected mosquitto://host:port"))?;
+            targets.mqtt = resolve(&Some(address.to_owned()), targets.mqtt, "target")?;
+            Credentials::Anonymous
+        }
+        None => Credentials::Secret(secret()?),
+    };
+    let plan = SimPlan {
+        devices: args.devices,
+        transport: TransportChoice::parse(&args.transport)?,
+        rate,
+        duration: args.duration,
+        ramp: args.ramp,
+        model: args.model,
+        id_prefix: args.id_prefix,
+        payload: wharf_sim::template::Template::parse(&args.payload)?,
+        qos: args.qos,
+        targets,
+        credentials,
+        connect_timeout: args.connect_timeout,
+        drain: args.drain,
+    };
+    let live = std::io::stderr().is_terminal();
+    let mut previous: Option<Snapshot> = None;
+    let report = wharf_sim::run(plan, |snapshot, elapsed| {
+        if live {
+            eprint!(
+                "\r\x1b[2K{}",
+                live_line(snapshot, previous.as_ref(), elapsed)
+            );
+        }
+        previous = Some(snapshot.clone());
+    })
+    .await?;
+    if live {
+        eprintln!();
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("the report encodes")?
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    report.verdict(args.max_errors).map_err(anyhow::Error::msg)
+}
