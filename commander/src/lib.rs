@@ -363,6 +363,9 @@ impl Pipeline {
             self.metrics.count("unexpected");
             return Ok(Handling::Done);
         };
+        debug!(trace_id = %envelope.correlation.simple(), command_id = %envelope.id,
+            device = %envelope.device, command = %request.command, topic = %message.topic,
+            partition = message.partition, offset = message.offset, "command requested");
         let profiles = self.profiles.current();
         let (desk, store, presence) = (&self.desk, &self.store, &self.presence);
         let Some(handled) = retry_store(&self.ready, shutdown, || {

@@ -84,6 +84,12 @@ impl Envelope {
         self.event.kind()
     }
 
+    /// The W3C trace context of this event ([`crate::trace`]): the chain is
+    /// the trace, the event a span.
+    pub fn traceparent(&self) -> String {
+        crate::trace::traceparent(&self.correlation, &self.id)
+    }
+
     /// Encodes the envelope as one line of JSON.
     pub fn to_json(&self) -> Vec<u8> {
         let wire = WireOut {

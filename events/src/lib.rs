@@ -12,6 +12,7 @@
 //! - [`schema`]: a JSON Schema per event type and the AsyncAPI document of
 //!   every topic (`docs/asyncapi.yaml`).
 //! - [`topics`]: [`Topics`], topic names under a configurable prefix.
+//! - [`trace`]: the W3C `traceparent` of an event: its chain is the trace.
 //!
 //! # Invariants
 //! - Every message on every topic is one [`Envelope`] encoded as JSON.
@@ -28,6 +29,7 @@ pub mod payload;
 pub mod schema;
 pub mod time;
 pub mod topics;
+pub mod trace;
 
 pub use envelope::{DecodeError, Envelope};
 pub use event::{

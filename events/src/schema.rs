@@ -414,6 +414,11 @@ pub fn asyncapi() -> Value {
             "properties": {
                 "type": {"type": "string", "description": "The event type, as in the envelope"},
                 "device": {"type": "string", "description": "The device, as in the envelope"},
+                "traceparent": {
+                    "type": "string",
+                    "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-01$",
+                    "description": "W3C trace context: the trace id is the envelope's correlation (the chain is the trace), the span id the low 8 bytes of its id",
+                },
             },
         }),
     );

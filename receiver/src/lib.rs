@@ -314,7 +314,8 @@ impl Receiver {
                 self.write_behind.dirty(&envelope.device);
             }
             for reply in replies.into_events() {
-                debug!(device = %reply.device, kind = reply.kind(), id = %reply.id, "reply");
+                debug!(device = %reply.device, kind = reply.kind(), id = %reply.id,
+                    trace_id = %reply.correlation.simple(), "reply");
                 let record = Record::event(self.bus.topics.command_requests(), &reply);
                 let ack = self
                     .bus

@@ -124,6 +124,9 @@ fn start(shared: &Arc<Shared>, message: &Message, handled: &mut RecentIds) -> Op
         );
         return None;
     };
+    debug!(trace_id = %dispatch.correlation.simple(), command_id = %command.command_id,
+        device = %dispatch.device, topic = %message.topic, partition = message.partition,
+        offset = message.offset, "delivery");
     if !handled.insert(dispatch.id) {
         count(shared, "duplicate");
         debug!(id = %dispatch.id, command = %command.command_id, offset = message.offset, "skipping a delivery handled before");

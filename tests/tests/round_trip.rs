@@ -106,6 +106,7 @@ args = {{ on = true }}
         round_trip(&format!("ws://{ws}/v1/ws"), &secret, &dir.join("wharf.db")).await;
     assert_delivered(status, &command_id).await;
     assert_visible_to_kafka_console_consumer(&prefix, &device, &command_id).await;
+    assert_one_trace(&prefix, "socket-a", &device, &command_id).await;
     assert_ops_endpoint(ops[0], &["wharf_socket_frames_received_total"]).await;
     assert_ops_endpoint(ops[1], &["wharf_receiver_events_applied_total"]).await;
     assert_ops_endpoint(ops[2], &["wharf_commander_requests_total"]).await;
@@ -216,6 +217,65 @@ async fn assert_visible_to_kafka_console_consumer(prefix: &str, device: &str, co
                 .all(|t| *t == "CommandQueued"),
         "{story:?} in {statuses:?}"
     );
+}
+
+/// The frame, the command the rule asked for, its dispatch and its delivery
+/// carry one W3C trace id in their `traceparent` Kafka headers, each event
+/// its own span.
+async fn assert_one_trace(prefix: &str, socket: &str, device: &str, command_id: &str) {
+    let topics = Topics::new(prefix).unwrap();
+    let bus = kafka::bus();
+    let mut spans = Vec::new();
+    for topic in [
+        topics.device_events(),
+        topics.command_requests(),
+        topics.deliveries(socket),
+        topics.command_status(),
+    ] {
+        let mut reader = bus.subscribe_from_start("trace", &[topic]).await.unwrap();
+        while let Ok(message) = tokio::time::timeout(Duration::from_secs(3), reader.recv()).await {
+            let message = message.unwrap();
+            if message.key.as_deref() != Some(device) {
+                continue;
+            }
+            let envelope = Envelope::from_json(&message.payload).unwrap();
+            let ours = match &envelope.event {
+                Event::FrameReceived(_) => true,
+                Event::CommandRequested(_) => envelope.id.to_string() == command_id,
+                Event::CommandDispatched(e) => e.command_id.to_string() == command_id,
+                Event::CommandDelivered(e) => e.command_id.to_string() == command_id,
+                _ => false,
+            };
+            if ours {
+                let header = message
+                    .header("traceparent")
+                    .unwrap_or_else(|| panic!("{} has no traceparent", envelope.kind()));
+                spans.push((envelope.kind(), header.to_owned()));
+            }
+        }
+    }
+    let kinds: Vec<&str> = spans.iter().map(|(kind, _)| *kind).collect();
+    for kind in [
+        "FrameReceived",
+        "CommandRequested",
+        "CommandDispatched",
+        "CommandDelivered",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} read: {spans:?}");
+    }
+    let traces: std::collections::BTreeSet<&str> = spans
+        .iter()
+        .map(|(_, header)| {
+            wharf_events::trace::trace_id(header)
+                .unwrap_or_else(|| panic!("{header:?} is not a W3C traceparent"))
+        })
+        .collect();
+    assert_eq!(traces.len(), 1, "one trace across the story: {spans:?}");
+    // The dispatch is on the deliveries topic and on command-status: the
+    // same event, the same span; every other event a span of its own.
+    let span_ids: std::collections::BTreeSet<&str> =
+        spans.iter().map(|(_, header)| &header[36..52]).collect();
+    assert!(span_ids.len() >= 4, "{spans:?}");
 }
 
 /// A consumer of the command-status topic, as an operator tailing it.

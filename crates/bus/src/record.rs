@@ -23,9 +23,16 @@ impl Record {
     }
 
     /// The record carrying `envelope` on `topic`: keyed by the device, with
-    /// `type` and `device` repeated as headers for cheap filtering.
+    /// `type` and `device` repeated as headers for cheap filtering, and the
+    /// event's W3C `traceparent` (its chain is the trace).
     pub fn event(topic: impl Into<String>, envelope: &wharf_events::Envelope) -> Self {
-        Self::encoded_event(topic, &envelope.device, envelope.kind(), envelope.to_json())
+        Self::with_event_headers(
+            topic,
+            &envelope.device,
+            envelope.kind(),
+            envelope.to_json(),
+            Some(envelope.traceparent()),
+        )
     }
 
     /// Like [`Record::event`], for an envelope already encoded as `payload`
@@ -36,14 +43,28 @@ impl Record {
         kind: &str,
         payload: Vec<u8>,
     ) -> Self {
+        let traceparent = wharf_events::trace::traceparent_of_json(&payload);
+        Self::with_event_headers(topic, device, kind, payload, traceparent)
+    }
+
+    fn with_event_headers(
+        topic: impl Into<String>,
+        device: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        traceparent: Option<String>,
+    ) -> Self {
+        let mut headers = Vec::with_capacity(3);
+        headers.push(("type".to_owned(), kind.to_owned()));
+        headers.push(("device".to_owned(), device.to_owned()));
+        if let Some(traceparent) = traceparent {
+            headers.push(("traceparent".to_owned(), traceparent));
+        }
         Record {
             topic: topic.into(),
             key: device.to_owned(),
             payload,
-            headers: vec![
-                ("type".to_owned(), kind.to_owned()),
-                ("device".to_owned(), device.to_owned()),
-            ],
+            headers,
         }
     }
 
