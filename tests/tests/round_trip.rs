@@ -107,6 +107,7 @@ args = {{ on = true }}
     assert_delivered(status, &command_id).await;
     assert_visible_to_kafka_console_consumer(&prefix, &device, &command_id).await;
     assert_one_trace(&prefix, "socket-a", &device, &command_id).await;
+    assert_tail_tells_the_story(&config_path, &command_id).await;
     assert_ops_endpoint(ops[0], &["wharf_socket_frames_received_total"]).await;
     assert_ops_endpoint(ops[1], &["wharf_receiver_events_applied_total"]).await;
     assert_ops_endpoint(ops[2], &["wharf_commander_requests_total"]).await;
@@ -276,6 +277,48 @@ async fn assert_one_trace(prefix: &str, socket: &str, device: &str, command_id: 
     let span_ids: std::collections::BTreeSet<&str> =
         spans.iter().map(|(_, header)| &header[36..52]).collect();
     assert!(span_ids.len() >= 4, "{spans:?}");
+}
+
+/// `wharf tail --correlation <command id>` prints the command's whole story,
+/// from the frame that caused it to its delivery.
+async fn assert_tail_tells_the_story(config: &Path, command_id: &str) {
+    let mut command = std::process::Command::new(wharf_tests::process::binary("wharf"));
+    command.args(["tail", "--config"]).arg(config).args([
+        "--from-beginning",
+        "--no-follow",
+        "--output",
+        "json",
+        "--correlation",
+        command_id,
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let kinds: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            Envelope::from_json(line.as_bytes())
+                .unwrap()
+                .kind()
+                .to_owned()
+        })
+        .collect();
+    for kind in [
+        "FrameReceived",
+        "CommandRequested",
+        "CommandDispatched",
+        "CommandDelivered",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from the story: {kinds:?}"
+        );
+    }
 }
 
 /// A consumer of the command-status topic, as an operator tailing it.

@@ -58,8 +58,8 @@ enum Command {
         /// Repeatable.
         #[arg(long = "type")]
         types: Vec<String>,
-        /// Every event of one story: a command id, or an event's id or
-        /// correlation id.
+        /// Every event of one story: a command id (its request, lifecycle
+        /// and the frame that caused it), or an event's id or correlation id.
         #[arg(long, value_parser = parse_uuid)]
         correlation: Option<uuid::Uuid>,
         /// Start at the oldest retained record instead of the newest.
@@ -296,9 +296,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 filter: Filter {
                     devices: device,
                     types,
-                    correlation,
                     since: None,
                 },
+                correlation,
                 from_beginning,
                 since,
                 follow: match (follow, no_follow) {

@@ -10,13 +10,15 @@ use wharf_bus::{Bus, BusConfig};
 use wharf_events::{Event, Topics};
 use wharf_tail::line::Line;
 use wharf_tail::stream::StreamRequest;
-use wharf_tail::{Filter, FollowPlan, Output, Start, TopicSelection};
+use wharf_tail::{Filter, FollowPlan, Output, Start, Story, TopicSelection};
 
 /// What `wharf tail` was asked for.
 #[derive(Debug, Clone)]
 pub struct TailArgs {
     pub topics: TopicSelection,
     pub filter: Filter,
+    /// `--correlation`: one story.
+    pub correlation: Option<uuid::Uuid>,
     pub from_beginning: bool,
     pub since: Option<Duration>,
     /// `None`: follow when stdout is a terminal.
@@ -121,22 +123,33 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
         }
     });
     let mut printed = 0u64;
+    let mut story = args.correlation.map(Story::new);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
-    while args.limit.is_none_or(|limit| printed < limit) {
+    'reading: while args.limit.is_none_or(|limit| printed < limit) {
         let Some(record) = rx.recv().await else { break };
         let envelope = record.decode();
         if !args.filter.admits(&record, &envelope) {
             continue;
         }
-        let written = match output.line(&topics, &record, &envelope) {
-            Line::Stdout(line) => writeln!(stdout.lock(), "{line}"),
-            Line::Stderr(line) => writeln!(stderr.lock(), "{line}"),
+        let records = match &mut story {
+            Some(story) => story.offer(record, &envelope),
+            None => vec![record],
         };
-        if written.is_err() {
-            break; // the reader went away (`| head`)
+        for record in records {
+            if args.limit.is_some_and(|limit| printed >= limit) {
+                break 'reading;
+            }
+            let envelope = record.decode();
+            let written = match output.line(&topics, &record, &envelope) {
+                Line::Stdout(line) => writeln!(stdout.lock(), "{line}"),
+                Line::Stderr(line) => writeln!(stderr.lock(), "{line}"),
+            };
+            if written.is_err() {
+                break 'reading; // the reader went away (`| head`)
+            }
+            printed += 1;
         }
-        printed += 1;
     }
     drop(rx);
     if args.limit.is_some_and(|limit| printed >= limit) {

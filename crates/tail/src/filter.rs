@@ -2,20 +2,16 @@
 
 use std::time::SystemTime;
 
-use uuid::Uuid;
 use wharf_events::{DecodeError, Envelope};
 
 use crate::record::TailedRecord;
 
-/// What `--device`, `--type`, `--correlation` and `--since` ask for; an
-/// empty list or `None` lets everything through.
+/// What `--device`, `--type` and `--since` ask for; an empty list or `None`
+/// lets everything through. (`--correlation` is a [`crate::Story`].)
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub devices: Vec<String>,
     pub types: Vec<String>,
-    /// Every event of one story: an envelope whose id, correlation or
-    /// causation is this id, or that is about the command with this id.
-    pub correlation: Option<Uuid>,
     /// Events from this time on (the envelope's `time`).
     pub since: Option<SystemTime>,
 }
@@ -38,21 +34,7 @@ impl Filter {
         (self.devices.is_empty() || self.devices.contains(&envelope.device))
             && (self.types.is_empty() || self.types.iter().any(|kind| kind == envelope.kind()))
             && self.since.is_none_or(|since| envelope.time >= since)
-            && self
-                .correlation
-                .is_none_or(|id| belongs_to_story(envelope, id))
     }
-}
-
-fn belongs_to_story(envelope: &Envelope, id: Uuid) -> bool {
-    if envelope.id == id || envelope.correlation == id || envelope.causation == Some(id) {
-        return true;
-    }
-    // Lifecycle events name their command in their data.
-    serde_json::to_value(&envelope.event)
-        .ok()
-        .and_then(|data| data.get("command_id")?.as_str()?.parse::<Uuid>().ok())
-        == Some(id)
 }
 
 #[cfg(test)]
@@ -102,12 +84,6 @@ mod tests {
         };
         assert!(kind("FrameReceived").admits(&record, &decoded));
         assert!(!kind("CommandRequested").admits(&record, &decoded));
-        let story = |id| Filter {
-            correlation: Some(id),
-            ..Filter::default()
-        };
-        assert!(story(envelope.correlation).admits(&record, &decoded));
-        assert!(!story(wharf_events::new_id()).admits(&record, &decoded));
         let since = |t| Filter {
             since: Some(t),
             ..Filter::default()

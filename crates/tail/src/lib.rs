@@ -10,8 +10,9 @@
 //!   (`device-events`, `deliveries.*`) resolved to the bus's topics.
 //! - [`follow`]: reading topics with a throwaway group that never commits,
 //!   from the end (default) or the beginning, following or not.
-//! - [`filter`]: [`Filter`]: `--device`, `--type`, `--correlation`,
-//!   `--since`.
+//! - [`filter`]: [`Filter`]: `--device`, `--type`, `--since`.
+//! - [`story`]: [`Story`]: `--correlation`, one story's events, the frame
+//!   that caused a command included.
 //! - [`line`]: [`Output`]: one line per record, pretty (colour on a
 //!   terminal) or the raw envelope as JSON.
 //! - [`stream`]: the event stream of `wharf up` (`GET /v1/tail`, Server-Sent
@@ -26,6 +27,7 @@ pub mod filter;
 pub mod follow;
 pub mod line;
 pub mod record;
+pub mod story;
 pub mod stream;
 pub mod topics;
 
@@ -33,4 +35,5 @@ pub use filter::Filter;
 pub use follow::{FollowPlan, Start};
 pub use line::Output;
 pub use record::TailedRecord;
+pub use story::Story;
 pub use topics::TopicSelection;
