@@ -93,68 +93,7 @@ enum Command {
     /// with tokens minted from the secret, send readings at a rate,
     /// acknowledge commands, and report acks, round trips and errors.
     /// Exits 1 when errors exceed --max-errors.
-    Sim {
-        /// How many devices.
-        #[arg(long, default_value_t = 100)]
-        devices: usize,
-        /// mqtt (3.1.1), mqtt5, ws, tcp, udp, or mix (all five in turn).
-        #[arg(long, default_value = "mqtt")]
-        transport: String,
-        /// Frames per second across all devices (500 or 500/s); default:
-        /// one per device per second.
-        #[arg(long)]
-        rate: Option<String>,
-        /// How long devices send (10s, 5m).
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Spread the devices' connects over this time.
-        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
-        ramp: Duration,
-        /// The devices' model (selects their command profile).
-        #[arg(long, default_value = "demo-thermostat")]
-        model: String,
-        /// Frame template: {{rand A B}}, {{seq}}, {{device}}, {{time}}.
-        #[arg(long, default_value = wharf_sim::template::DEFAULT)]
-        payload: String,
-        /// MQTT QoS of the frames: 1 (acknowledged once durable) or 0.
-        #[arg(long, default_value_t = 1)]
-        qos: u8,
-        /// Device ids are PREFIX-0, PREFIX-1, …
-        #[arg(long, default_value = "sim")]
-        id_prefix: String,
-        /// MQTT listener (host:port); default: the configured socket.mqtt.listen.
-        #[arg(long)]
-        mqtt: Option<String>,
-        /// WebSocket listener (host:port); default: socket.websocket.listen.
-        #[arg(long)]
-        ws: Option<String>,
-        /// TCP listener (host:port); default: socket.tcp.listen.
-        #[arg(long)]
-        tcp: Option<String>,
-        /// UDP listener (host:port); default: socket.udp.listen.
-        #[arg(long)]
-        udp: Option<String>,
-        /// Another broker for a side-by-side run: mosquitto://host:port
-        /// (anonymous, MQTT only, the same topics).
-        #[arg(long)]
-        target: Option<String>,
-        /// Connecting and logging in must take less.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        connect_timeout: Duration,
-        /// After sending, how long to wait for outstanding PUBACKs.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-        drain: Duration,
-        /// Print the results as JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// Exit 1 when more errors than this happened.
-        #[arg(long, default_value_t = 0)]
-        max_errors: u64,
-        /// The data directory of `wharf up`, for its secret when auth.secret
-        /// is not set.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-    },
+    Sim(SimArgs),
     /// Device tokens.
     Token {
         #[command(subcommand)]
@@ -311,50 +250,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             tail(source, args).await
         }
-        Command::Sim {
-            devices,
-            transport,
-            rate,
-            duration,
-            ramp,
-            model,
-            payload,
-            qos,
-            id_prefix,
-            mqtt,
-            ws,
-            tcp,
-            udp,
-            target,
-            connect_timeout,
-            drain,
-            json,
-            max_errors,
-            data_dir,
-        } => {
+        Command::Sim(args) => {
             let settings: UpSettings =
                 wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
-            let args = SimArgs {
-                devices,
-                transport,
-                rate,
-                duration,
-                ramp,
-                model,
-                payload,
-                qos,
-                id_prefix,
-                mqtt,
-                ws,
-                tcp,
-                udp,
-                target,
-                connect_timeout,
-                drain,
-                json,
-                max_errors,
-            };
-            let auth = settings.auth.clone();
+            let (auth, data_dir) = (settings.auth.clone(), args.data_dir.clone());
             sim(args, &settings.socket, || token_secret(&auth, &data_dir)).await
         }
         Command::Probe { url, timeout } => wharf_cli::probe::probe(&url, timeout).await,

@@ -13,29 +13,72 @@ use wharf_sim::transport::tcp::Framing;
 use wharf_sim::{Credentials, SimPlan, Snapshot, Targets, TransportChoice};
 use wharf_socket::SocketConfig;
 
-/// `wharf sim`'s options, as given.
-#[derive(Debug, Clone)]
+/// `wharf sim`'s options: simulate a fleet. N devices connect over MQTT,
+/// WebSocket, TCP or UDP with tokens minted from the secret, send readings
+/// at a rate, acknowledge commands, and report acks, round trips and
+/// errors. Exits 1 when errors exceed --max-errors.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
+    /// How many devices.
+    #[arg(long, default_value_t = 100)]
     pub devices: usize,
+    /// mqtt (3.1.1), mqtt5, ws, tcp, udp, or mix (all five in turn).
+    #[arg(long, default_value = "mqtt")]
     pub transport: String,
-    /// `500` or `500/s`; `None`: one frame per device per second.
+    /// Frames per second across all devices (500 or 500/s); default: one
+    /// per device per second.
+    #[arg(long)]
     pub rate: Option<String>,
+    /// How long devices send (10s, 5m).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Spread the devices' connects over this time.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     pub ramp: Duration,
+    /// The devices' model (selects their command profile).
+    #[arg(long, default_value = "demo-thermostat")]
     pub model: String,
+    /// Frame template: {{rand A B}}, {{seq}}, {{device}}, {{time}}.
+    #[arg(long, default_value = wharf_sim::template::DEFAULT)]
     pub payload: String,
+    /// MQTT QoS of the frames: 1 (acknowledged once durable) or 0.
+    #[arg(long, default_value_t = 1)]
     pub qos: u8,
+    /// Device ids are PREFIX-0, PREFIX-1, …
+    #[arg(long, default_value = "sim")]
     pub id_prefix: String,
+    /// MQTT listener (host:port); default: the configured socket.mqtt.listen.
+    #[arg(long)]
     pub mqtt: Option<String>,
+    /// WebSocket listener (host:port); default: socket.websocket.listen.
+    #[arg(long)]
     pub ws: Option<String>,
+    /// TCP listener (host:port); default: socket.tcp.listen.
+    #[arg(long)]
     pub tcp: Option<String>,
+    /// UDP listener (host:port); default: socket.udp.listen.
+    #[arg(long)]
     pub udp: Option<String>,
-    /// `mosquitto://host:port`: another broker, anonymous, MQTT only.
+    /// Another broker for a side-by-side run: mosquitto://host:port
+    /// (anonymous, MQTT only, the same topics).
+    #[arg(long)]
     pub target: Option<String>,
+    /// Connecting and logging in must take less.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// After sending, how long to wait for outstanding PUBACKs.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain: Duration,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
     pub json: bool,
+    /// Exit 1 when more errors than this happened.
+    #[arg(long, default_value_t = 0)]
     pub max_errors: u64,
+    /// The data directory of `wharf up`, for its secret when auth.secret is
+    /// not set.
+    #[arg(long, default_value = "data")]
+    pub data_dir: std::path::PathBuf,
 }
 
 /// Runs the simulation; Err when it could not run or had more errors than
