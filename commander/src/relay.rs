@@ -98,6 +98,17 @@ impl OutboxRelay {
             let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
             let mut acks = Vec::with_capacity(rows.len());
             for row in rows {
+                if wharf_runtime::otlp::enabled()
+                    && let Ok(envelope) = wharf_events::Envelope::from_json(row.payload.as_bytes())
+                {
+                    // A span per event the outbox publishes, at the event's
+                    // time (an event on two topics is one span).
+                    if !row.topic.ends_with(".command-status")
+                        || !row.event_type.starts_with("CommandDispatched")
+                    {
+                        wharf_runtime::otlp::export_event(&envelope, envelope.time);
+                    }
+                }
                 let record = Record::encoded_event(
                     row.topic,
                     &row.key,

@@ -11,10 +11,33 @@ use uuid::Uuid;
 
 /// `00-<trace id>-<span id>-01` for the event `id` of the chain `correlation`.
 pub fn traceparent(correlation: &Uuid, id: &Uuid) -> String {
-    let span = u64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
     // A span id must not be all zeros; a UUID's low half never is in
     // practice (v7 random bits, v5 hash), but the format says so.
-    format!("00-{}-{:016x}-01", correlation.simple(), span.max(1))
+    format!("00-{}-{:016x}-01", correlation.simple(), low_half(id))
+}
+
+/// The ids of an event's span, as hex: the trace (its chain), the span (the
+/// event) and its parent (the event's cause, when it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpanIds {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+}
+
+/// The span ids of `envelope`, matching its `traceparent`.
+pub fn span_ids(envelope: &crate::Envelope) -> SpanIds {
+    SpanIds {
+        trace_id: envelope.correlation.simple().to_string(),
+        span_id: format!("{:016x}", low_half(&envelope.id)),
+        parent_span_id: envelope
+            .causation
+            .map(|cause| format!("{:016x}", low_half(&cause))),
+    }
+}
+
+fn low_half(id: &Uuid) -> u64 {
+    u64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes")).max(1)
 }
 
 /// The trace id of a `traceparent` header, if it is one.

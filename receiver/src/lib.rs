@@ -325,6 +325,8 @@ impl Receiver {
                     .context("failed to queue a reply")?;
                 self.pending_replies.push(ack);
                 self.metrics.replies.inc();
+                // From the frame that caused it to the request.
+                wharf_runtime::otlp::export_event(&reply, envelope.time);
             }
         }
         self.metrics.events_applied.inc_by(events.len() as u64);

@@ -85,9 +85,12 @@ impl EventsOut {
             payload: Payload::from_bytes(bytes),
         });
         let envelope = Envelope::new(&who.device, &self.instance, event);
-        self.bus
+        let ack = self
+            .bus
             .enqueue(Record::event(self.topics.device_events(), &envelope))
-            .await
+            .await;
+        wharf_runtime::otlp::export_event(&envelope, envelope.time);
+        ack
     }
 
     /// Publishes the outcome of a delivery to the command-status topic.
@@ -118,8 +121,10 @@ impl EventsOut {
         };
         self.bus
             .publish(Record::event(self.topics.command_status(), &envelope))
-            .await
-            .map(drop)
+            .await?;
+        // From the dispatch (made by the Commander) to its outcome.
+        wharf_runtime::otlp::export_event(&envelope, dispatch.time);
+        Ok(())
     }
 
     async fn to_events_and_presence(&self, envelope: Envelope) -> wharf_bus::Result<()> {

@@ -8,6 +8,8 @@
 //! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`],
 //!   [`exit_on_error`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
+//! - [`otlp`]: spans of published events to an OpenTelemetry collector,
+//!   when configured.
 //! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`] (`/healthz`,
 //!   `/readyz`, `/metrics` with `wharf_ready{component}`).
 //! - [`process`]: a process's resident memory and CPU time (Linux).
@@ -21,6 +23,7 @@
 
 pub mod config;
 pub mod ops;
+pub mod otlp;
 pub mod process;
 pub mod service;
 pub mod shutdown;

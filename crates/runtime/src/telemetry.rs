@@ -20,6 +20,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter: `info`, `wharf_receiver=debug,info`, …
     pub level: String,
+    /// An OpenTelemetry collector (`http://host:4318`) to export the spans
+    /// of published events to; empty: `OTEL_EXPORTER_OTLP_ENDPOINT`, or no
+    /// export.
+    pub otlp_endpoint: String,
 }
 
 impl Default for LogConfig {
@@ -27,6 +31,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Plain,
             level: "info".into(),
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -34,13 +39,19 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Every problem with this section, one line each.
     pub fn problems(&self) -> Vec<String> {
-        match EnvFilter::try_new(&self.level) {
-            Ok(_) => Vec::new(),
-            Err(error) => vec![format!(
+        let mut problems = Vec::new();
+        if let Err(error) = EnvFilter::try_new(&self.level) {
+            problems.push(format!(
                 "log.level: {:?} is not a filter: {error}",
                 self.level
-            )],
+            ));
         }
+        if !self.otlp_endpoint.is_empty()
+            && let Err(problem) = crate::otlp::check_endpoint(&self.otlp_endpoint)
+        {
+            problems.push(format!("log.otlp_endpoint: {problem}"));
+        }
+        problems
     }
 }
 
@@ -59,4 +70,24 @@ pub fn init_tracing(config: &LogConfig) {
     };
     // A second init (several services in one process, tests) keeps the first.
     let _ = result;
+    let endpoint = if config.otlp_endpoint.is_empty() {
+        std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_default()
+    } else {
+        config.otlp_endpoint.clone()
+    };
+    if !endpoint.is_empty() {
+        // The service's name is its binary's: wharf-socket, wharf, …
+        let service = std::env::args()
+            .next()
+            .and_then(|path| {
+                std::path::Path::new(&path)
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "wharf".to_owned());
+        match crate::otlp::start(&endpoint, &service) {
+            Ok(()) => tracing::info!(collector = %endpoint, "exporting traces"),
+            Err(problem) => tracing::warn!(%problem, "traces are not exported"),
+        }
+    }
 }
