@@ -178,3 +178,68 @@ impl Drop for KilledOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn devices_registered_through_the_api_connect_with_their_tokens() {
+    let data = temp_dir("wharf-sim-api");
+    let ports = UpPorts::free();
+    let up = UpProcess::start(&data, ports, &wharf_auth::generate_secret(), &[]);
+    up.ready(Duration::from_secs(60)).await;
+    let key = std::fs::read_to_string(data.join("api-key")).expect("wharf up keeps its API key");
+    let socket = ports.socket;
+    let mut args = strings(&[
+        "--devices",
+        "20",
+        "--transport",
+        "mix",
+        "--duration",
+        "3s",
+        "--json",
+    ]);
+    args.extend([
+        "--api".to_owned(),
+        format!("http://{}", ports.api),
+        "--api-key".to_owned(),
+        key.trim().to_owned(),
+    ]);
+    for (flag, address) in [
+        ("--mqtt", socket.mqtt),
+        ("--ws", socket.websocket),
+        ("--tcp", socket.tcp),
+        ("--udp", socket.udp),
+    ] {
+        args.extend([flag.to_owned(), address.to_string()]);
+    }
+    // Twice: the second run finds the devices registered and registers them
+    // again. No secret is given: the tokens are the API's.
+    for run in 0..2 {
+        let output = sim(&args, &[]).await;
+        let report = report(&output);
+        assert!(output.status.success(), "run {run}: {report:#}");
+        assert_eq!(report["total"]["connected"], 20, "run {run}: {report:#}");
+        assert_eq!(
+            report["total"]["errors"],
+            serde_json::json!({}),
+            "run {run}"
+        );
+    }
+    let bad = sim(
+        &[
+            strings(&["--devices", "1", "--duration", "1s", "--api"]),
+            vec![
+                format!("http://{}", ports.api),
+                "--api-key".into(),
+                "wharf_nope".into(),
+            ],
+        ]
+        .concat(),
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("401"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

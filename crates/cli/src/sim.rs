@@ -61,8 +61,17 @@ pub struct SimArgs {
     pub udp: Option<String>,
     /// Another broker for a side-by-side run: mosquitto://host:port
     /// (anonymous, MQTT only, the same topics).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "api")]
     pub target: Option<String>,
+    /// Register the devices through this REST API (http://host:8088) and
+    /// use the tokens it answers with, instead of minting them from the
+    /// secret. A device id already registered is deleted and registered
+    /// again.
+    #[arg(long, requires = "api_key")]
+    pub api: Option<String>,
+    /// The API key for --api.
+    #[arg(long)]
+    pub api_key: Option<String>,
     /// Connecting and logging in must take less.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
@@ -142,7 +151,13 @@ pub async fn sim(
             targets.mqtt = resolve(&Some(address.to_owned()), targets.mqtt, "target")?;
             Credentials::Anonymous
         }
-        None => Credentials::Secret(secret()?),
+        None => match &args.api {
+            Some(api) => Credentials::Api(wharf_sim::register::Api::new(
+                api,
+                args.api_key.as_deref().unwrap_or(""),
+            )?),
+            None => Credentials::Secret(secret()?),
+        },
     };
     let plan = SimPlan {
         devices: args.devices,

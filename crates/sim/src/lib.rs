@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`plan`]: [`SimPlan`], what to simulate and where.
 //! - [`template`]: payload templates (`{{rand 15 40}}`).
+//! - [`register`]: devices registered through the REST API (`--api`).
 //! - [`transport`]: [`transport::Link`], one connection per device, for
 //!   MQTT 3.1.1 and 5, WebSocket, TCP and UDP.
 //! - [`device`]: one device's life: connect, send on schedule, read acks
@@ -25,6 +26,7 @@
 
 pub mod device;
 pub mod plan;
+pub mod register;
 pub mod report;
 pub mod stats;
 pub mod template;
@@ -85,14 +87,21 @@ pub async fn run(
     plan.check()?;
     let plan = std::sync::Arc::new(plan);
     let stats = std::sync::Arc::new(Stats::default());
-    let started = tokio::time::Instant::now();
     let issuer = match &plan.credentials {
         Credentials::Secret(secret) => Some(wharf_auth::TokenIssuer::new(secret)),
-        Credentials::Anonymous => None,
+        Credentials::Api(_) | Credentials::Anonymous => None,
     };
-    let mut devices = tokio::task::JoinSet::new();
+    let mut specs = Vec::with_capacity(plan.devices);
     for index in 0..plan.devices {
-        let device = device::DeviceSpec::new(&plan, index, issuer.as_ref())?;
+        let mut device = device::DeviceSpec::new(&plan, index, issuer.as_ref())?;
+        if let Credentials::Api(api) = &plan.credentials {
+            device.token = Some(api.register(&device.id, &plan.model).await?);
+        }
+        specs.push(device);
+    }
+    let started = tokio::time::Instant::now();
+    let mut devices = tokio::task::JoinSet::new();
+    for device in specs {
         let (plan, stats) = (plan.clone(), stats.clone());
         devices.spawn(async move { device::run(device, &plan, &stats, started).await });
     }

@@ -48,6 +48,8 @@ impl TransportChoice {
 pub enum Credentials {
     /// Tokens signed with Wharf's `auth.secret`.
     Secret(String),
+    /// Tokens from registering each device through the REST API.
+    Api(crate::register::Api),
     /// No authentication (another MQTT broker, for side-by-side runs).
     Anonymous,
 }
