@@ -93,7 +93,7 @@ enum Command {
     /// with tokens minted from the secret, send readings at a rate,
     /// acknowledge commands, and report acks, round trips and errors.
     /// Exits 1 when errors exceed --max-errors.
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Device tokens.
     Token {
         #[command(subcommand)]
@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings: UpSettings =
                 wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
             let (auth, data_dir) = (settings.auth.clone(), args.data_dir.clone());
-            sim(args, &settings.socket, || token_secret(&auth, &data_dir)).await
+            sim(*args, &settings.socket, || token_secret(&auth, &data_dir)).await
         }
         Command::Probe { url, timeout } => wharf_cli::probe::probe(&url, timeout).await,
         Command::ApiKey {
