@@ -122,11 +122,19 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
             }
         }
     });
-    let mut printed = 0u64;
+    let mut printer = Printer {
+        output,
+        topics,
+        limit: args.limit,
+        printed: 0,
+    };
     let mut story = args.correlation.map(Story::new);
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    'reading: while args.limit.is_none_or(|limit| printed < limit) {
+    // A story read to its end is printed in the order things happened (the
+    // topics are read side by side, not in time order); a followed one as
+    // it comes.
+    let chronological = story.is_some() && !follow;
+    let mut told = Vec::new();
+    'reading: while !printer.full() {
         let Some(record) = rx.recv().await else { break };
         let envelope = record.decode();
         if !args.filter.admits(&record, &envelope) {
@@ -136,21 +144,31 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
             Some(story) => story.offer(record, &envelope),
             None => vec![record],
         };
+        if chronological {
+            told.extend(records);
+            continue;
+        }
         for record in records {
-            if args.limit.is_some_and(|limit| printed >= limit) {
+            if !printer.print(&record) {
                 break 'reading;
             }
-            let envelope = record.decode();
-            let written = match output.line(&topics, &record, &envelope) {
-                Line::Stdout(line) => writeln!(stdout.lock(), "{line}"),
-                Line::Stderr(line) => writeln!(stderr.lock(), "{line}"),
-            };
-            if written.is_err() {
-                break 'reading; // the reader went away (`| head`)
-            }
-            printed += 1;
         }
     }
+    if chronological {
+        // Events of one millisecond keep their causal order.
+        told.sort_by_key(|record| {
+            record
+                .decode()
+                .map(|envelope| (envelope.time, step_of(envelope.kind())))
+                .ok()
+        });
+        for record in &told {
+            if !printer.print(record) {
+                break;
+            }
+        }
+    }
+    let printed = printer.printed;
     drop(rx);
     if args.limit.is_some_and(|limit| printed >= limit) {
         reader.abort();
@@ -162,4 +180,48 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
         bail!("the event stream ended: the wharf up serving it stopped");
     }
     Ok(())
+}
+
+/// Where an event type comes in a command's story.
+fn step_of(kind: &str) -> u8 {
+    match kind {
+        "DeviceConnected" | "FrameReceived" | "DesiredStateChanged" => 0,
+        "CommandRequested" => 1,
+        "CommandRejected" | "CommandQueued" => 2,
+        "CommandDispatched" => 3,
+        _ => 4, // outcomes
+    }
+}
+
+/// Prints records, one line each, up to a limit.
+struct Printer {
+    output: Output,
+    topics: wharf_events::Topics,
+    limit: Option<u64>,
+    printed: u64,
+}
+
+impl Printer {
+    fn full(&self) -> bool {
+        self.limit.is_some_and(|limit| self.printed >= limit)
+    }
+
+    /// Prints `record`; false once nothing more is to be printed (the
+    /// limit is reached, or stdout is closed, as with `| head`).
+    fn print(&mut self, record: &wharf_tail::TailedRecord) -> bool {
+        if self.full() {
+            return false;
+        }
+        let envelope = record.decode();
+        let written = match self.output.line(&self.topics, record, &envelope) {
+            Line::Stdout(line) => writeln!(std::io::stdout().lock(), "{line}"),
+            Line::Stderr(line) => writeln!(std::io::stderr().lock(), "{line}"),
+        };
+        if written.is_err() {
+            self.limit = Some(self.printed);
+            return false;
+        }
+        self.printed += 1;
+        !self.full()
+    }
 }
