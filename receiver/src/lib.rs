@@ -10,8 +10,9 @@
 //! - [`logic`]: [`DeviceLogic`], the extension point, and [`Replies`].
 //! - [`twin`]: [`TwinLogic`], the built-in device twin with rules.
 //! - [`rules`]: rules from configuration.
-//! - `actors`: the resident device actors.
+//! - `resident`: the devices resident in memory, with their states.
 //! - `write_behind`: dirty devices and positions between flushes.
+//! - `positions`: the bus's positions to and from the store's rows.
 //! - `lag`: how far the stored positions are behind the log's end (a gauge).
 //! - [`metrics`]: every metric the Receiver exports.
 //! - [`Receiver`]: the consume → apply → flush loop, and rebalances.
@@ -35,11 +36,12 @@
 //! - When the store fails, the Receiver retries with backoff, stops
 //!   consuming, and reports not ready; it never drops an event.
 
-mod actors;
 pub mod config;
 mod lag;
 pub mod logic;
 pub mod metrics;
+mod positions;
+mod resident;
 pub mod rules;
 pub mod twin;
 mod write_behind;
@@ -63,10 +65,10 @@ use wharf_events::Envelope;
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
 use wharf_store::{Committed, PartitionClaim, Store};
 
-use actors::Actors;
 pub use config::{ReceiverConfig, ReceiverSettings};
 pub use logic::{Change, DeviceLogic, DeviceState, Replies};
 use metrics::ReceiverMetrics;
+use resident::ResidentDevices;
 pub use twin::{TwinLimits, TwinLogic};
 use write_behind::WriteBehind;
 
@@ -133,7 +135,7 @@ pub struct Receiver {
     bus: BusHandle,
     db: Db,
     consumer: BusConsumer,
-    actors: Actors,
+    resident: ResidentDevices,
     write_behind: WriteBehind,
     /// Replies queued on the bus, awaited before the next flush commits.
     pending_replies: Vec<PendingAck>,
@@ -197,7 +199,7 @@ impl Receiver {
                 ready,
             },
             consumer,
-            actors: Actors::default(),
+            resident: ResidentDevices::default(),
             write_behind: WriteBehind::default(),
             pending_replies: Vec::new(),
             fenced: HashSet::new(),
@@ -306,7 +308,7 @@ impl Receiver {
         let source = self.config.instance_id.clone();
         for (envelope, _) in &events {
             let state = self
-                .actors
+                .resident
                 .touch(&envelope.device)
                 .expect("every device of the batch was made resident");
             let mut replies = Replies::new(envelope, &source);
@@ -342,7 +344,7 @@ impl Receiver {
     ) -> anyhow::Result<()> {
         let mut missing: Vec<(String, PartitionId)> = Vec::new();
         for (envelope, message) in events {
-            if !self.actors.contains(&envelope.device)
+            if !self.resident.contains(&envelope.device)
                 && !missing.iter().any(|(device, _)| *device == envelope.device)
             {
                 missing.push((envelope.device.clone(), PartitionId::of(message)));
@@ -365,9 +367,9 @@ impl Receiver {
                 Some(index) => stored.swap_remove(index),
                 None => DeviceState::new(&device),
             };
-            self.actors.insert(state, partition);
+            self.resident.insert(state, partition);
         }
-        self.metrics.actors.set(self.actors.len() as i64);
+        self.metrics.actors.set(self.resident.len() as i64);
         Ok(())
     }
 
@@ -394,19 +396,9 @@ impl Receiver {
         let positions: Vec<CommitOffset> = claimed
             .offsets
             .into_iter()
-            .map(|o| CommitOffset {
-                topic: o.topic,
-                partition: o.partition,
-                next_offset: o.next_offset,
-            })
+            .map(positions::from_store)
             .collect();
-        self.write_behind.set_stored(positions.iter().map(|o| {
-            let partition = PartitionId {
-                topic: o.topic.clone(),
-                partition: o.partition,
-            };
-            (partition, o.next_offset)
-        }));
+        self.write_behind.set_stored(positions.iter().cloned());
         self.write_behind.set_claims(claimed.claims);
         for partition in &assigned.partitions {
             self.fenced.remove(partition);
@@ -431,12 +423,12 @@ impl Receiver {
     ) -> anyhow::Result<()> {
         self.flush(shutdown).await?;
         let partitions: HashSet<PartitionId> = revoked.partitions.iter().cloned().collect();
-        let dropped = self.actors.drop_partitions(&partitions);
+        let dropped = self.resident.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
         for partition in &partitions {
             self.fenced.remove(partition);
         }
-        self.metrics.actors.set(self.actors.len() as i64);
+        self.metrics.actors.set(self.resident.len() as i64);
         self.metrics.partitions.dec_by(partitions.len() as i64);
         info!(
             partitions = partitions.len(),
@@ -462,13 +454,14 @@ impl Receiver {
             let states: Vec<DeviceState> = batch
                 .devices
                 .iter()
-                .filter_map(|device| self.actors.state(device).cloned())
+                .filter_map(|device| self.resident.state(device).cloned())
                 .collect();
+            let offsets: Vec<_> = batch.offsets.iter().map(positions::to_store).collect();
             let (store, group) = (&self.db.store, &self.group);
             let committed = self
                 .db
                 .retrying("write back device states", shutdown, || {
-                    store.commit_batch(group, &batch.claims, &states, &batch.offsets)
+                    store.commit_batch(group, &batch.claims, &states, &offsets)
                 })
                 .await?;
             match committed {
@@ -503,9 +496,9 @@ impl Receiver {
                 partition: claim.partition,
             })
             .collect();
-        let dropped = self.actors.drop_partitions(&partitions);
+        let dropped = self.resident.drop_partitions(&partitions);
         self.write_behind.forget(&partitions, &dropped);
-        self.metrics.actors.set(self.actors.len() as i64);
+        self.metrics.actors.set(self.resident.len() as i64);
         self.metrics.fenced.inc_by(partitions.len() as u64);
         warn!(
             partitions = ?partitions.iter().map(|p| format!("{}[{}]", p.topic, p.partition)).collect::<Vec<_>>(),
@@ -518,12 +511,12 @@ impl Receiver {
 
     fn passivate(&mut self) {
         let write_behind = &self.write_behind;
-        let dropped = self.actors.passivate(self.config.actor_idle, |device| {
+        let dropped = self.resident.passivate(self.config.actor_idle, |device| {
             write_behind.is_dirty(device)
         });
         if dropped > 0 {
             self.metrics.passivated.inc_by(dropped as u64);
-            self.metrics.actors.set(self.actors.len() as i64);
+            self.metrics.actors.set(self.resident.len() as i64);
         }
     }
 

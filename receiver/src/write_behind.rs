@@ -1,11 +1,13 @@
 //! Write-behind bookkeeping: which device states changed since the last
 //! flush, the consumed positions that produced them, and the positions
-//! already stored.
+//! already stored. Positions are [`CommitOffset`]s throughout (the next
+//! offset to read of a topic's partition); the store's own type is met only
+//! at the store's door (`crate::positions`).
 
 use std::collections::HashSet;
 
 use wharf_bus::{CommitOffset, Message, PartitionId};
-use wharf_store::{PartitionClaim, StoredOffset};
+use wharf_store::PartitionClaim;
 
 /// Dirty devices and positions between flushes. Positions live in small
 /// vectors: a Receiver owns a handful of partitions, and a linear scan
@@ -14,10 +16,10 @@ use wharf_store::{PartitionClaim, StoredOffset};
 pub(crate) struct WriteBehind {
     dirty: HashSet<String>,
     /// Next offset to read per partition, consumed since the last flush.
-    consumed: Vec<(PartitionId, i64)>,
+    consumed: Vec<CommitOffset>,
     /// Next offset per partition as stored in the database: an event below
     /// it was applied and stored before, and must not be applied again.
-    stored: Vec<(PartitionId, i64)>,
+    stored: Vec<CommitOffset>,
     /// This member's claim on each owned partition: a flush holds only
     /// while they do.
     claims: Vec<PartitionClaim>,
@@ -26,27 +28,34 @@ pub(crate) struct WriteBehind {
 /// What one flush writes.
 pub(crate) struct FlushBatch {
     pub(crate) devices: Vec<String>,
-    pub(crate) offsets: Vec<StoredOffset>,
+    pub(crate) offsets: Vec<CommitOffset>,
     /// The claims of the offsets' partitions.
     pub(crate) claims: Vec<PartitionClaim>,
 }
 
-fn position_mut<'a>(
-    positions: &'a mut [(PartitionId, i64)],
-    message: &Message,
-) -> Option<&'a mut i64> {
+fn position_of<'a>(
+    positions: &'a [CommitOffset],
+    topic: &str,
+    partition: i32,
+) -> Option<&'a CommitOffset> {
     positions
-        .iter_mut()
-        .find(|(p, _)| p.partition == message.partition && p.topic == message.topic)
-        .map(|(_, next)| next)
+        .iter()
+        .find(|p| p.partition == partition && p.topic == topic)
+}
+
+fn is_of(position: &CommitOffset, partitions: &HashSet<PartitionId>) -> bool {
+    partitions
+        .iter()
+        .any(|p| p.partition == position.partition && p.topic == position.topic)
 }
 
 impl WriteBehind {
-    /// Records where the database says `partitions` stopped.
-    pub(crate) fn set_stored(&mut self, positions: impl IntoIterator<Item = (PartitionId, i64)>) {
-        for (partition, next) in positions {
-            self.stored.retain(|(p, _)| *p != partition);
-            self.stored.push((partition, next));
+    /// Records where the database says partitions stopped.
+    pub(crate) fn set_stored(&mut self, positions: impl IntoIterator<Item = CommitOffset>) {
+        for position in positions {
+            self.stored
+                .retain(|p| !(p.partition == position.partition && p.topic == position.topic));
+            self.stored.push(position);
         }
     }
 
@@ -64,30 +73,27 @@ impl WriteBehind {
     pub(crate) fn behind(&self, ends: &[CommitOffset]) -> i64 {
         ends.iter()
             .filter_map(|end| {
-                let (_, stored) = self
-                    .stored
-                    .iter()
-                    .find(|(p, _)| p.partition == end.partition && p.topic == end.topic)?;
-                Some((end.next_offset - stored).max(0))
+                let stored = position_of(&self.stored, &end.topic, end.partition)?;
+                Some((end.next_offset - stored.next_offset).max(0))
             })
             .sum()
     }
 
     /// Whether `message` was already applied and stored.
     pub(crate) fn already_stored(&self, message: &Message) -> bool {
-        self.stored
-            .iter()
-            .find(|(p, _)| p.partition == message.partition && p.topic == message.topic)
-            .is_some_and(|(_, next)| message.offset < *next)
+        position_of(&self.stored, &message.topic, message.partition)
+            .is_some_and(|stored| message.offset < stored.next_offset)
     }
 
     /// Records that `message` has been handled.
     pub(crate) fn consumed(&mut self, message: &Message) {
-        match position_mut(&mut self.consumed, message) {
-            Some(next) => *next = message.offset + 1,
-            None => self
-                .consumed
-                .push((PartitionId::of(message), message.offset + 1)),
+        match self
+            .consumed
+            .iter_mut()
+            .find(|p| p.partition == message.partition && p.topic == message.topic)
+        {
+            Some(position) => position.next_offset = message.offset + 1,
+            None => self.consumed.push(message.next_position()),
         }
     }
 
@@ -116,25 +122,13 @@ impl WriteBehind {
         let claims = self
             .claims
             .iter()
-            .filter(|claim| {
-                self.consumed
-                    .iter()
-                    .any(|(p, _)| p.partition == claim.partition && p.topic == claim.topic)
-            })
+            .filter(|claim| position_of(&self.consumed, &claim.topic, claim.partition).is_some())
             .cloned()
             .collect();
         FlushBatch {
             claims,
             devices: self.dirty.iter().cloned().collect(),
-            offsets: self
-                .consumed
-                .iter()
-                .map(|(p, next_offset)| StoredOffset {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    next_offset: *next_offset,
-                })
-                .collect(),
+            offsets: self.consumed.clone(),
         }
     }
 
@@ -143,31 +137,18 @@ impl WriteBehind {
         for device in &batch.devices {
             self.dirty.remove(device);
         }
-        batch
-            .offsets
-            .into_iter()
-            .map(|offset| {
-                let partition = PartitionId {
-                    topic: offset.topic,
-                    partition: offset.partition,
-                };
-                self.consumed
-                    .retain(|(p, next)| !(*p == partition && *next == offset.next_offset));
-                self.set_stored([(partition.clone(), offset.next_offset)]);
-                CommitOffset {
-                    topic: partition.topic,
-                    partition: partition.partition,
-                    next_offset: offset.next_offset,
-                }
-            })
-            .collect()
+        // A partition consumed further while the batch was written keeps
+        // its newer position for the next flush.
+        self.consumed.retain(|p| !batch.offsets.contains(p));
+        self.set_stored(batch.offsets.iter().cloned());
+        batch.offsets
     }
 
     /// Forgets the positions and claims of partitions this member gave up,
     /// and the changes of `devices`, whose events came from them.
     pub(crate) fn forget(&mut self, partitions: &HashSet<PartitionId>, devices: &[String]) {
-        self.consumed.retain(|(p, _)| !partitions.contains(p));
-        self.stored.retain(|(p, _)| !partitions.contains(p));
+        self.consumed.retain(|p| !is_of(p, partitions));
+        self.stored.retain(|p| !is_of(p, partitions));
         self.claims.retain(|c| {
             !partitions.contains(&PartitionId {
                 topic: c.topic.clone(),
@@ -202,10 +183,18 @@ mod tests {
         }
     }
 
+    fn position(partition: i32, next_offset: i64) -> CommitOffset {
+        CommitOffset {
+            topic: "events".into(),
+            partition,
+            next_offset,
+        }
+    }
+
     #[test]
     fn skips_what_an_earlier_run_stored() {
         let mut write_behind = WriteBehind::default();
-        write_behind.set_stored([(partition(0), 10)]);
+        write_behind.set_stored([position(0, 10)]);
         assert!(write_behind.already_stored(&message(0, 9)));
         assert!(!write_behind.already_stored(&message(0, 10)));
         assert!(!write_behind.already_stored(&message(1, 0)));
@@ -241,7 +230,7 @@ mod tests {
     #[test]
     fn lag_counts_only_owned_partitions_behind_their_end() {
         let mut write_behind = WriteBehind::default();
-        write_behind.set_stored([(partition(0), 10), (partition(1), 50)]);
+        write_behind.set_stored([position(0, 10), position(1, 50)]);
         let end = |p, next_offset| CommitOffset {
             topic: "events".into(),
             partition: p,
@@ -260,7 +249,7 @@ mod tests {
     fn forgetting_a_partition_drops_its_positions() {
         let mut write_behind = WriteBehind::default();
         write_behind.consumed(&message(0, 4));
-        write_behind.set_stored([(partition(0), 3)]);
+        write_behind.set_stored([position(0, 3)]);
         write_behind.dirty("d");
         write_behind.forget(&HashSet::from([partition(0)]), &["d".to_owned()]);
         assert!(write_behind.is_empty());

@@ -1,5 +1,7 @@
-//! The device actors held in memory: each device's state, the partition its
-//! events come from, and when it last had one.
+//! The devices resident in memory (the "actors" of the design: a state
+//! changed in place by its device's events, with no mailbox of its own):
+//! each one's state, the partition its events come from, and when it last
+//! had one.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -8,9 +10,9 @@ use wharf_bus::PartitionId;
 
 use crate::logic::DeviceState;
 
-/// The resident actors, by device.
+/// The resident devices, by id.
 #[derive(Default)]
-pub(crate) struct Actors {
+pub(crate) struct ResidentDevices {
     slots: HashMap<String, Slot>,
 }
 
@@ -21,7 +23,7 @@ struct Slot {
     touched: Instant,
 }
 
-impl Actors {
+impl ResidentDevices {
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
@@ -93,7 +95,7 @@ mod tests {
 
     #[test]
     fn revoked_partitions_take_their_actors_along() {
-        let mut actors = Actors::default();
+        let mut actors = ResidentDevices::default();
         actors.insert(DeviceState::new("a"), partition(0));
         actors.insert(DeviceState::new("b"), partition(1));
         let dropped = actors.drop_partitions(&HashSet::from([partition(1)]));
@@ -103,7 +105,7 @@ mod tests {
 
     #[test]
     fn only_idle_clean_actors_are_passivated() {
-        let mut actors = Actors::default();
+        let mut actors = ResidentDevices::default();
         actors.insert(DeviceState::new("idle"), partition(0));
         actors.insert(DeviceState::new("dirty"), partition(0));
         std::thread::sleep(Duration::from_millis(20));
