@@ -13,6 +13,8 @@
 //! - `resident`: the devices resident in memory, with their states.
 //! - `write_behind`: dirty devices and positions between flushes.
 //! - `positions`: the bus's positions to and from the store's rows.
+//! - `replies_out`: publishing the events the logic causes, and knowing
+//!   they are durable before their cause is committed.
 //! - `lag`: how far the stored positions are behind the log's end (a gauge).
 //! - [`metrics`]: every metric the Receiver exports.
 //! - [`Receiver`]: the consume → apply → flush loop, and rebalances.
@@ -41,6 +43,7 @@ mod lag;
 pub mod logic;
 pub mod metrics;
 mod positions;
+mod replies_out;
 mod resident;
 pub mod rules;
 pub mod twin;
@@ -56,10 +59,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use wharf_bus::{
     Assigned, Batch, BusConsumer, BusHandle, CommitOffset, Consumer as _, Message, PartitionId,
-    PendingAck, Publisher as _, Record, Revoked, Subscriber as _, TopicSpec,
+    Publisher as _, Revoked, Subscriber as _, TopicSpec,
 };
 use wharf_events::Envelope;
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
@@ -68,6 +71,7 @@ use wharf_store::{Committed, PartitionClaim, Store};
 pub use config::{ReceiverConfig, ReceiverSettings};
 pub use logic::{Change, DeviceLogic, DeviceState, Replies};
 use metrics::ReceiverMetrics;
+use replies_out::RepliesOut;
 use resident::ResidentDevices;
 pub use twin::{TwinLimits, TwinLogic};
 use write_behind::WriteBehind;
@@ -137,8 +141,7 @@ pub struct Receiver {
     consumer: BusConsumer,
     resident: ResidentDevices,
     write_behind: WriteBehind,
-    /// Replies queued on the bus, awaited before the next flush commits.
-    pending_replies: Vec<PendingAck>,
+    replies_out: RepliesOut,
     /// Partitions a later owner claimed while the bus still delivers them
     /// here: their events are ignored until the bus assigns them again.
     fenced: HashSet<PartitionId>,
@@ -192,7 +195,6 @@ impl Receiver {
         Ok(Receiver {
             group: offsets_key,
             logic,
-            bus,
             db: Db {
                 store,
                 metrics: metrics.clone(),
@@ -201,7 +203,8 @@ impl Receiver {
             consumer,
             resident: ResidentDevices::default(),
             write_behind: WriteBehind::default(),
-            pending_replies: Vec::new(),
+            replies_out: RepliesOut::new(bus.clone(), metrics.clone()),
+            bus,
             fenced: HashSet::new(),
             metrics,
             config,
@@ -316,19 +319,7 @@ impl Receiver {
                 self.write_behind.dirty(&envelope.device);
             }
             for reply in replies.into_events() {
-                debug!(device = %reply.device, kind = reply.kind(), id = %reply.id,
-                    trace_id = %reply.correlation.simple(), "reply");
-                let record = Record::event(self.bus.topics.command_requests(), &reply);
-                let ack = self
-                    .bus
-                    .bus
-                    .enqueue(record)
-                    .await
-                    .context("failed to queue a reply")?;
-                self.pending_replies.push(ack);
-                self.metrics.replies.inc();
-                // From the frame that caused it to the request.
-                wharf_runtime::otlp::export_event(&reply, envelope.time);
+                self.replies_out.publish(&reply, envelope).await?;
             }
         }
         self.metrics.events_applied.inc_by(events.len() as u64);
@@ -442,13 +433,11 @@ impl Receiver {
     /// Writes every dirty state and the consumed offsets in one transaction,
     /// after the replies are durable; then mirrors the offsets to the bus.
     async fn flush(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        if self.write_behind.is_empty() && self.pending_replies.is_empty() {
+        if self.write_behind.is_empty() && self.replies_out.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        for ack in self.pending_replies.drain(..) {
-            ack.await.context("a reply did not reach the bus")?;
-        }
+        self.replies_out.durable().await?;
         let (batch, states) = loop {
             let batch = self.write_behind.batch();
             let states: Vec<DeviceState> = batch
