@@ -13,6 +13,7 @@
 //! - `resident`: the devices resident in memory, with their states.
 //! - `write_behind`: dirty devices and positions between flushes.
 //! - `positions`: the bus's positions to and from the store's rows.
+//! - `state`: [`DeviceState`], and its store row.
 //! - `replies_out`: publishing the events the logic causes, and knowing
 //!   they are durable before their cause is committed.
 //! - `lag`: how far the stored positions are behind the log's end (a gauge).
@@ -46,6 +47,7 @@ mod positions;
 mod replies_out;
 mod resident;
 pub mod rules;
+mod state;
 pub mod twin;
 mod write_behind;
 
@@ -355,7 +357,7 @@ impl Receiver {
         self.metrics.state_loads.inc_by(stored.len() as u64);
         for (device, partition) in missing {
             let state = match stored.iter().position(|row| row.device == device) {
-                Some(index) => stored.swap_remove(index),
+                Some(index) => DeviceState::from(stored.swap_remove(index)),
                 None => DeviceState::new(&device),
             };
             self.resident.insert(state, partition);
@@ -440,10 +442,10 @@ impl Receiver {
         self.replies_out.durable().await?;
         let (batch, states) = loop {
             let batch = self.write_behind.batch();
-            let states: Vec<DeviceState> = batch
+            let states: Vec<wharf_store::DeviceStateRow> = batch
                 .devices
                 .iter()
-                .filter_map(|device| self.resident.state(device).cloned())
+                .filter_map(|device| self.resident.state(device).map(Into::into))
                 .collect();
             let offsets: Vec<_> = batch.offsets.iter().map(positions::to_store).collect();
             let (store, group) = (&self.db.store, &self.group);

@@ -5,8 +5,7 @@
 use serde_json::{Map, Value};
 use wharf_events::{CommandRequested, Envelope, Event};
 
-/// A device's state as the logic sees it: the stored row, kept in memory.
-pub type DeviceState = wharf_store::DeviceStateRow;
+pub use crate::state::DeviceState;
 
 /// Whether handling an event changed the state, which then must be written
 /// back.

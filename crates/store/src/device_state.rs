@@ -37,12 +37,21 @@ impl DeviceStateRow {
     /// The desired keys whose reported value differs, with their desired
     /// values: what the device still has to apply.
     pub fn delta(&self) -> Map<String, Value> {
-        self.desired
-            .iter()
-            .filter(|(key, value)| self.reported.get(*key) != Some(value))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect()
+        twin_delta(&self.desired, &self.reported)
     }
+}
+
+/// The `desired` keys whose `reported` value differs, with their desired
+/// values: what a device still has to apply.
+pub fn twin_delta(
+    desired: &Map<String, Value>,
+    reported: &Map<String, Value>,
+) -> Map<String, Value> {
+    desired
+        .iter()
+        .filter(|(key, value)| reported.get(*key) != Some(value))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 const COLUMNS: usize = 9;

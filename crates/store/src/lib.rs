@@ -45,7 +45,7 @@ use sqlx::{Any, AnyPool, Executor as _, Transaction};
 
 pub use commands::{CommandCursor, CommandRow, CommandStatus, StatusChange};
 pub use config::StoreConfig;
-pub use device_state::DeviceStateRow;
+pub use device_state::{DeviceStateRow, twin_delta};
 pub use devices::{Created, DeviceRow};
 pub use error::{Error, Result};
 pub use offsets::{Claimed, Committed, PartitionClaim, StoredOffset};
