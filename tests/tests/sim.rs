@@ -38,6 +38,19 @@ fn report(output: &Output) -> Value {
     })
 }
 
+/// `--mqtt`, `--ws`, `--tcp`, `--udp` for a Socket's listeners.
+fn listener_flags(socket: &wharf_tests::socket::SocketPorts) -> Vec<String> {
+    [
+        ("--mqtt", socket.mqtt),
+        ("--ws", socket.websocket),
+        ("--tcp", socket.tcp),
+        ("--udp", socket.udp),
+    ]
+    .into_iter()
+    .flat_map(|(flag, address)| [flag.to_owned(), address.to_string()])
+    .collect()
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|arg| (*arg).to_owned()).collect()
 }
@@ -59,14 +72,7 @@ async fn a_thousand_devices_over_every_transport_against_wharf_up() {
         "10s",
         "--json",
     ]);
-    for (flag, address) in [
-        ("--mqtt", socket.mqtt),
-        ("--ws", socket.websocket),
-        ("--tcp", socket.tcp),
-        ("--udp", socket.udp),
-    ] {
-        args.extend([flag.to_owned(), address.to_string()]);
-    }
+    args.extend(listener_flags(&socket));
     let output = sim(&args, &[("WHARF_AUTH__SECRET", &secret)]).await;
     let report = report(&output);
     assert!(
@@ -202,14 +208,7 @@ async fn devices_registered_through_the_api_connect_with_their_tokens() {
         "--api-key".to_owned(),
         key.trim().to_owned(),
     ]);
-    for (flag, address) in [
-        ("--mqtt", socket.mqtt),
-        ("--ws", socket.websocket),
-        ("--tcp", socket.tcp),
-        ("--udp", socket.udp),
-    ] {
-        args.extend([flag.to_owned(), address.to_string()]);
-    }
+    args.extend(listener_flags(&socket));
     // Twice: the second run finds the devices registered and registers them
     // again. No secret is given: the tokens are the API's.
     for run in 0..2 {
