@@ -372,6 +372,47 @@ async fn tail_reads_kafka_and_shows_what_is_not_an_envelope() {
             .contains(r#""n":"#)
     );
 
+    // A Socket instance started after the tail: its deliveries topic is
+    // followed too (found by a pattern on Kafka's metadata refresh).
+    let deliveries = Follower::start(&[
+        "--config",
+        config,
+        "--topic",
+        "deliveries.*",
+        "--limit",
+        "1",
+        "--output",
+        "json",
+    ]);
+    // Nothing matches yet; the follower must be running before the topic
+    // exists for this to prove anything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(deliveries.lines().is_empty());
+    let late = topics.deliveries("socket-late");
+    let bus = kafka::bus();
+    bus.ensure_topics(&[wharf_bus::TopicSpec::new(late.clone(), 1)])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while deliveries.lines().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new deliveries topic was not followed"
+        );
+        let marker = Envelope::new(
+            device.clone(),
+            "test",
+            wharf_events::Event::DeviceRevoked(wharf_events::DeviceRevoked {
+                tokens_issued_before: std::time::SystemTime::UNIX_EPOCH,
+            }),
+        );
+        bus.publish(Record::event(late.clone(), &marker))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(deliveries.envelopes()[0].kind(), "DeviceRevoked");
+
     // Pretty output prints it in line.
     let pretty = tail(&[
         "--config",

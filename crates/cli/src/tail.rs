@@ -88,14 +88,27 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
     };
     let reader = tokio::spawn(async move {
         match source {
-            TailSource::Bus(config) => {
+            TailSource::Bus(mut config) => {
+                // Deliveries topics of Socket instances started later are
+                // found by a pattern, on librdkafka's metadata refresh:
+                // every 5 s rather than its default 5 minutes.
+                config
+                    .kafka
+                    .entry("topic.metadata.refresh.interval.ms".to_owned())
+                    .or_insert_with(|| "5000".to_owned());
                 let bus = Bus::connect(&config).context("cannot connect to the bus")?;
                 let existing = bus
                     .topic_names()
                     .await
                     .with_context(|| format!("cannot list the topics of {}", config.url))?;
+                let patterns = if args.topics.wants_all_deliveries() {
+                    vec![wharf_tail::topics::deliveries_pattern(&config.topics())]
+                } else {
+                    Vec::new()
+                };
                 let plan = FollowPlan {
                     topics: args.topics.resolve(&config.topics(), &existing)?,
+                    patterns,
                     start: if from_beginning {
                         Start::Beginning
                     } else {
@@ -103,7 +116,7 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
                     },
                     follow,
                 };
-                if plan.topics.is_empty() {
+                if plan.topics.is_empty() && !(follow && !plan.patterns.is_empty()) {
                     bail!(
                         "no Wharf topics under the prefix {:?} on {}",
                         config.topics().prefix(),

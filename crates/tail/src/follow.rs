@@ -26,6 +26,11 @@ pub enum Start {
 pub struct FollowPlan {
     /// Full topic names.
     pub topics: Vec<String>,
+    /// Patterns of topics to follow as they appear (Kafka regular
+    /// expressions, `^…`), beside `topics`: a Socket instance started after
+    /// the tail has its deliveries topic followed too. Records of a topic
+    /// that did not exist at the start are read from its beginning.
+    pub patterns: Vec<String>,
     pub start: Start,
     /// Keep reading new records; otherwise stop once every partition has
     /// been read up to where it ended when the tail started.
@@ -44,7 +49,7 @@ pub async fn follow(
     plan: &FollowPlan,
     out: mpsc::Sender<TailedRecord>,
 ) -> anyhow::Result<()> {
-    if plan.topics.is_empty() {
+    if plan.topics.is_empty() && plan.patterns.is_empty() {
         return Ok(());
     }
     let mut ends: HashMap<PartitionId, i64> = HashMap::new();
@@ -67,8 +72,12 @@ pub async fn follow(
         return Ok(()); // nothing was published after the start yet
     }
     let group = format!("wharf-tail.{}", wharf_events::new_id().simple());
+    let mut subscription = plan.topics.clone();
+    if plan.follow {
+        subscription.extend(plan.patterns.iter().cloned());
+    }
     let mut consumer = bus
-        .subscribe(&group, &plan.topics)
+        .subscribe(&group, &subscription)
         .await
         .context("cannot read the topics")?;
     // Partitions still to be read up to their end (without `follow`).

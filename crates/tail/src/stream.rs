@@ -110,6 +110,9 @@ async fn serve(State(state): State<StreamState>, RawQuery(query): RawQuery) -> R
     };
     let plan = FollowPlan {
         topics,
+        // The in-process bus has no patterns; its one Socket's deliveries
+        // topic exists from the start.
+        patterns: Vec::new(),
         start: if request.from_beginning {
             Start::Beginning
         } else {

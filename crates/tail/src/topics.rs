@@ -67,6 +67,19 @@ impl TopicSelection {
     }
 }
 
+impl TopicSelection {
+    /// Whether the selection follows every Socket instance's deliveries.
+    pub fn wants_all_deliveries(&self) -> bool {
+        self.0.is_empty() || self.0.iter().any(|name| name == "deliveries.*")
+    }
+}
+
+/// The Kafka pattern of every deliveries topic under the prefix, those
+/// created later included.
+pub fn deliveries_pattern(topics: &Topics) -> String {
+    format!("^{}\\.deliveries\\..+", topics.prefix().replace('.', "\\."))
+}
+
 /// `wharf.device-events` → `device-events`: how a line names its topic.
 pub fn short_name<'a>(topics: &Topics, full: &'a str) -> &'a str {
     full.strip_prefix(topics.prefix())
@@ -126,6 +139,14 @@ mod tests {
             one.resolve(&Topics::default(), &existing()).unwrap(),
             ["wharf.deliveries.socket-1"]
         );
+    }
+
+    #[test]
+    fn the_deliveries_pattern_matches_only_deliveries_under_the_prefix() {
+        let pattern = deliveries_pattern(&Topics::new("acme.prod").unwrap());
+        assert_eq!(pattern, "^acme\\.prod\\.deliveries\\..+");
+        assert!(TopicSelection::default().wants_all_deliveries());
+        assert!(!TopicSelection(vec!["device-events".into()]).wants_all_deliveries());
     }
 
     #[test]
