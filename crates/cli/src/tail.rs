@@ -116,7 +116,9 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
                     },
                     follow,
                 };
-                if plan.topics.is_empty() && !(follow && !plan.patterns.is_empty()) {
+                // Nothing to read now, and nothing to wait for either.
+                let waits_for_topics = follow && !plan.patterns.is_empty();
+                if plan.topics.is_empty() && !waits_for_topics {
                     bail!(
                         "no Wharf topics under the prefix {:?} on {}",
                         config.topics().prefix(),
