@@ -10,6 +10,8 @@
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`otlp`]: spans of published events to an OpenTelemetry collector,
 //!   when configured.
+//! - [`http_client`]: one-request HTTP/1.1 for the tools (probe, trace
+//!   export, `wharf sim --api`).
 //! - [`ops`]: [`Readiness`], [`OpsEndpoint`], [`serve_ops`] (`/healthz`,
 //!   `/readyz`, `/metrics` with `wharf_ready{component}`).
 //! - [`process`]: a process's resident memory and CPU time (Linux).
@@ -22,6 +24,7 @@
 //!   pass values down.
 
 pub mod config;
+pub mod http_client;
 pub mod ops;
 pub mod otlp;
 pub mod process;

@@ -15,8 +15,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use wharf_events::Envelope;
 
@@ -192,34 +190,24 @@ async fn send_batches(target: Target, service: String, mut spans: mpsc::Receiver
 }
 
 async fn post(target: &Target, body: &str) -> std::io::Result<()> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(&target.authority).await?;
-        let head = format!(
-            "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            target.path,
-            target.authority,
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        let mut answer = [0u8; 64];
-        let read = stream.read(&mut answer).await?;
-        let status = String::from_utf8_lossy(&answer[..read]);
-        match status.split_whitespace().nth(1) {
-            Some(code) if code.starts_with('2') => Ok(()),
-            other => Err(std::io::Error::other(format!(
-                "the collector answered {}",
-                other.unwrap_or("nothing")
-            ))),
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::other(
-                "the collector did not answer within 10 s",
-            ))
-        })
+    let exchange = crate::http_client::call(
+        &target.authority,
+        "POST",
+        &target.path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    match tokio::time::timeout(Duration::from_secs(10), exchange).await {
+        Err(_) => Err(std::io::Error::other(
+            "the collector did not answer within 10 s",
+        )),
+        Ok(Err(error)) => Err(error),
+        Ok(Ok(answer)) if (200..300).contains(&answer.status) => Ok(()),
+        Ok(Ok(answer)) => Err(std::io::Error::other(format!(
+            "the collector answered {}",
+            answer.status
+        ))),
+    }
 }
 
 fn nanos(time: SystemTime) -> String {

@@ -6,8 +6,6 @@
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
 /// The API at `base` (`http://host:port`) with an API key.
 #[derive(Debug, Clone)]
@@ -61,63 +59,21 @@ impl Api {
         path: &str,
         body: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut stream = TcpStream::connect(&self.authority)
-            .await
-            .with_context(|| format!("cannot connect to the API at {}", self.authority))?;
-        let body = body.unwrap_or("");
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.authority,
-            self.key,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let text = String::from_utf8_lossy(&response);
-        let (head, rest) = text
-            .split_once("\r\n\r\n")
-            .with_context(|| format!("not an HTTP answer from {}", self.authority))?;
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("not an HTTP answer from {}", self.authority))?;
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        let json_text = if chunked {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        };
-        let value = serde_json::from_str(&json_text).unwrap_or(Value::String(json_text));
-        Ok((status, value))
-    }
-}
-
-/// The body of a chunked answer.
-fn dechunk(mut rest: &str) -> String {
-    let mut body = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        body.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    body
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunked_bodies_are_joined() {
-        assert_eq!(dechunk("4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"), "{\"a\":1}");
+        let bearer = format!("Bearer {}", self.key);
+        let answer = wharf_runtime::http_client::call(
+            &self.authority,
+            method,
+            path,
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/json"),
+            ],
+            body.unwrap_or("").as_bytes(),
+        )
+        .await
+        .with_context(|| format!("cannot reach the API at {}", self.authority))?;
+        let text = String::from_utf8_lossy(&answer.body).into_owned();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((answer.status, value))
     }
 }
