@@ -146,7 +146,16 @@ async fn a_rule_triggered_command_is_one_trace_at_the_collector() {
         attribute(request, "wharf.command.id"),
         attribute(delivered, "wharf.command.id")
     );
-    // The request's span runs from the frame to the request.
+    // A span runs from when its cause happened: the request's from the
+    // frame, the delivery's from the dispatch.
     let nanos = |span: &Value, key: &str| span[key].as_str().unwrap().parse::<u128>().unwrap();
-    assert!(nanos(request, "startTimeUnixNano") <= nanos(request, "endTimeUnixNano"));
+    assert_eq!(
+        nanos(request, "startTimeUnixNano"),
+        nanos(frame, "startTimeUnixNano")
+    );
+    assert_eq!(
+        nanos(delivered, "startTimeUnixNano"),
+        nanos(dispatch, "startTimeUnixNano")
+    );
+    assert!(nanos(delivered, "endTimeUnixNano") > nanos(delivered, "startTimeUnixNano"));
 }
