@@ -55,6 +55,14 @@ impl Span {
             attributes.push(("wharf.command.id", command));
         }
         let end = SystemTime::now();
+        // Event times travel in whole milliseconds: a span starts at its
+        // cause's time as every service reads it from the envelope.
+        let started = UNIX_EPOCH
+            + Duration::from_millis(
+                started
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis() as u64),
+            );
         Span {
             trace_id: ids.trace_id,
             span_id: ids.span_id,
