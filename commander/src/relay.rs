@@ -97,17 +97,15 @@ impl OutboxRelay {
             }
             let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
             let mut acks = Vec::with_capacity(rows.len());
+            // An event the outbox publishes on two topics (a dispatch: the
+            // Socket's deliveries and command-status) is one span.
+            let mut spanned = std::collections::HashSet::new();
             for row in rows {
                 if wharf_runtime::otlp::enabled()
                     && let Ok(envelope) = wharf_events::Envelope::from_json(row.payload.as_bytes())
+                    && spanned.insert(envelope.id)
                 {
-                    // A span per event the outbox publishes, at the event's
-                    // time (an event on two topics is one span).
-                    if !row.topic.ends_with(".command-status")
-                        || !row.event_type.starts_with("CommandDispatched")
-                    {
-                        wharf_runtime::otlp::export_event(&envelope, envelope.time);
-                    }
+                    wharf_runtime::otlp::export_event(&envelope, envelope.time);
                 }
                 let record = Record::encoded_event(
                     row.topic,

@@ -123,6 +123,12 @@ async fn a_rule_triggered_command_is_one_trace_at_the_collector() {
             .find(|span| span["name"] == name)
             .unwrap_or_else(|| panic!("no {name} span: {ours:#?}"))
     };
+    // The dispatch goes out on two topics, and is one span.
+    let dispatches = ours
+        .iter()
+        .filter(|span| span["name"] == "CommandDispatched")
+        .count();
+    assert_eq!(dispatches, 1, "{ours:#?}");
     let frame = named("FrameReceived");
     let request = named("CommandRequested");
     let dispatch = named("CommandDispatched");
