@@ -176,14 +176,15 @@ pub async fn sim(
     };
     let live = std::io::stderr().is_terminal();
     let mut previous: Option<Snapshot> = None;
-    let report = wharf_sim::run(plan, |snapshot, elapsed| {
+    let report = wharf_sim::run(plan, |stats, elapsed| {
         if live {
+            let snapshot = stats.snapshot();
             eprint!(
                 "\r\x1b[2K{}",
-                live_line(snapshot, previous.as_ref(), elapsed)
+                live_line(&snapshot, previous.as_ref(), elapsed)
             );
+            previous = Some(snapshot);
         }
-        previous = Some(snapshot.clone());
     })
     .await?;
     if live {

@@ -142,6 +142,7 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
         topics,
         limit: args.limit,
         printed: 0,
+        closed: false,
     };
     let mut story = args.correlation.map(Story::new);
     // A story read to its end is printed in the order things happened (the
@@ -183,9 +184,8 @@ pub async fn tail(source: TailSource, mut args: TailArgs) -> anyhow::Result<()> 
             }
         }
     }
-    let printed = printer.printed;
     drop(rx);
-    if args.limit.is_some_and(|limit| printed >= limit) {
+    if printer.full() {
         reader.abort();
         return Ok(());
     }
@@ -214,11 +214,13 @@ struct Printer {
     topics: wharf_events::Topics,
     limit: Option<u64>,
     printed: u64,
+    /// stdout was closed (`| head`): nothing more is printed.
+    closed: bool,
 }
 
 impl Printer {
     fn full(&self) -> bool {
-        self.limit.is_some_and(|limit| self.printed >= limit)
+        self.closed || self.limit.is_some_and(|limit| self.printed >= limit)
     }
 
     /// Prints `record`; false once nothing more is to be printed (the
@@ -233,7 +235,7 @@ impl Printer {
             Line::Stderr(line) => writeln!(std::io::stderr().lock(), "{line}"),
         };
         if written.is_err() {
-            self.limit = Some(self.printed);
+            self.closed = true;
             return false;
         }
         self.printed += 1;

@@ -48,7 +48,7 @@ impl TopicSelection {
             let Some(short) = full.strip_prefix(&prefix) else {
                 return false;
             };
-            let is_wharf_topic = NAMES[..5].contains(&short) || full.starts_with(&deliveries);
+            let is_wharf_topic = full.starts_with(&deliveries) || NAMES.contains(&short);
             if self.0.is_empty() {
                 return is_wharf_topic;
             }
