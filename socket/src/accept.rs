@@ -11,19 +11,23 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::Shared;
+use crate::gateway::Gateway;
 
 /// One transport's listener.
 pub(crate) struct Listener {
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     listener: TcpListener,
     transport: &'static str,
 }
 
 impl Listener {
-    pub(crate) fn new(shared: Arc<Shared>, listener: TcpListener, transport: &'static str) -> Self {
+    pub(crate) fn new(
+        gateway: Arc<Gateway>,
+        listener: TcpListener,
+        transport: &'static str,
+    ) -> Self {
         Listener {
-            shared,
+            gateway,
             listener,
             transport,
         }
@@ -34,7 +38,7 @@ impl Listener {
     /// `socket.max_connections` a connection is closed at once and counted.
     pub(crate) async fn serve<F, Fut>(self, stop: CancellationToken, connection: F)
     where
-        F: Fn(Arc<Shared>, TcpStream, SocketAddr, CancellationToken, OwnedSemaphorePermit) -> Fut,
+        F: Fn(Arc<Gateway>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
@@ -51,8 +55,8 @@ impl Listener {
                     }
                 },
             };
-            let Ok(permit) = self.shared.connection_slots.clone().try_acquire_owned() else {
-                self.shared
+            let Ok(permit) = self.gateway.connection_slots.clone().try_acquire_owned() else {
+                self.gateway
                     .metrics
                     .connections_refused
                     .get_or_create(&[("reason", "max_connections")])
@@ -60,11 +64,10 @@ impl Listener {
                 drop(stream);
                 continue;
             };
-            self.shared.sessions.spawn(connection(
-                self.shared.clone(),
+            self.gateway.connection_tasks.spawn(connection(
+                self.gateway.clone(),
                 stream,
                 peer,
-                stop.clone(),
                 permit,
             ));
         }

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 use wharf_bus::{BusConsumer, Consumer as _, InFlightOffsets, Message};
 use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 
-use crate::Shared;
+use crate::gateway::Gateway;
 use crate::live::{Outbound, Outcome, Refused};
 
 /// How long after a command's deadline its delivery stops waiting for the
@@ -56,7 +56,7 @@ type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
 
 /// Delivers until `stop`, then settles what is in flight and commits.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     mut consumer: BusConsumer,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -68,12 +68,12 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            Some(settled) = pending.next() => settle(&shared, &mut offsets, settled).await?,
+            Some(settled) = pending.next() => settle(&gateway, &mut offsets, settled).await?,
             _ = commit_tick.tick() => commit(&mut consumer, &mut offsets).await?,
             message = consumer.recv(), if pending.len() < MAX_IN_FLIGHT => {
                 let message = message.context("failed to read the deliveries topic")?;
                 offsets.start(&message);
-                match start(&shared, &message, &mut handled) {
+                match start(&gateway, &message, &mut handled) {
                     Some(delivery) => pending.push(delivery),
                     None => offsets.finish(&message.topic, message.partition, message.offset),
                 }
@@ -82,7 +82,7 @@ pub(crate) async fn run(
     }
     // Sessions are closing: their commands fail fast.
     while let Some(settled) = pending.next().await {
-        settle(&shared, &mut offsets, settled).await?;
+        settle(&gateway, &mut offsets, settled).await?;
     }
     commit(&mut consumer, &mut offsets).await
 }
@@ -106,17 +106,17 @@ async fn commit(consumer: &mut BusConsumer, offsets: &mut InFlightOffsets) -> an
 /// Hands the delivery in `message` to its device's session; `None` for a
 /// record that is not a delivery or was handled before (skipped, counted
 /// and logged).
-fn start(shared: &Arc<Shared>, message: &Message, handled: &mut RecentIds) -> Option<Pending> {
+fn start(gateway: &Arc<Gateway>, message: &Message, handled: &mut RecentIds) -> Option<Pending> {
     let dispatch = match Envelope::from_json(&message.payload) {
         Ok(envelope) => envelope,
         Err(error) => {
-            count(shared, "undecodable");
+            count(gateway, "undecodable");
             warn!(%error, partition = message.partition, offset = message.offset, "skipping an undecodable delivery");
             return None;
         }
     };
     let Event::CommandDispatched(command) = &dispatch.event else {
-        count(shared, "unexpected");
+        count(gateway, "unexpected");
         warn!(
             kind = dispatch.kind(),
             offset = message.offset,
@@ -128,24 +128,24 @@ fn start(shared: &Arc<Shared>, message: &Message, handled: &mut RecentIds) -> Op
         device = %dispatch.device, topic = %message.topic, partition = message.partition,
         offset = message.offset, "delivery");
     if !handled.insert(dispatch.id) {
-        count(shared, "duplicate");
+        count(gateway, "duplicate");
         debug!(id = %dispatch.id, command = %command.command_id, offset = message.offset, "skipping a delivery handled before");
         return None;
     }
-    let deadline = tokio::time::Instant::now() + shared.config.delivery_timeout;
+    let deadline = tokio::time::Instant::now() + gateway.config.delivery_timeout;
     let outcome = match command.expires_at {
         Some(expires_at) if expires_at <= SystemTime::now() => Err((
             FailureReason::Expired,
             format!(
                 "its time to live ended at {} before socket instance {} could write it",
                 humantime::format_rfc3339_millis(expires_at),
-                shared.config.instance_id
+                gateway.config.instance_id
             ),
         )),
-        _ => hand_over(shared, &dispatch.device, command, deadline),
+        _ => hand_over(gateway, &dispatch.device, command, deadline),
     };
     let command = command.clone();
-    let timeout = shared.config.delivery_timeout;
+    let timeout = gateway.config.delivery_timeout;
     let (topic, partition, offset) = (message.topic.clone(), message.partition, message.offset);
     Some(Box::pin(async move {
         let outcome = match outcome {
@@ -177,13 +177,13 @@ fn start(shared: &Arc<Shared>, message: &Message, handled: &mut RecentIds) -> Op
 
 /// Queues the command on the device's connection, in order.
 fn hand_over(
-    shared: &Shared,
+    gateway: &Gateway,
     device: &str,
     command: &CommandDispatched,
     deadline: tokio::time::Instant,
 ) -> Result<oneshot::Receiver<Outcome>, (FailureReason, String)> {
-    let instance = &shared.config.instance_id;
-    let Some(connection) = shared.live.get(device) else {
+    let instance = &gateway.config.instance_id;
+    let Some(connection) = gateway.live.get(device) else {
         return Err((
             FailureReason::DeviceNotConnected,
             format!("{device} is not connected to socket instance {instance}"),
@@ -203,7 +203,7 @@ fn hand_over(
             FailureReason::QueueFull,
             format!(
                 "{device} already has outbound_queue ({}) commands waiting",
-                shared.config.outbound_queue
+                gateway.config.outbound_queue
             ),
         )),
         Err(Refused::Closed) => Err((FailureReason::WriteFailed, "the connection closed".into())),
@@ -211,19 +211,19 @@ fn hand_over(
 }
 
 async fn settle(
-    shared: &Shared,
+    gateway: &Gateway,
     offsets: &mut InFlightOffsets,
     settled: Settled,
 ) -> anyhow::Result<()> {
     count(
-        shared,
+        gateway,
         if settled.outcome.is_ok() {
             "delivered"
         } else {
             "failed"
         },
     );
-    shared
+    gateway
         .events
         .delivery_outcome(&settled.dispatch, &settled.command, settled.outcome)
         .await
@@ -263,8 +263,8 @@ impl RecentIds {
     }
 }
 
-fn count(shared: &Shared, outcome: &'static str) {
-    shared
+fn count(gateway: &Gateway, outcome: &'static str) {
+    gateway
         .metrics
         .deliveries
         .get_or_create(&[("outcome", outcome)])

@@ -8,14 +8,21 @@
 //! # Layout
 //! - [`config`]: [`SocketSettings`] and the `[socket]` section.
 //! - [`metrics`]: every metric the Socket exports.
+//! - `gateway`: the state every listener and connection task shares
+//!   (configuration, token check, live connections, events, metrics).
 //! - `accept`: the TCP accept loop, with the connection limit.
 //! - `session`: what every transport shares: registration, takeover,
-//!   announcing, the window of frames on their way to the bus, closing.
-//! - `live`: the connection each device holds, and its command queue.
+//!   announcing, the window of frames on their way to the bus, and the one
+//!   loop every connection runs (`session::drive`, over a `session::Link`).
+//! - `close`: why a connection ends (`CloseReason`).
+//! - `live`: the connection each device holds, and its command mailbox.
 //! - `limits`: the per-device rate limit.
 //! - `events_out`: builds and publishes the Socket's events.
 //! - `stream`: a byte stream over TCP or WebSocket messages.
-//! - `websocket`, `mqtt`, `tcp`, `udp`: one module per transport.
+//! - `websocket`, `mqtt`, `tcp`, `udp`: one module per transport, each a
+//!   codec (pure), a handshake that opens the session, and a `Link`.
+//!   Adding a transport is those three (docs/socket.md, "adding a
+//!   transport").
 //! - `deliveries`: consumes this instance's deliveries topic.
 //! - `revocations`: tokens of deleted devices, refused and disconnected.
 //! - [`Socket`]: binds the listeners and runs the tasks.
@@ -33,12 +40,14 @@
 //! - A token issued before its device's revocation admits no connection.
 
 mod accept;
+mod close;
 pub mod config;
 mod deliveries;
 mod events_out;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod gateway;
 mod limits;
 mod live;
 pub mod metrics;
@@ -61,84 +70,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
-use wharf_auth::{AuthError, DeviceClaims, TokenVerifier};
+use wharf_auth::TokenVerifier;
 use wharf_bus::{BusConsumer, BusHandle, CommitOffset, Publisher as _, Subscriber as _, TopicSpec};
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
 
 pub use config::{SocketConfig, SocketSettings};
 use events_out::EventsOut;
+use gateway::Gateway;
 use live::LiveConnections;
 use metrics::SocketMetrics;
 use revocations::Revocations;
-
-/// What every task of the Socket shares.
-struct Shared {
-    config: SocketConfig,
-    verifier: TokenVerifier,
-    revocations: Revocations,
-    live: LiveConnections,
-    events: EventsOut,
-    metrics: SocketMetrics,
-    /// One permit per connection (UDP: per session), `max_connections` in all.
-    connection_slots: Arc<Semaphore>,
-    /// Every connection's task, awaited at shutdown.
-    sessions: TaskTracker,
-    /// Devices admitted so far: numbers each admission ([`Admitted`]).
-    admissions: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    /// Checks a token at a handshake over `transport` (a metrics label):
-    /// signed with our secret, not expired, naming `device` when the
-    /// transport says which device connects, and not revoked. Refusals are
-    /// counted by reason.
-    fn authenticate(
-        &self,
-        transport: &'static str,
-        token: &str,
-        device: Option<&str>,
-    ) -> Result<Admitted, AuthError> {
-        let verified = match device {
-            Some(device) => self.verifier.verify_for(token, device),
-            None => self.verifier.verify(token),
-        }
-        .and_then(
-            |claims| match self.revocations.is_revoked(&claims.sub, claims.iat) {
-                true => Err(AuthError::Revoked),
-                false => Ok(claims),
-            },
-        );
-        if let Err(error) = &verified {
-            self.metrics
-                .auth_failures
-                .get_or_create(&[("transport", transport), ("reason", error.label())])
-                .inc();
-            tracing::debug!(%error, transport, "refused a device");
-        }
-        verified.map(|claims| Admitted {
-            claims,
-            order: self
-                .admissions
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        })
-    }
-}
-
-/// A device whose token was accepted, numbered in the order the Socket
-/// accepted them: of two connections of one device, the one admitted later
-/// is the newer, whichever of the two registers first afterwards.
-pub(crate) struct Admitted {
-    pub(crate) claims: DeviceClaims,
-    pub(crate) order: u64,
-}
-
-impl std::ops::Deref for Admitted {
-    type Target = DeviceClaims;
-
-    fn deref(&self) -> &DeviceClaims {
-        &self.claims
-    }
-}
 
 /// Where each enabled transport listens.
 #[derive(Debug, Clone, Copy, Default)]
@@ -151,7 +92,7 @@ pub struct Addresses {
 
 /// A bound Socket, ready to run.
 pub struct Socket {
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     websocket: Option<TcpListener>,
     mqtt: Option<TcpListener>,
     tcp: Option<TcpListener>,
@@ -225,12 +166,13 @@ impl Socket {
         let metrics = SocketMetrics::register(registry);
         let events = EventsOut::new(bus, topics, config.instance_id.clone());
         Ok(Socket {
-            shared: Arc::new(Shared {
+            gateway: Arc::new(Gateway {
                 verifier: TokenVerifier::new(secret),
                 revocations: Revocations::default(),
                 live: LiveConnections::default(),
                 connection_slots: Arc::new(Semaphore::new(config.max_connections)),
-                sessions: TaskTracker::new(),
+                connection_tasks: TaskTracker::new(),
+                stopping: Default::default(),
                 admissions: Default::default(),
                 events,
                 metrics,
@@ -263,7 +205,7 @@ impl Socket {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addresses = self.addresses();
         let Socket {
-            shared,
+            gateway,
             websocket,
             mqtt,
             tcp,
@@ -279,12 +221,12 @@ impl Socket {
         let stop = shutdown.child_token();
         let delivering = spawn_essential(
             &stop,
-            deliveries::run(shared.clone(), deliveries, stop.clone()),
+            deliveries::run(gateway.clone(), deliveries, stop.clone()),
         );
         let (read, caught_up) = revocations::backlog(&revocations_end);
         let revoking = spawn_essential(
             &stop,
-            revocations::run(shared.clone(), revocations, read, stop.clone()),
+            revocations::run(gateway.clone(), revocations, read, stop.clone()),
         );
         // Connections wait in the listeners' backlogs meanwhile.
         tokio::select! {
@@ -293,26 +235,27 @@ impl Socket {
         }
         if !stop.is_cancelled() {
             ready.set(true);
-            info!(instance = %shared.config.instance_id, ?addresses, "socket accepting devices");
+            info!(instance = %gateway.config.instance_id, ?addresses, "socket accepting devices");
         }
         let mut listeners = tokio::task::JoinSet::new();
         if let Some(listener) = websocket {
-            listeners.spawn(websocket::serve(shared.clone(), listener, stop.clone()));
+            listeners.spawn(websocket::serve(gateway.clone(), listener, stop.clone()));
         }
         if let Some(listener) = mqtt {
-            listeners.spawn(mqtt::serve_tcp(shared.clone(), listener, stop.clone()));
+            listeners.spawn(mqtt::serve_tcp(gateway.clone(), listener, stop.clone()));
         }
         if let Some(listener) = tcp {
-            listeners.spawn(tcp::serve(shared.clone(), listener, stop.clone()));
+            listeners.spawn(tcp::serve(gateway.clone(), listener, stop.clone()));
         }
         if let Some(socket) = udp {
-            listeners.spawn(udp::serve(shared.clone(), socket, stop.clone()));
+            listeners.spawn(udp::serve(gateway.clone(), socket, stop.clone()));
         }
         stop.cancelled().await;
         while listeners.join_next().await.is_some() {}
-        shared.sessions.close();
-        let grace = shared.config.shutdown_grace;
-        if tokio::time::timeout(grace, shared.sessions.wait())
+        gateway.stop_sessions();
+        gateway.connection_tasks.close();
+        let grace = gateway.config.shutdown_grace;
+        if tokio::time::timeout(grace, gateway.connection_tasks.wait())
             .await
             .is_err()
         {
@@ -323,7 +266,7 @@ impl Socket {
         }
         let delivered = delivering.await.context("the deliveries task panicked")?;
         let revoked = revoking.await.context("the revocations task panicked")?;
-        shared.events.flush().await;
+        gateway.events.flush().await;
         delivered.and(revoked)
     }
 }

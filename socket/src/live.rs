@@ -14,7 +14,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 use wharf_events::{FailureReason, Payload};
 
-use crate::session::CloseReason;
+use crate::close::CloseReason;
 
 /// How a delivery ended, as the session task saw it.
 pub(crate) type Outcome = Result<(), (FailureReason, String)>;
@@ -88,15 +88,10 @@ impl Mailbox {
         self.notify.notify_one();
     }
 
-    /// The next command, or why to close. Cancel-safe: a command leaves
-    /// the mailbox only when returned.
-    pub(crate) async fn next(&self) -> Signal {
-        self.next_if(true).await
-    }
-
-    /// Like [`next`](Self::next); commands are left waiting unless
+    /// The next command, or why to close; commands are left waiting unless
     /// `take_commands` (an MQTT device that has not subscribed yet).
-    pub(crate) async fn next_if(&self, take_commands: bool) -> Signal {
+    /// Cancel-safe: a command leaves the mailbox only when returned.
+    pub(crate) async fn next(&self, take_commands: bool) -> Signal {
         loop {
             if let Some(reason) = self.closing.get() {
                 return Signal::Close(*reason);
@@ -168,6 +163,13 @@ impl LiveConnections {
         }
     }
 
+    /// Tells every live connection to close for `reason`.
+    pub(crate) fn close_all(&self, reason: CloseReason) {
+        for handle in self.lock().values() {
+            handle.mailbox.close_for(reason);
+        }
+    }
+
     /// The device's live connection, if it has one here.
     pub(crate) fn get(&self, device: &str) -> Option<ConnectionHandle> {
         self.lock().get(device).cloned()
@@ -236,15 +238,14 @@ mod tests {
         let mailbox = Mailbox::new(1);
         assert!(mailbox.push(command()).is_ok());
         assert!(matches!(mailbox.push(command()), Err(Refused::Full)));
-        assert!(matches!(mailbox.next().await, Signal::Command(_)));
+        assert!(matches!(mailbox.next(true).await, Signal::Command(_)));
         assert!(mailbox.push(command()).is_ok());
-        let held =
-            tokio::time::timeout(std::time::Duration::from_millis(20), mailbox.next_if(false));
+        let held = tokio::time::timeout(std::time::Duration::from_millis(20), mailbox.next(false));
         assert!(held.await.is_err(), "commands wait until taken");
         mailbox.close_for(CloseReason::TakenOver);
         mailbox.close_for(CloseReason::Revoked);
         assert!(matches!(
-            mailbox.next().await,
+            mailbox.next(true).await,
             Signal::Close(CloseReason::TakenOver)
         ));
         assert_eq!(

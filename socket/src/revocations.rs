@@ -19,8 +19,8 @@ use tracing::{info, warn};
 use wharf_bus::{BusConsumer, CommitOffset, Consumer as _};
 use wharf_events::{Envelope, Event};
 
-use crate::Shared;
-use crate::session::CloseReason;
+use crate::close::CloseReason;
+use crate::gateway::Gateway;
 
 /// Per device, the issue time (seconds since the epoch) tokens must reach.
 #[derive(Default)]
@@ -112,7 +112,7 @@ pub(crate) fn backlog(ends: &[CommitOffset]) -> (impl FnMut(i32, i64) + Send + u
 /// Applies revocations until `stop`, closing the connections they revoke;
 /// `read` is told of each record read.
 pub(crate) async fn run(
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     mut consumer: BusConsumer,
     mut read: impl FnMut(i32, i64) + Send,
     stop: CancellationToken,
@@ -137,8 +137,8 @@ pub(crate) async fn run(
             .tokens_issued_before
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        shared.revocations.revoke(&envelope.device, threshold);
-        if let Some(live) = shared.live.get(&envelope.device)
+        gateway.revocations.revoke(&envelope.device, threshold);
+        if let Some(live) = gateway.live.get(&envelope.device)
             && live.issued_at < threshold
         {
             info!(device = %envelope.device, "device revoked; closing its connection");

@@ -25,13 +25,27 @@ pub(crate) trait ByteStream: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// How much room a read reserves when the buffer has little left.
+const READ_CHUNK: usize = 4096;
+
 /// How long a closing connection reads (and discards) what the peer still
 /// sends: closing a TCP socket with unread input resets it.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl ByteStream for TcpStream {
+    /// Waits until the socket is readable before it reserves room: an idle
+    /// connection holds no read buffer (its owner frees an empty one).
     async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        self.read_buf(buf).await
+        loop {
+            self.readable().await?;
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            match self.try_read_buf(buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -25,12 +25,13 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, info_span, warn};
+use tracing::{Instrument as _, debug, debug_span, warn};
 use wharf_events::Transport;
 
-use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
-use crate::{Admitted, Shared};
+use crate::close::CloseReason;
+use crate::gateway::{Admitted, Gateway};
+use crate::live::Outbound;
+use crate::session::{Frame, Link, Session, command_written, drive};
 
 type SessionId = [u8; 8];
 
@@ -86,7 +87,7 @@ pub(crate) fn parse(datagram: &[u8]) -> Parsed<'_> {
 }
 
 /// Serves UDP devices on `socket` until `stop`.
-pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: CancellationToken) {
+pub(crate) async fn serve(gateway: Arc<Gateway>, socket: UdpSocket, stop: CancellationToken) {
     let socket = Arc::new(socket);
     // Each session's queue and the address that opened it.
     let mut sessions: HashMap<SessionId, (mpsc::Sender<Datagram>, SocketAddr)> = HashMap::new();
@@ -114,36 +115,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
         };
         let (id, payload) = match parse(&buf[..len]) {
             Parsed::ReplyWord => {
-                shared.metrics.dropped("reply_word");
+                gateway.metrics.dropped("reply_word");
                 continue;
             }
             Parsed::Malformed => {
-                shared.metrics.dropped("malformed");
+                gateway.metrics.dropped("malformed");
                 continue;
             }
             Parsed::Hello(token) => {
                 // A token is ASCII: other bytes make it one that fails.
                 let token = std::str::from_utf8(token).unwrap_or_default();
-                match hello(&shared, token, &mut hellos) {
-                    Err(reply) => refusals.send(&shared, &socket, from, reply).await,
+                match hello(&gateway, token, &mut hellos) {
+                    Err(reply) => refusals.send(&gateway, &socket, from, reply).await,
                     Ok((claims, permit)) => {
                         let id = new_session_id();
-                        let (tx, rx) = mpsc::channel(shared.config.udp.queue);
+                        let (tx, rx) = mpsc::channel(gateway.config.udp.queue);
                         sessions.insert(id, (tx, from));
                         let task = session(
-                            shared.clone(),
+                            gateway.clone(),
                             socket.clone(),
                             id,
                             claims,
                             from,
                             rx,
                             SessionEnd(id, ended_tx.clone()),
-                            stop.clone(),
                             permit,
                         );
-                        shared
-                            .sessions
-                            .spawn(task.instrument(info_span!("udp", peer = %from)));
+                        gateway
+                            .connection_tasks
+                            .spawn(task.instrument(debug_span!("udp", peer = %from)));
                     }
                 }
                 continue;
@@ -152,17 +152,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
         };
         match sessions.get(&id) {
             None => {
-                shared.metrics.dropped("unknown_session");
+                gateway.metrics.dropped("unknown_session");
                 refusals
-                    .send(&shared, &socket, from, "UNKNOWN_SESSION")
+                    .send(&gateway, &socket, from, "UNKNOWN_SESSION")
                     .await;
             }
             // A session id is no password: datagrams count only from the
             // address that opened the session.
             Some((_, opened_by)) if *opened_by != from => {
-                shared.metrics.dropped("foreign_address");
+                gateway.metrics.dropped("foreign_address");
                 refusals
-                    .send(&shared, &socket, from, "UNKNOWN_SESSION")
+                    .send(&gateway, &socket, from, "UNKNOWN_SESSION")
                     .await;
             }
             Some((session, _)) => {
@@ -171,7 +171,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
                 };
                 // The publish path is bounded: beyond it, datagrams are dropped.
                 if session.try_send(datagram).is_err() {
-                    shared.metrics.dropped("udp_queue_full");
+                    gateway.metrics.dropped("udp_queue_full");
                 }
             }
         }
@@ -180,11 +180,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: UdpSocket, stop: Cancella
 
 /// Authenticates a `HELLO`; the refusal to send back otherwise.
 fn hello(
-    shared: &Shared,
+    gateway: &Gateway,
     token: &str,
     hellos: &mut HashMap<String, Instant>,
 ) -> Result<(Admitted, OwnedSemaphorePermit), &'static str> {
-    let claims = shared
+    let claims = gateway
         .authenticate("udp", token, None)
         .map_err(|_| "UNAUTHORIZED")?;
     let now = Instant::now();
@@ -192,19 +192,19 @@ fn hello(
         .get(&claims.sub)
         .is_some_and(|last| now.duration_since(*last) < HELLO_INTERVAL)
     {
-        shared.metrics.dropped("hello_rate");
+        gateway.metrics.dropped("hello_rate");
         return Err("SLOW_DOWN");
     }
     if hellos.len() >= 10_000 {
         hellos.retain(|_, last| now.duration_since(*last) < HELLO_INTERVAL);
     }
     hellos.insert(claims.sub.clone(), now);
-    let permit = shared
+    let permit = gateway
         .connection_slots
         .clone()
         .try_acquire_owned()
         .map_err(|_| {
-            shared
+            gateway
                 .metrics
                 .connections_refused
                 .get_or_create(&[("reason", "max_connections")])
@@ -225,79 +225,111 @@ impl Drop for SessionEnd {
 
 #[allow(clippy::too_many_arguments)] // one task's whole context, built in one place
 async fn session(
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     socket: Arc<UdpSocket>,
     id: SessionId,
     claims: Admitted,
     address: SocketAddr,
-    mut datagrams: mpsc::Receiver<Datagram>,
+    datagrams: mpsc::Receiver<Datagram>,
     _end: SessionEnd,
-    stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
-    let opened = Session::open(&shared, claims, Transport::Udp, Some(address.to_string())).await;
-    let mut session = match opened {
+    let opened = Session::open(&gateway, claims, Transport::Udp, Some(address.to_string())).await;
+    let session = match opened {
         Ok(session) => session,
         Err(_) => return reply_to(&socket, address, "TRY_LATER").await,
     };
     let _ = socket.send_to(&id, address).await;
-    let mut window = Window::new(shared.config.max_in_flight);
-    let reason = loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            (result, ()) = window.oldest_acked(), if !window.is_empty() => {
-                if let Err(error) = result {
-                    frame_lost(&shared, &session.who, &error);
-                }
-            }
-            signal = session.mailbox.next() => {
-                let command = match signal {
-                    Signal::Command(command) => command,
-                    Signal::Close(reason) => break reason,
-                };
-                let bytes = command.payload.to_bytes();
-                let result = socket.send_to(&bytes, address).await.map(drop);
-                command_written(&shared, &TRANSPORT, command.outcome, result, bytes.len());
-            }
-            // While the window is full the session's queue fills, and the
-            // dispatcher drops what does not fit: backpressure for UDP.
-            received = tokio::time::timeout(shared.config.udp.session_idle, datagrams.recv()), if !window.is_full() => {
-                let Ok(received) = received else { break CloseReason::IdleTimeout };
-                let Some(datagram) = received else { break CloseReason::ShuttingDown };
-                if datagram.payload.is_empty() {
-                    continue; // keep-alive
-                }
-                if datagram.payload.len() > shared.config.max_frame_bytes {
-                    shared.metrics.dropped("oversized");
-                    warn!(device = %session.who.device, "datagram exceeds max_frame_bytes; dropped");
-                    continue;
-                }
-                match session.publish(None, &datagram.payload).await {
-                    Ok(ack) => window.push(ack, ()),
-                    // Over the rate, a datagram is dropped (and counted), not the session.
-                    Err(CloseReason::RateLimited) => {}
-                    Err(reason) => break reason,
-                }
-            }
-        }
+    let link = UdpLink {
+        socket,
+        address,
+        datagrams,
+        idle: gateway.config.udp.session_idle,
+        max_frame_bytes: gateway.config.max_frame_bytes,
     };
-    let farewell = match reason {
-        CloseReason::ShuttingDown => Some("GOING_AWAY"),
-        CloseReason::TakenOver => Some("TAKEN_OVER"),
-        CloseReason::BusUnavailable => Some("TRY_LATER"),
-        CloseReason::Revoked => Some("UNAUTHORIZED"),
-        _ => None,
-    };
-    if let Some(word) = farewell {
-        reply_to(&socket, address, word).await;
+    drive(session, link).await
+}
+
+/// A UDP session: datagrams come from the dispatcher's queue, commands go
+/// to the address that opened it. While the window is full the queue
+/// fills, and the dispatcher drops what does not fit: backpressure for UDP.
+struct UdpLink {
+    socket: Arc<UdpSocket>,
+    address: SocketAddr,
+    datagrams: mpsc::Receiver<Datagram>,
+    idle: Duration,
+    max_frame_bytes: usize,
+}
+
+impl Link for UdpLink {
+    type Then = ();
+    type Inbound = Datagram;
+
+    const CONNECTIONLESS: bool = true;
+
+    fn idle_timeout(&self) -> Duration {
+        self.idle
     }
-    while !window.is_empty() {
-        if let (Err(error), ()) = window.oldest_acked().await {
-            frame_lost(&shared, &session.who, &error);
+
+    async fn read(&mut self) -> Result<Datagram, CloseReason> {
+        // The dispatcher is gone: the Socket is stopping.
+        self.datagrams.recv().await.ok_or(CloseReason::ShuttingDown)
+    }
+
+    async fn handle(
+        &mut self,
+        datagram: Datagram,
+        session: &Session,
+    ) -> Result<Option<Frame<()>>, CloseReason> {
+        if datagram.payload.is_empty() {
+            return Ok(None); // keep-alive
+        }
+        if datagram.payload.len() > self.max_frame_bytes {
+            session.gateway().metrics.dropped("oversized");
+            warn!(device = %session.who.device, "datagram exceeds max_frame_bytes; dropped");
+            return Ok(None);
+        }
+        Ok(Some(Frame {
+            channel: None,
+            bytes: datagram.payload.into(),
+            then: (),
+        }))
+    }
+
+    async fn write_command(
+        &mut self,
+        command: Outbound,
+        session: &Session,
+    ) -> Result<(), CloseReason> {
+        let bytes = command.payload.to_bytes();
+        let result = self.socket.send_to(&bytes, self.address).await.map(drop);
+        // Nothing is connected: a failed send fails the command, not the session.
+        command_written(
+            session.gateway(),
+            &TRANSPORT,
+            command.outcome,
+            result,
+            bytes.len(),
+        );
+        Ok(())
+    }
+
+    async fn frame_acked(&mut self, (): ()) -> Result<(), CloseReason> {
+        Ok(())
+    }
+
+    async fn goodbye(&mut self, reason: CloseReason) {
+        let farewell = match reason {
+            CloseReason::ShuttingDown => Some("GOING_AWAY"),
+            CloseReason::TakenOver => Some("TAKEN_OVER"),
+            CloseReason::BusUnavailable => Some("TRY_LATER"),
+            CloseReason::Revoked => Some("UNAUTHORIZED"),
+            _ => None,
+        };
+        if let Some(word) = farewell {
+            reply_to(&self.socket, self.address, word).await;
         }
     }
-    session.close(reason, None).await;
 }
 
 async fn reply_to(socket: &UdpSocket, to: SocketAddr, word: &str) {
@@ -321,13 +353,13 @@ impl Default for Refusals {
 }
 
 impl Refusals {
-    async fn send(&mut self, shared: &Shared, socket: &UdpSocket, to: SocketAddr, word: &str) {
+    async fn send(&mut self, gateway: &Gateway, socket: &UdpSocket, to: SocketAddr, word: &str) {
         if self.refilled.elapsed() >= Duration::from_secs(1) {
             self.tokens = REFUSALS_PER_SECOND;
             self.refilled = Instant::now();
         }
         if self.tokens == 0 {
-            shared.metrics.dropped("refusal_rate");
+            gateway.metrics.dropped("refusal_rate");
             return;
         }
         self.tokens -= 1;

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,14 +17,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, info_span};
+use tracing::{Instrument as _, debug, debug_span};
 use wharf_events::{Payload, Transport};
 
 use crate::accept::Listener;
-use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
+use crate::close::CloseReason;
+use crate::gateway::{Admitted, Gateway};
+use crate::live::Outbound;
+use crate::session::{Frame, Link, Session, command_written, drive};
 use crate::stream::WsBytes;
-use crate::{Admitted, Shared};
 
 /// The path WebSocket devices connect to.
 pub const WS_PATH: &str = "/v1/ws";
@@ -41,20 +43,19 @@ enum Route {
 }
 
 /// Serves WebSocket connections from `listener` until `stop`.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
-    Listener::new(shared, listener, "websocket")
-        .serve(stop, |shared, stream, peer, stop, permit| {
-            connection(shared, stream, peer, stop, permit)
-                .instrument(info_span!("ws", %peer, device = tracing::field::Empty))
+pub(crate) async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: CancellationToken) {
+    Listener::new(gateway, listener, "websocket")
+        .serve(stop, |gateway, stream, peer, permit| {
+            connection(gateway, stream, peer, permit)
+                .instrument(debug_span!("ws", %peer, device = tracing::field::Empty))
         })
         .await;
 }
 
 async fn connection(
-    shared: Arc<Shared>,
+    gateway: Arc<Gateway>,
     stream: TcpStream,
     peer: SocketAddr,
-    stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
@@ -63,134 +64,139 @@ async fn connection(
     let handshake = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |request: &Request, response: Response| {
-            route_request(&shared, request, response, &mut route)
+            route_request(&gateway, request, response, &mut route)
         },
-        Some(ws_config(shared.config.max_frame_bytes)),
+        Some(ws_config(gateway.config.max_frame_bytes)),
     );
     // Boxed: the handshake's state is large and gone once it completes.
-    let ws = match tokio::time::timeout(shared.config.handshake_timeout, Box::pin(handshake)).await
+    let ws = match tokio::time::timeout(gateway.config.handshake_timeout, Box::pin(handshake)).await
     {
-        Err(_) => return handshake_failed(&shared, "timeout"),
+        Err(_) => return gateway.handshake_failed("websocket", "timeout"),
         Ok(Err(WsError::Http(_))) => return, // refused by `route_request`, already counted
         Ok(Err(error)) => {
             debug!(%error, "handshake failed");
-            return handshake_failed(&shared, "protocol");
+            return gateway.handshake_failed("websocket", "protocol");
         }
         Ok(Ok(ws)) => ws,
     };
     // Boxed: the handshake's locals need not stay in the task.
     match route.expect("a completed handshake was routed") {
         Route::Mqtt => {
-            let mqtt = crate::mqtt::serve(
-                shared,
-                WsBytes::new(ws),
-                peer,
-                Transport::MqttWebsocket,
-                stop,
-            );
+            let mqtt =
+                crate::mqtt::serve(gateway, WsBytes::new(ws), peer, Transport::MqttWebsocket);
             Box::pin(mqtt).await
         }
-        Route::Device(claims) => Box::pin(device(shared, ws, claims, peer, stop)).await,
+        Route::Device(claims) => Box::pin(device(gateway, ws, claims, peer)).await,
     }
 }
 
 /// A `/v1/ws` device: each text or binary message is a frame.
-async fn device(
-    shared: Arc<Shared>,
-    mut ws: WsStream,
-    claims: Admitted,
-    peer: SocketAddr,
-    stop: CancellationToken,
-) {
+async fn device(gateway: Arc<Gateway>, mut ws: WsStream, claims: Admitted, peer: SocketAddr) {
     tracing::Span::current().record("device", claims.sub.as_str());
-    let mut session = match Session::open(
-        &shared,
+    let opened = Session::open(
+        &gateway,
         claims,
         Transport::Websocket,
         Some(peer.to_string()),
-    )
-    .await
-    {
-        Ok(session) => session,
-        Err(reason) => {
-            close(&mut ws, reason, &shared).await;
-            return;
+    );
+    match opened.await {
+        Ok(session) => {
+            let link = WsLink {
+                ws,
+                idle: gateway.config.idle_timeout,
+                max_frame_bytes: gateway.config.max_frame_bytes,
+            };
+            drive(session, link).await
         }
-    };
-    // One stream for both directions: select! drops the read future before
-    // a branch's handler writes, so no split (and its lock) is needed.
-    let mut window = Window::new(shared.config.max_in_flight);
-    let idle = shared.config.idle_timeout;
-    let reason = loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            (result, ()) = window.oldest_acked(), if !window.is_empty() => {
-                if let Err(error) = result {
-                    frame_lost(&shared, &session.who, &error);
-                    break CloseReason::BusUnavailable;
-                }
+        Err(reason) => close(&mut ws, reason, gateway.config.max_frame_bytes).await,
+    }
+}
+
+/// A `/v1/ws` device's connection. One stream for both directions: the
+/// driver drops the read before it writes, so no split (and its lock) is
+/// needed.
+struct WsLink {
+    ws: WsStream,
+    idle: Duration,
+    max_frame_bytes: usize,
+}
+
+impl Link for WsLink {
+    type Then = ();
+    type Inbound = Result<Message, WsError>;
+
+    fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
+    async fn read(&mut self) -> Result<Self::Inbound, CloseReason> {
+        self.ws.next().await.ok_or(CloseReason::ConnectionLost)
+    }
+
+    async fn handle(
+        &mut self,
+        inbound: Self::Inbound,
+        session: &Session,
+    ) -> Result<Option<Frame<()>>, CloseReason> {
+        let metrics = &session.gateway().metrics;
+        let bytes = match inbound {
+            Ok(Message::Text(text)) => text.into(),
+            Ok(Message::Binary(bytes)) => bytes,
+            Ok(Message::Close(_)) => return Err(CloseReason::ClosedByDevice),
+            Ok(_) => return Ok(None), // ping, pong: answered by tungstenite
+            Err(WsError::Capacity(error)) => {
+                metrics.dropped("oversized");
+                debug!(%error, "frame exceeds max_frame_bytes");
+                return Err(CloseReason::FrameTooLarge);
             }
-            signal = session.mailbox.next() => {
-                let command = match signal {
-                    Signal::Command(command) => command,
-                    Signal::Close(reason) => break reason,
-                };
-                let bytes = command.payload.len();
-                // Boxed: the write's state exists only while it runs.
-                let result = Box::pin(ws.send(to_message(command.payload))).await;
-                if !command_written(&shared, &TRANSPORT, command.outcome, result, bytes) {
-                    break CloseReason::WriteFailed;
-                }
+            Err(error) => {
+                debug!(%error, "connection error");
+                return Err(CloseReason::ConnectionLost);
             }
-            // Reading stops while the window is full: backpressure.
-            message = tokio::time::timeout(idle, ws.next()), if !window.is_full() => {
-                let bytes = match message {
-                    Err(_) => break CloseReason::IdleTimeout,
-                    Ok(None) => break CloseReason::ConnectionLost,
-                    Ok(Some(Ok(Message::Text(text)))) => text.as_bytes().to_vec(),
-                    Ok(Some(Ok(Message::Binary(bytes)))) => bytes.to_vec(),
-                    Ok(Some(Ok(Message::Close(_)))) => break CloseReason::ClosedByDevice,
-                    Ok(Some(Ok(_))) => continue, // ping, pong: answered by tungstenite
-                    Ok(Some(Err(WsError::Capacity(error)))) => {
-                        shared.metrics.dropped("oversized");
-                        debug!(%error, "frame exceeds max_frame_bytes");
-                        break CloseReason::FrameTooLarge;
-                    }
-                    Ok(Some(Err(error))) => {
-                        debug!(%error, "connection error");
-                        break CloseReason::ConnectionLost;
-                    }
-                };
-                if bytes.len() > shared.config.max_frame_bytes {
-                    shared.metrics.dropped("oversized");
-                    break CloseReason::FrameTooLarge;
-                }
-                match session.publish(None, &bytes).await {
-                    Ok(ack) => window.push(ack, ()),
-                    Err(reason) => break reason,
-                }
-            }
-        }
-    };
-    if !matches!(
-        reason,
-        CloseReason::ClosedByDevice | CloseReason::ConnectionLost
-    ) {
-        let (code, text) = close_frame(reason, shared.config.max_frame_bytes);
-        let frame = CloseFrame {
-            code,
-            reason: text.into(),
         };
-        let _ = Box::pin(ws.send(Message::Close(Some(frame)))).await;
-        let _ = Box::pin(ws.close(None)).await;
+        if bytes.len() > self.max_frame_bytes {
+            metrics.dropped("oversized");
+            return Err(CloseReason::FrameTooLarge);
+        }
+        Ok(Some(Frame {
+            channel: None,
+            bytes,
+            then: (),
+        }))
     }
-    while !window.is_empty() {
-        if let (Err(error), ()) = window.oldest_acked().await {
-            frame_lost(&shared, &session.who, &error);
+
+    async fn write_command(
+        &mut self,
+        command: Outbound,
+        session: &Session,
+    ) -> Result<(), CloseReason> {
+        let bytes = command.payload.len();
+        // Boxed: the write's state exists only while it runs.
+        let result = Box::pin(self.ws.send(to_message(command.payload))).await;
+        match command_written(
+            session.gateway(),
+            &TRANSPORT,
+            command.outcome,
+            result,
+            bytes,
+        ) {
+            true => Ok(()),
+            false => Err(CloseReason::WriteFailed),
         }
     }
-    session.close(reason, None).await;
+
+    async fn frame_acked(&mut self, (): ()) -> Result<(), CloseReason> {
+        Ok(())
+    }
+
+    async fn goodbye(&mut self, reason: CloseReason) {
+        if !matches!(
+            reason,
+            CloseReason::ClosedByDevice | CloseReason::ConnectionLost
+        ) {
+            Box::pin(close(&mut self.ws, reason, self.max_frame_bytes)).await;
+        }
+    }
 }
 
 /// The WebSocket close code and reason a device sees for `reason`.
@@ -212,36 +218,28 @@ fn close_frame(reason: CloseReason, max_frame_bytes: usize) -> (CloseCode, Strin
     }
 }
 
-async fn close(ws: &mut WsStream, reason: CloseReason, shared: &Shared) {
-    let (code, text) = close_frame(reason, shared.config.max_frame_bytes);
-    let _ = ws
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: text.into(),
-        })))
-        .await;
+/// Sends the close frame that says why, and closes.
+async fn close(ws: &mut WsStream, reason: CloseReason, max_frame_bytes: usize) {
+    let (code, text) = close_frame(reason, max_frame_bytes);
+    let frame = CloseFrame {
+        code,
+        reason: text.into(),
+    };
+    let _ = ws.send(Message::Close(Some(frame))).await;
     let _ = ws.close(None).await;
-}
-
-fn handshake_failed(shared: &Shared, reason: &'static str) {
-    shared
-        .metrics
-        .handshake_failures
-        .get_or_create(&[("transport", "websocket"), ("reason", reason)])
-        .inc();
 }
 
 /// Routes the handshake by path; authenticates `/v1/ws` devices.
 // The signature is tungstenite's handshake callback.
 #[allow(clippy::result_large_err)]
 fn route_request(
-    shared: &Shared,
+    gateway: &Gateway,
     request: &Request,
     mut response: Response,
     route: &mut Option<Route>,
 ) -> Result<Response, ErrorResponse> {
     match request.uri().path() {
-        MQTT_PATH if shared.config.mqtt.enabled => {
+        MQTT_PATH if gateway.config.mqtt.enabled => {
             let offers_mqtt = request
                 .headers()
                 .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -263,7 +261,7 @@ fn route_request(
             Ok(response)
         }
         WS_PATH => {
-            match shared.authenticate("websocket", token_of(request).unwrap_or_default(), None) {
+            match gateway.authenticate("websocket", token_of(request).unwrap_or_default(), None) {
                 Ok(claims) => {
                     *route = Some(Route::Device(claims));
                     Ok(response)

@@ -1,31 +1,13 @@
-//! Raw TCP devices. Frames are length-prefixed (a u32 big-endian length,
-//! then the bytes) or, with `framing = "lines"`, newline-delimited. The
-//! first frame is the device token; the Socket answers with a status frame
-//! (`0` ok, `1` unauthorized then close). Every later frame is a
-//! `FrameReceived`; an empty frame is a keep-alive and is not published.
-//! Commands are written as frames the same way. Before the Socket closes a
-//! connection it writes one status frame saying why ([`Status`]).
-
-use std::net::SocketAddr;
-use std::sync::Arc;
+//! The raw TCP wire format, without sockets: frames length-prefixed (a u32
+//! big-endian length, then the bytes) or newline-delimited, and the
+//! one-byte status frames the Socket answers with.
 
 use base64::Engine as _;
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
-use tracing::{Instrument as _, debug, info_span};
-use wharf_events::{Payload, Transport};
+use wharf_events::Payload;
 
-use crate::Shared;
-use crate::accept::Listener;
+use crate::close::CloseReason;
 use crate::config::Framing;
-use crate::limits::MAX_PRE_AUTH_BYTES;
-use crate::live::Signal;
-use crate::session::{CloseReason, Session, Window, command_written, frame_lost};
-
-const TRANSPORT: [(&str, &str); 1] = [("transport", "tcp")];
 
 /// The one-byte status frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +26,7 @@ pub(crate) enum Status {
 }
 
 impl Status {
-    fn of(reason: CloseReason) -> Status {
+    pub(crate) fn of(reason: CloseReason) -> Status {
         match reason {
             CloseReason::FrameTooLarge => Status::FrameTooLarge,
             CloseReason::RateLimited => Status::RateLimited,
@@ -161,160 +143,11 @@ pub(crate) fn encode(framing: Framing, payload: &Payload, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_status(framing: Framing, status: Status) -> Vec<u8> {
+pub(crate) fn encode_status(framing: Framing, status: Status) -> Vec<u8> {
     match framing {
         Framing::Length => vec![0, 0, 0, 1, status as u8],
         Framing::Lines => format!("{}\n", status as u8).into_bytes(),
     }
-}
-
-/// Serves TCP devices from `listener` until `stop`.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
-    Listener::new(shared, listener, "tcp")
-        .serve(stop, |shared, stream, peer, stop, permit| {
-            connection(shared, stream, peer, stop, permit).instrument(info_span!("tcp", %peer))
-        })
-        .await;
-}
-
-/// Reads the next frame, reading from the stream as needed. Cancel-safe.
-async fn read_frame(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    decoder: &mut FrameDecoder,
-    max: usize,
-) -> std::io::Result<Decoded> {
-    loop {
-        match decoder.decode(buf, max) {
-            Decoded::NeedMore => {
-                if stream.read_buf(buf).await? == 0 {
-                    return Ok(Decoded::NeedMore);
-                }
-            }
-            decoded => return Ok(decoded),
-        }
-    }
-}
-
-async fn connection(
-    shared: Arc<Shared>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    stop: CancellationToken,
-    _permit: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    let (framing, max) = (shared.config.tcp.framing, shared.config.max_frame_bytes);
-    let mut decoder = FrameDecoder::new(framing);
-    let mut buf = BytesMut::new();
-    let first = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        read_frame(
-            &mut stream,
-            &mut buf,
-            &mut decoder,
-            max.min(MAX_PRE_AUTH_BYTES),
-        ),
-    )
-    .await;
-    let token = match first {
-        Ok(Ok(Decoded::Frame(token))) => token,
-        Err(_) => return handshake_failed(&shared, "timeout"),
-        Ok(Ok(Decoded::TooLarge(length))) => {
-            debug!(length, "token frame exceeds the pre-authentication limit");
-            handshake_failed(&shared, "too_large");
-            return refuse(&mut stream, framing, Status::FrameTooLarge).await;
-        }
-        _ => return handshake_failed(&shared, "protocol"),
-    };
-    let token = String::from_utf8_lossy(&token);
-    let claims = match shared.authenticate("tcp", token.trim(), None) {
-        Ok(claims) => claims,
-        Err(_) => return refuse(&mut stream, framing, Status::Unauthorized).await,
-    };
-    let mut session =
-        match Session::open(&shared, claims, Transport::Tcp, Some(peer.to_string())).await {
-            Ok(session) => session,
-            Err(reason) => return refuse(&mut stream, framing, Status::of(reason)).await,
-        };
-    if stream
-        .write_all(&encode_status(framing, Status::Ok))
-        .await
-        .is_err()
-    {
-        return session.close(CloseReason::ConnectionLost, None).await;
-    }
-    let mut window = Window::new(shared.config.max_in_flight);
-    let mut out = Vec::new();
-    let reason = loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break CloseReason::ShuttingDown,
-            (result, ()) = window.oldest_acked(), if !window.is_empty() => {
-                if let Err(error) = result {
-                    frame_lost(&shared, &session.who, &error);
-                    break CloseReason::BusUnavailable;
-                }
-            }
-            signal = session.mailbox.next() => {
-                let command = match signal {
-                    Signal::Command(command) => command,
-                    Signal::Close(reason) => break reason,
-                };
-                out.clear();
-                encode(framing, &command.payload, &mut out);
-                let result = Box::pin(stream.write_all(&out)).await;
-                if !command_written(&shared, &TRANSPORT, command.outcome, result, out.len()) {
-                    break CloseReason::WriteFailed;
-                }
-            }
-            read = tokio::time::timeout(shared.config.idle_timeout, read_frame(&mut stream, &mut buf, &mut decoder, max)), if !window.is_full() => {
-                match read {
-                    Err(_) => break CloseReason::IdleTimeout,
-                    Ok(Err(_)) | Ok(Ok(Decoded::NeedMore)) => break CloseReason::ConnectionLost,
-                    Ok(Ok(Decoded::TooLarge(length))) => {
-                        shared.metrics.dropped("oversized");
-                        debug!(length, max, "frame exceeds max_frame_bytes");
-                        break CloseReason::FrameTooLarge;
-                    }
-                    Ok(Ok(Decoded::Frame(frame))) if frame.is_empty() => {} // keep-alive
-                    Ok(Ok(Decoded::Frame(frame))) => match session.publish(None, &frame).await {
-                        Ok(ack) => window.push(ack, ()),
-                        Err(reason) => break reason,
-                    },
-                }
-            }
-        }
-    };
-    if reason != CloseReason::ConnectionLost {
-        let _ = stream
-            .write_all(&encode_status(framing, Status::of(reason)))
-            .await;
-    }
-    crate::stream::ByteStream::close(&mut stream).await;
-    while !window.is_empty() {
-        if let (Err(error), ()) = window.oldest_acked().await {
-            frame_lost(&shared, &session.who, &error);
-        }
-    }
-    session.close(reason, None).await;
-}
-
-/// Writes a refusal's status and closes gracefully: the peer may still be
-/// sending (the rest of a refused token frame), and closing a TCP socket
-/// with unread input resets it, which can destroy the status before the peer
-/// reads it.
-async fn refuse(stream: &mut TcpStream, framing: Framing, status: Status) {
-    let _ = stream.write_all(&encode_status(framing, status)).await;
-    crate::stream::ByteStream::close(stream).await;
-}
-
-fn handshake_failed(shared: &Shared, reason: &'static str) {
-    shared
-        .metrics
-        .handshake_failures
-        .get_or_create(&[("transport", "tcp"), ("reason", reason)])
-        .inc();
 }
 
 #[cfg(test)]
