@@ -1,6 +1,7 @@
 //! Socket benchmarks, recorded in docs/BENCHMARKS.md:
 //!
-//! 1. idle connections held (half WebSocket, half MQTT), and the userspace
+//! 1. idle connections held (half WebSocket, half MQTT; or only one of
+//!    WebSocket, MQTT or TCP with `BENCH_ONLY=ws|mqtt|tcp`), and the userspace
 //!    memory each costs the Socket;
 //! 2. ingest: frames per second per core of Socket CPU into the bus.
 //!
@@ -30,6 +31,23 @@ use wharf_socket::{Socket, SocketConfig};
 
 const SECRET: &str = "benchmark-secret-0123456789abcdef";
 
+/// The system allocator, counting what is allocated and freed: the Socket
+/// process reports its live heap, so the table can tell memory its
+/// connections hold from what the allocator keeps around them.
+#[global_allocator]
+static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// The live heap, as `HEAP bytes blocks`.
+fn heap_line() -> String {
+    let stats = ALLOCATOR.stats();
+    format!(
+        "HEAP {} {}",
+        stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+            + stats.bytes_reallocated as i64,
+        stats.allocations as i64 - stats.deallocations as i64
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| {
@@ -52,6 +70,7 @@ fn main() {
         Some("clients") => runtime.block_on(clients(
             value("--ws").unwrap().parse().unwrap(),
             value("--mqtt").unwrap().parse().unwrap(),
+            value("--tcp").unwrap().parse().unwrap(),
             value("--count").unwrap().parse().unwrap(),
             value("--source").unwrap().parse().unwrap(),
         )),
@@ -77,7 +96,7 @@ async fn serve() {
     let local: SocketAddr = ([127, 0, 0, 1], 0).into();
     config.websocket.listen = local;
     config.mqtt.listen = local;
-    config.tcp.enabled = false;
+    config.tcp.listen = local;
     config.udp.enabled = false;
     config.max_connections = 1_000_000;
     config.idle_timeout = Duration::from_secs(3600);
@@ -106,15 +125,22 @@ async fn serve() {
     let ops = OpsEndpoint::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
     let addresses = socket.addresses();
     println!(
-        "ADDRESSES {} {} {}",
+        "ADDRESSES {} {} {} {}",
         addresses.websocket.unwrap(),
         addresses.mqtt.unwrap(),
-        ops.local_addr().unwrap()
+        ops.local_addr().unwrap(),
+        addresses.tcp.unwrap()
     );
     let stop = CancellationToken::new();
     let running = tokio::spawn(ops.serve_while(registry, readiness, socket.run(stop.clone())));
-    // Until the parent closes our standard input.
-    let _ = tokio::task::spawn_blocking(|| std::io::stdin().lines().count()).await;
+    // Until the parent closes our standard input; each line asks for the
+    // live heap.
+    let _ = tokio::task::spawn_blocking(|| {
+        for _ in std::io::stdin().lines() {
+            println!("{}", heap_line());
+        }
+    })
+    .await;
     stop.cancel();
     let _ = running.await;
 }
@@ -122,7 +148,7 @@ async fn serve() {
 /// Opens `count` idle connections, half WebSocket and half MQTT, from
 /// source addresses `source`, `source`+1, …; prints READY, holds them until
 /// standard input closes.
-async fn clients(ws: SocketAddr, mqtt: SocketAddr, count: usize, source: IpAddr) {
+async fn clients(ws: SocketAddr, mqtt: SocketAddr, tcp: SocketAddr, count: usize, source: IpAddr) {
     let issuer = TokenIssuer::new(SECRET);
     let IpAddr::V4(source) = source else {
         panic!("an IPv4 source")
@@ -142,19 +168,34 @@ async fn clients(ws: SocketAddr, mqtt: SocketAddr, count: usize, source: IpAddr)
             octets[2],
             octets[3] + (i / 10_000) as u8,
         );
-        let websocket = match std::env::var("BENCH_ONLY").as_deref() {
-            Ok("ws") => true,
-            Ok("mqtt") => false,
-            _ => i % 2 == 0,
+        // Half WebSocket and half MQTT, or one transport (BENCH_ONLY).
+        let transport = match std::env::var("BENCH_ONLY").as_deref() {
+            Ok("ws") => "ws",
+            Ok("mqtt") => "mqtt",
+            Ok("tcp") => "tcp",
+            _ if i % 2 == 0 => "ws",
+            _ => "mqtt",
         };
-        let to = if websocket { ws } else { mqtt };
+        let to = match transport {
+            "ws" => ws,
+            "tcp" => tcp,
+            _ => mqtt,
+        };
         tasks.spawn(async move {
             let socket = TcpSocket::new_v4().unwrap();
             // Ports in TIME_WAIT from an earlier run may be reused.
             socket.set_reuseaddr(true).unwrap();
             socket.bind((from, 0).into()).unwrap();
             let mut stream = socket.connect(to).await.unwrap();
-            if websocket {
+            if transport == "tcp" {
+                // The token as a length-prefixed frame; status 0 is ok.
+                let mut frame = (token.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(token.as_bytes());
+                stream.write_all(&frame).await.unwrap();
+                let mut status = [0u8; 5];
+                stream.read_exact(&mut status).await.unwrap();
+                assert_eq!(status, [0, 0, 0, 1, 0], "token refused");
+            } else if transport == "ws" {
                 let request = format!(
                     "GET /v1/ws HTTP/1.1\r\nHost: {to}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
@@ -248,7 +289,7 @@ fn orchestrate(connections: usize, shards: usize) {
     let exe = std::env::current_exe().unwrap();
     let per_shard = connections.div_ceil(shards);
     println!("{connections} connections over {shards} Socket processes ({per_shard} each)");
-    let mut servers: Vec<(Child, SocketAddr, SocketAddr, SocketAddr)> = (0..shards)
+    let mut servers: Vec<(Child, SocketAddr, SocketAddr, SocketAddr, SocketAddr)> = (0..shards)
         .map(|_| {
             let mut child = Command::new(&exe)
                 .arg("serve")
@@ -264,7 +305,8 @@ fn orchestrate(connections: usize, shards: usize) {
             let ws = words.next().unwrap().parse().unwrap();
             let mqtt = words.next().unwrap().parse().unwrap();
             let ops = words.next().unwrap().parse().unwrap();
-            (child, ws, mqtt, ops)
+            let tcp = words.next().unwrap().parse().unwrap();
+            (child, ws, mqtt, ops, tcp)
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
@@ -272,11 +314,15 @@ fn orchestrate(connections: usize, shards: usize) {
         .iter()
         .map(|(child, ..)| resident_bytes(Some(child.id())))
         .collect();
+    let heap_baseline: Vec<(i64, i64)> = servers
+        .iter_mut()
+        .map(|(child, ..)| live_heap(child))
+        .collect();
     let started = Instant::now();
     let mut clients: Vec<Child> = servers
         .iter()
         .enumerate()
-        .map(|(shard, (_, ws, mqtt, _))| {
+        .map(|(shard, (_, ws, mqtt, _, tcp))| {
             Command::new(&exe)
                 .args([
                     "clients",
@@ -284,6 +330,8 @@ fn orchestrate(connections: usize, shards: usize) {
                     &ws.to_string(),
                     "--mqtt",
                     &mqtt.to_string(),
+                    "--tcp",
+                    &tcp.to_string(),
                 ])
                 .args(["--count", &per_shard.to_string()])
                 // A fresh range of source addresses per run and shard.
@@ -317,15 +365,34 @@ fn orchestrate(connections: usize, shards: usize) {
         .map(|((child, ..), before)| resident_bytes(Some(child.id())).saturating_sub(*before))
         .collect();
     let total_grown: u64 = grown.iter().sum();
+    let (heap_bytes, heap_blocks) = servers
+        .iter_mut()
+        .zip(&heap_baseline)
+        .map(|((child, ..), (bytes, blocks))| {
+            let (now_bytes, now_blocks) = live_heap(child);
+            (now_bytes - bytes, now_blocks - blocks)
+        })
+        .fold((0, 0), |(a, b), (c, d)| (a + c, b + d));
     println!(
         "\n| connections held | Socket processes | connect time | RSS growth | per connection |"
     );
     println!("|---|---|---|---|---|");
     println!(
-        "| {held} (half WebSocket, half MQTT) | {shards} | {:.1} s | {:.1} MiB | {:.0} bytes |",
+        "| {held} ({}) | {shards} | {:.1} s | {:.1} MiB | {:.0} bytes |",
+        match std::env::var("BENCH_ONLY").as_deref() {
+            Ok("ws") => "WebSocket",
+            Ok("mqtt") => "MQTT",
+            Ok("tcp") => "TCP",
+            _ => "half WebSocket, half MQTT",
+        },
         elapsed.as_secs_f64(),
         total_grown as f64 / (1024.0 * 1024.0),
         total_grown as f64 / held as f64
+    );
+    println!(
+        "\nlive heap per connection: {:.0} bytes in {:.1} blocks (the rest of the RSS growth is the allocator's and the runtime's)",
+        heap_bytes as f64 / held as f64,
+        heap_blocks as f64 / held as f64
     );
     for mut client in clients {
         drop(client.stdin.take());
@@ -333,7 +400,7 @@ fn orchestrate(connections: usize, shards: usize) {
     }
 
     // Ingest: one Socket, 64 devices writing as fast as they can.
-    let (server, ws, _, ops) = &mut servers[0];
+    let (server, ws, _, ops, _) = &mut servers[0];
     let frames_before = frames_received(*ops);
     let cpu_before = cpu_time(Some(server.id()));
     Command::new(&exe)
@@ -364,6 +431,20 @@ fn orchestrate(connections: usize, shards: usize) {
         let _ = child.wait();
     }
     let _ = std::io::stdout().flush();
+}
+
+/// Asks a Socket process for its live heap: (bytes, blocks).
+fn live_heap(child: &mut Child) -> (i64, i64) {
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"HEAP\n").unwrap();
+    stdin.flush().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let mut words = line.split_whitespace().skip(1);
+    let mut number = || words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    (number(), number())
 }
 
 /// Frames the Socket at `ops` received so far, from its metrics.

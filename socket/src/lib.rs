@@ -13,7 +13,7 @@
 //! - `accept`: the TCP accept loop, with the connection limit.
 //! - `session`: what every transport shares: registration, takeover,
 //!   announcing, the window of frames on their way to the bus, and the one
-//!   loop every connection runs (`session::drive`, over a `session::Link`).
+//!   loop every connection runs (`session::spawn`, over a `session::Link`).
 //! - `close`: why a connection ends (`CloseReason`).
 //! - `live`: the connection each device holds, and its command mailbox.
 //! - `limits`: the per-device rate limit.

@@ -57,14 +57,14 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new(capacity: usize) -> Arc<Self> {
-        Arc::new(Mailbox {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Mailbox {
             commands: Mutex::new(VecDeque::new()),
             capacity,
             notify: Notify::new(),
             closing: OnceLock::new(),
             closed: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Queues a command behind the others, unless `capacity` are waiting.
@@ -117,18 +117,22 @@ impl Mailbox {
     }
 }
 
-/// How to reach the session task of one connection.
-#[derive(Clone)]
-pub(crate) struct ConnectionHandle {
+/// A live connection as the rest of the Socket sees it: which one it is,
+/// and its mailbox. One allocation per connection, shared by its session
+/// task and the live map.
+pub(crate) struct LiveConnection {
     /// Tells this connection apart from the device's earlier and later ones.
     pub(crate) id: Uuid,
     /// When the connection's token was issued (seconds since the epoch):
     /// a revocation closes connections whose token is older.
     pub(crate) issued_at: u64,
-    /// When the Socket admitted the connection ([`crate::Admitted`]).
+    /// When the Socket admitted the connection ([`crate::gateway::Admitted`]).
     pub(crate) order: u64,
-    pub(crate) mailbox: Arc<Mailbox>,
+    pub(crate) mailbox: Mailbox,
 }
+
+/// How to reach the session task of one connection.
+pub(crate) type ConnectionHandle = Arc<LiveConnection>;
 
 /// The live connection of each device on this instance.
 #[derive(Default)]
@@ -188,12 +192,12 @@ mod tests {
 
     fn handle() -> ConnectionHandle {
         static ORDER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        ConnectionHandle {
+        Arc::new(LiveConnection {
             id: Uuid::now_v7(),
             issued_at: 0,
             order: ORDER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             mailbox: Mailbox::new(1),
-        }
+        })
     }
 
     fn command() -> Outbound {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::io;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -14,8 +15,25 @@ use tokio_tungstenite::tungstenite::Message;
 /// Bytes in, bytes out.
 pub(crate) trait ByteStream: Send {
     /// Reads what is available into `buf`; `Ok(0)` at the end of the stream.
-    /// Cancel-safe: nothing read is lost when the future is dropped.
-    fn read_into(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+    /// A poll, not a future: an idle connection's task waits in it, and a
+    /// poll keeps no state of its own there.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
+
+    /// [`poll_read_into`](Self::poll_read_into) as a future. Cancel-safe:
+    /// nothing read is lost when it is dropped.
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<usize>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        std::future::poll_fn(move |cx| self.poll_read_into(cx, buf))
+    }
 
     /// Writes all of `bytes`.
     fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
@@ -28,6 +46,20 @@ pub(crate) trait ByteStream: Send {
 /// How much room a read reserves when the buffer has little left.
 const READ_CHUNK: usize = 4096;
 
+/// Reads what a readable socket holds into `buf`. With little room left in
+/// `buf`, the bytes land on the stack first: readiness can be stale, and a
+/// buffer reserved for a read that then would block stays with an idle
+/// connection for as long as it is idle.
+fn read_ready(stream: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() >= READ_CHUNK / 4 {
+        return stream.try_read_buf(buf);
+    }
+    let mut chunk = [0u8; READ_CHUNK];
+    let read = stream.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..read]);
+    Ok(read)
+}
+
 /// How long a closing connection reads (and discards) what the peer still
 /// sends: closing a TCP socket with unread input resets it.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
@@ -35,15 +67,18 @@ const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 impl ByteStream for TcpStream {
     /// Waits until the socket is readable before it reserves room: an idle
     /// connection holds no read buffer (its owner frees an empty one).
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            self.readable().await?;
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            match self.try_read_buf(buf) {
+            ready!(self.poll_read_ready(cx))?;
+            // A read that would block clears the readiness; the next poll
+            // registers for more.
+            match read_ready(self, buf) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+                result => return Poll::Ready(result),
             }
         }
     }
@@ -74,23 +109,25 @@ impl WsBytes {
 }
 
 impl ByteStream for WsBytes {
-    async fn read_into(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            match self.ws.next().await {
+            return Poll::Ready(match ready!(self.ws.poll_next_unpin(cx)) {
                 Some(Ok(Message::Binary(bytes))) => {
                     buf.extend_from_slice(&bytes);
-                    return Ok(bytes.len());
+                    Ok(bytes.len())
                 }
-                Some(Ok(Message::Close(_))) | None => return Ok(0),
-                Some(Ok(Message::Text(_))) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "MQTT over WebSocket uses binary messages",
-                    ));
-                }
+                Some(Ok(Message::Close(_))) | None => Ok(0),
+                Some(Ok(Message::Text(_))) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "MQTT over WebSocket uses binary messages",
+                )),
                 Some(Ok(_)) => continue, // ping, pong: tungstenite answers
-                Some(Err(error)) => return Err(io::Error::other(error)),
-            }
+                Some(Err(error)) => Err(io::Error::other(error)),
+            });
         }
     }
 

@@ -31,7 +31,7 @@ use wharf_events::Transport;
 use crate::close::CloseReason;
 use crate::gateway::{Admitted, Gateway};
 use crate::live::Outbound;
-use crate::session::{Frame, Link, Session, command_written, drive};
+use crate::session::{Frame, Link, Session, command_written, spawn};
 
 type SessionId = [u8; 8];
 
@@ -231,8 +231,8 @@ async fn session(
     claims: Admitted,
     address: SocketAddr,
     datagrams: mpsc::Receiver<Datagram>,
-    _end: SessionEnd,
-    _permit: OwnedSemaphorePermit,
+    end: SessionEnd,
+    slot: OwnedSemaphorePermit,
 ) {
     let opened = Session::open(&gateway, claims, Transport::Udp, Some(address.to_string())).await;
     let session = match opened {
@@ -246,8 +246,9 @@ async fn session(
         datagrams,
         idle: gateway.config.udp.session_idle,
         max_frame_bytes: gateway.config.max_frame_bytes,
+        _end: end,
     };
-    drive(session, link).await
+    spawn(session, link, slot)
 }
 
 /// A UDP session: datagrams come from the dispatcher's queue, commands go
@@ -259,6 +260,8 @@ struct UdpLink {
     datagrams: mpsc::Receiver<Datagram>,
     idle: Duration,
     max_frame_bytes: usize,
+    /// Tells the dispatcher when the session ends.
+    _end: SessionEnd,
 }
 
 impl Link for UdpLink {

@@ -151,6 +151,31 @@ impl Codec {
         buf: &mut BytesMut,
         max: usize,
     ) -> Result<Option<Received>, CodecError> {
+        let Some(header) = Self::whole_packet(buf, max)? else {
+            return Ok(None);
+        };
+        let (qos, pkid) = if header.kind() == 3 {
+            publish_qos_and_id(buf, &header)
+                .ok_or_else(|| CodecError::Malformed("truncated PUBLISH".into()))?
+        } else {
+            (0, 0)
+        };
+        let packet = match self {
+            Codec::V4(codec) => codec.read_mut(buf, max),
+            Codec::V5(codec) => codec.read_mut(buf, max),
+        }
+        .map_err(|error| CodecError::Malformed(error.to_string()))?;
+        Ok(Some(Received { packet, qos, pkid }))
+    }
+
+    /// Whether `buf` starts with a whole packet a client may send, without
+    /// decoding it; a packet over `max` bytes, or of a kind no client
+    /// sends, is refused from its fixed header.
+    pub(crate) fn has_packet(buf: &mut BytesMut, max: usize) -> Result<bool, CodecError> {
+        Self::whole_packet(buf, max).map(|header| header.is_some())
+    }
+
+    fn whole_packet(buf: &mut BytesMut, max: usize) -> Result<Option<FixedHeader>, CodecError> {
         let Some(header) = fixed_header(buf)? else {
             return Ok(None);
         };
@@ -169,18 +194,7 @@ impl Codec {
             buf.reserve(header.frame_len() - buf.len());
             return Ok(None);
         }
-        let (qos, pkid) = if header.kind() == 3 {
-            publish_qos_and_id(buf, &header)
-                .ok_or_else(|| CodecError::Malformed("truncated PUBLISH".into()))?
-        } else {
-            (0, 0)
-        };
-        let packet = match self {
-            Codec::V4(codec) => codec.read_mut(buf, max),
-            Codec::V5(codec) => codec.read_mut(buf, max),
-        }
-        .map_err(|error| CodecError::Malformed(error.to_string()))?;
-        Ok(Some(Received { packet, qos, pkid }))
+        Ok(Some(header))
     }
 
     /// Encodes `packet` onto `out`. v4 packets must carry no properties.

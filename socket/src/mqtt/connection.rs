@@ -1,6 +1,8 @@
 //! The byte side of an MQTT connection: its read and write buffers and the
 //! codec its CONNECT picked (3.1.1 or 5), without any session state.
 
+use std::task::{Poll, ready};
+
 use bytes::BytesMut;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Packet};
 
@@ -72,29 +74,33 @@ impl Connection {
 
     pub(crate) fn read_buffered(&mut self) -> Result<Option<Received>, CodecError> {
         let codec = self.codec.as_mut().expect("the codec is chosen at CONNECT");
-        let received = codec.read(&mut self.buf, self.max_packet);
-        // Nothing left to decode: the buffer is freed, so an idle
-        // connection holds none (the next read reserves a new one).
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
-        received
+        codec.read(&mut self.buf, self.max_packet)
     }
 
-    /// The next packet; `Ok(None)` when the stream ended. Cancel-safe.
-    pub(crate) async fn read<S: ByteStream>(
-        &mut self,
-        stream: &mut S,
-    ) -> Result<Option<Received>, CodecError> {
-        loop {
-            if let Some(received) = self.read_buffered()? {
-                return Ok(Some(received));
+    /// Waits until a whole packet is buffered ([`Connection::read_buffered`]
+    /// then decodes it); `Ok(false)` when the stream ended. Cancel-safe.
+    /// Only whether a packet came is returned: a decoded packet is large,
+    /// and this wait is what every idle connection's task holds.
+    pub(crate) fn wait_packet<'a, S: ByteStream>(
+        &'a mut self,
+        stream: &'a mut S,
+    ) -> impl std::future::Future<Output = Result<bool, CodecError>> + Send + 'a {
+        std::future::poll_fn(move |cx| {
+            loop {
+                if Codec::has_packet(&mut self.buf, self.max_packet)? {
+                    return Poll::Ready(Ok(true));
+                }
+                // Nothing buffered: the buffer is freed, so an idle
+                // connection holds none (the next read reserves one).
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+                match ready!(stream.poll_read_into(cx, &mut self.buf)) {
+                    Ok(0) | Err(_) => return Poll::Ready(Ok(false)),
+                    Ok(_) => {}
+                }
             }
-            match stream.read_into(&mut self.buf).await {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
-            }
-        }
+        })
     }
 
     pub(crate) async fn send<S: ByteStream>(

@@ -4,17 +4,16 @@
 //! published on the device's subscriptions, and the goodbye an MQTT 5
 //! client can be told.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rumqttd::protocol::{
-    LastWill, Packet, PingResp, PubAck, PubAckReason, Publish, QoS, SubAck, SubscribeReasonCode,
-    UnsubAck, UnsubAckReason,
+    Packet, PingResp, PubAck, PubAckReason, Publish, QoS, SubAck, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
-use wharf_events::FailureReason;
+use wharf_events::{FailureReason, Transport};
 
 use super::acl;
 use super::codec::{self, CodecError, Received};
@@ -31,13 +30,16 @@ pub(super) struct MqttLink<S> {
     pub(super) conn: Connection,
     /// Granted subscription filters: commands go out only on matching topics.
     pub(super) subscriptions: Vec<String>,
-    /// Commands sent, by packet id, waiting for the device's PUBACK.
-    pub(super) awaiting_ack: HashMap<u16, (oneshot::Sender<Outcome>, Instant)>,
+    /// Commands sent, by packet id, waiting for the device's PUBACK (a
+    /// few at most: a list is smaller than a map in every idle connection).
+    pub(super) awaiting_ack: Vec<(u16, oneshot::Sender<Outcome>, Instant)>,
     pub(super) next_pkid: u16,
-    /// The metrics label: `mqtt` or `mqtt_websocket`.
-    pub(super) transport: &'static str,
-    /// Published when the device vanishes without DISCONNECT.
-    pub(super) will: Option<LastWill>,
+    /// MQTT over TCP or over WebSocket (the metrics label).
+    pub(super) transport: Transport,
+    /// Published when the device vanishes without DISCONNECT (topic,
+    /// message); boxed, as most devices have none, and copied out of the
+    /// CONNECT, so the buffer it came in is not kept.
+    pub(super) will: Option<Box<(String, Vec<u8>)>>,
     /// How long the device may stay silent (from its keep-alive).
     pub(super) idle: Duration,
 }
@@ -45,7 +47,8 @@ pub(super) struct MqttLink<S> {
 impl<S: ByteStream> Link for MqttLink<S> {
     /// The packet id of a QoS 1 PUBLISH, acknowledged once the bus has it.
     type Then = Option<u16>;
-    type Inbound = Result<Option<Received>, CodecError>;
+    /// Whether a whole packet is buffered (false: the stream ended).
+    type Inbound = Result<bool, CodecError>;
 
     const ACKNOWLEDGES_FRAMES: bool = true;
 
@@ -61,29 +64,25 @@ impl<S: ByteStream> Link for MqttLink<S> {
 
     fn next_deadline(&self) -> Option<Instant> {
         self.awaiting_ack
-            .values()
-            .map(|(_, deadline)| *deadline)
+            .iter()
+            .map(|(_, _, deadline)| *deadline)
             .min()
     }
 
     /// Fails the commands whose PUBACK did not come in time.
     fn deadline_passed(&mut self) {
         let now = Instant::now();
-        let expired: Vec<u16> = self
-            .awaiting_ack
-            .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(pkid, _)| *pkid)
-            .collect();
-        for pkid in expired {
-            if let Some((outcome, _)) = self.awaiting_ack.remove(&pkid) {
-                let _ = outcome.send(Err((FailureReason::NoAck, "no ack".into())));
-            }
+        let (expired, waiting) = std::mem::take(&mut self.awaiting_ack)
+            .into_iter()
+            .partition(|(_, _, deadline)| *deadline <= now);
+        self.awaiting_ack = waiting;
+        for (_, outcome, _) in expired {
+            let _ = outcome.send(Err((FailureReason::NoAck, "no ack".into())));
         }
     }
 
     async fn read(&mut self) -> Result<Self::Inbound, CloseReason> {
-        Ok(self.conn.read(&mut self.stream).await)
+        Ok(self.conn.wait_packet(&mut self.stream).await)
     }
 
     async fn handle(
@@ -92,23 +91,31 @@ impl<S: ByteStream> Link for MqttLink<S> {
         session: &Session,
     ) -> Result<Option<Frame<Option<u16>>>, CloseReason> {
         let gateway = session.gateway();
-        match inbound {
-            Ok(Some(received)) => {
-                // Boxed: a packet's handling exists only while it runs, not
-                // in every idle connection's task.
-                Box::pin(self.handle_packet(gateway, &session.who.device, received)).await
-            }
-            Ok(None) => Err(CloseReason::ConnectionLost),
-            Err(CodecError::TooLarge(size)) => {
-                gateway.metrics.dropped("oversized");
-                debug!(size, "packet exceeds max_frame_bytes");
-                Err(CloseReason::FrameTooLarge)
-            }
-            Err(error) => {
-                debug!(?error, "malformed packet");
-                Err(CloseReason::ProtocolError)
-            }
-        }
+        // In a block: the decoded packet must not outlive it in this
+        // future's state, which the driver's task holds.
+        let handling = {
+            let decoded = inbound.and_then(|buffered| match buffered {
+                true => self.conn.read_buffered(),
+                false => Ok(None),
+            });
+            let received = match decoded {
+                Ok(Some(received)) => received,
+                Ok(None) => return Err(CloseReason::ConnectionLost),
+                Err(CodecError::TooLarge(size)) => {
+                    gateway.metrics.dropped("oversized");
+                    debug!(size, "packet exceeds max_frame_bytes");
+                    return Err(CloseReason::FrameTooLarge);
+                }
+                Err(error) => {
+                    debug!(?error, "malformed packet");
+                    return Err(CloseReason::ProtocolError);
+                }
+            };
+            // Boxed: a packet's handling exists only while it runs, not in
+            // every idle connection's task.
+            Box::pin(self.handle_packet(gateway, &session.who.device, received))
+        };
+        handling.await
     }
 
     async fn write_command(
@@ -162,7 +169,7 @@ impl<S: ByteStream> Link for MqttLink<S> {
     }
 
     fn finish(&mut self, reason: CloseReason) -> Option<(String, Vec<u8>)> {
-        for (_, (outcome, _)) in self.awaiting_ack.drain() {
+        for (_, outcome, _) in self.awaiting_ack.drain(..) {
             let _ = outcome.send(Err((
                 FailureReason::NoAck,
                 format!("the connection closed before the ack: {}", reason.as_str()),
@@ -170,12 +177,7 @@ impl<S: ByteStream> Link for MqttLink<S> {
         }
         match reason {
             CloseReason::ClosedByDevice => None,
-            _ => self.will.take().map(|will| {
-                (
-                    String::from_utf8_lossy(&will.topic).into_owned(),
-                    will.message.to_vec(),
-                )
-            }),
+            _ => self.will.take().map(|will| *will),
         }
     }
 }
@@ -228,11 +230,16 @@ impl<S: ByteStream> MqttLink<S> {
                 }
             }
             Packet::PubAck(ack, _) => {
-                if let Some((outcome, _)) = self.awaiting_ack.remove(&ack.pkid) {
+                if let Some(at) = self
+                    .awaiting_ack
+                    .iter()
+                    .position(|(pkid, ..)| *pkid == ack.pkid)
+                {
+                    let (_, outcome, _) = self.awaiting_ack.swap_remove(at);
                     gateway
                         .metrics
                         .frames_sent
-                        .get_or_create(&[("transport", self.transport)])
+                        .get_or_create(&[("transport", self.transport.as_str())])
                         .inc();
                     let _ = outcome.send(Ok(()));
                 }
@@ -364,7 +371,7 @@ impl<S: ByteStream> MqttLink<S> {
                 .conn
                 .send(&mut self.stream, Packet::Publish(publish, None))
                 .await;
-            let label = [("transport", self.transport)];
+            let label = [("transport", self.transport.as_str())];
             return match command_written(gateway, &label, command.outcome, result, payload.len()) {
                 true => Ok(()),
                 false => Err(CloseReason::WriteFailed),
@@ -387,17 +394,22 @@ impl<S: ByteStream> MqttLink<S> {
         gateway
             .metrics
             .frame_bytes_sent
-            .get_or_create(&[("transport", self.transport)])
+            .get_or_create(&[("transport", self.transport.as_str())])
             .inc_by(payload.len() as u64);
         self.awaiting_ack
-            .insert(pkid, (command.outcome, command.deadline));
+            .push((pkid, command.outcome, command.deadline));
         Ok(())
     }
 
     fn next_free_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1);
-            if self.next_pkid != 0 && !self.awaiting_ack.contains_key(&self.next_pkid) {
+            if self.next_pkid != 0
+                && !self
+                    .awaiting_ack
+                    .iter()
+                    .any(|(pkid, ..)| *pkid == self.next_pkid)
+            {
                 return self.next_pkid;
             }
         }

@@ -20,7 +20,6 @@ pub(crate) mod codec;
 mod connection;
 mod link;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +34,7 @@ use wharf_events::Transport;
 use crate::accept::Listener;
 use crate::close::CloseReason;
 use crate::gateway::Gateway;
-use crate::session::{Session, drive};
+use crate::session::{Session, spawn};
 use crate::stream::ByteStream;
 use codec::CodecError;
 pub(crate) use connection::Connection;
@@ -54,8 +53,7 @@ pub(crate) async fn serve_tcp(
         .serve(stop, |gateway, stream: TcpStream, peer, permit| {
             async move {
                 let _ = stream.set_nodelay(true);
-                let _permit: OwnedSemaphorePermit = permit;
-                serve(gateway, stream, peer, Transport::Mqtt).await;
+                serve(gateway, stream, peer, Transport::Mqtt, permit).await;
             }
             .instrument(debug_span!("mqtt", %peer, device = tracing::field::Empty))
         })
@@ -63,14 +61,15 @@ pub(crate) async fn serve_tcp(
 }
 
 /// Runs one MQTT connection, from CONNECT to close.
-pub(crate) async fn serve<S: ByteStream>(
+pub(crate) async fn serve<S: ByteStream + 'static>(
     gateway: Arc<Gateway>,
     mut stream: S,
     peer: SocketAddr,
     transport: Transport,
+    slot: OwnedSemaphorePermit,
 ) {
-    // The handshake is boxed and gone once done: an idle connection's task
-    // holds only what the session needs.
+    // The handshake is boxed, and the session runs in a task of its own:
+    // an idle connection holds only what the session needs.
     let accepted = Box::pin(accept(&gateway, &mut stream, peer, transport)).await;
     let Some((session, conn, will, idle)) = accepted else {
         return;
@@ -79,13 +78,18 @@ pub(crate) async fn serve<S: ByteStream>(
         stream,
         conn,
         subscriptions: Vec::new(),
-        awaiting_ack: HashMap::new(),
+        awaiting_ack: Vec::new(),
         next_pkid: 0,
-        transport: transport.as_str(),
-        will,
+        transport,
+        will: will.map(|will| {
+            Box::new((
+                String::from_utf8_lossy(&will.topic).into_owned(),
+                will.message.to_vec(),
+            ))
+        }),
         idle,
     };
-    drive(session, link).await
+    spawn(session, link, slot)
 }
 
 /// A device past CONNECT: its announced session, its connection, its last

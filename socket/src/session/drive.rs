@@ -21,7 +21,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::{Session, Window, frame_lost};
 use crate::close::CloseReason;
@@ -115,6 +117,15 @@ pub(crate) trait Link: Send {
     }
 }
 
+/// Runs `session` over `link` in a task of its own, holding the
+/// connection's `slot` until it ends. The handshake's task ends here, so an
+/// idle connection's memory is the driver's state alone, not the
+/// handshake's too.
+pub(crate) fn spawn<L: Link + 'static>(session: Session, link: L, slot: OwnedSemaphorePermit) {
+    let tasks = session.gateway().connection_tasks.clone();
+    tasks.spawn(drive(session, link, slot).instrument(tracing::Span::current()));
+}
+
 /// Runs `session` over `link` until it ends, then closes it: the one loop
 /// of every transport.
 ///
@@ -123,84 +134,97 @@ pub(crate) trait Link: Send {
 /// and the link's deadline together, reset only when it fires or a deadline
 /// comes earlier), the mailbox's wait, the bus's acknowledgement and the
 /// link's read. Shutdown arrives through the mailbox, like a takeover.
-pub(crate) async fn drive<L: Link>(mut session: Session, mut link: L) {
-    let mut window = Window::new(session.gateway().config.max_in_flight);
-    let idle = link.idle_timeout();
-    // The device's silence ends this connection at `silent_until`; each
-    // read moves it, without touching the timer.
-    let mut silent_until = Instant::now() + idle;
-    let timer = tokio::time::sleep_until(silent_until);
-    tokio::pin!(timer);
-    let reason = loop {
-        if let Some(deadline) = link.next_deadline()
-            && deadline < timer.deadline()
-        {
-            timer.as_mut().reset(deadline);
-        }
-        tokio::select! {
-            biased;
-            (result, then) = window.oldest_acked(), if !window.is_empty() => match result {
-                Ok(_) => {
-                    if let Err(reason) = link.frame_acked(then).await {
-                        break reason;
-                    }
-                }
-                Err(error) => {
-                    frame_lost(session.gateway(), &session.who, &error);
-                    if !L::CONNECTIONLESS {
-                        break CloseReason::BusUnavailable;
-                    }
-                }
-            },
-            signal = session.mailbox.next(link.takes_commands()) => match signal {
-                Signal::Command(command) => {
-                    if let Err(reason) = link.write_command(command, &session).await {
-                        break reason;
-                    }
-                }
-                Signal::Close(reason) => break reason,
-            },
-            () = &mut timer => {
-                let now = Instant::now();
-                if link.next_deadline().is_some_and(|deadline| deadline <= now) {
-                    link.deadline_passed();
-                }
-                if now >= silent_until {
-                    // While the window is full the device is not read, so
-                    // its silence says nothing: it gets a fresh period.
-                    if !window.is_full() {
-                        break CloseReason::IdleTimeout;
-                    }
-                    silent_until = now + idle;
-                }
-                let wake = link
-                    .next_deadline()
-                    .map_or(silent_until, |deadline| deadline.min(silent_until));
-                timer.as_mut().reset(wake);
+//
+// Not an `async fn`: its arguments would be kept in the future twice (as
+// arguments and as the locals they move into); the block uses them in place.
+#[allow(clippy::manual_async_fn)]
+fn drive<L: Link>(
+    mut session: Session,
+    mut link: L,
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let mut window = Window::new(session.gateway().config.max_in_flight);
+        let idle = link.idle_timeout();
+        // The device's silence ends this connection at `silent_until`; each
+        // read moves it, without touching the timer.
+        let mut silent_until = Instant::now() + idle;
+        let timer = tokio::time::sleep_until(silent_until);
+        tokio::pin!(timer);
+        let reason = loop {
+            if let Some(deadline) = link.next_deadline()
+                && deadline < timer.deadline()
+            {
+                timer.as_mut().reset(deadline);
             }
-            read = link.read(), if !window.is_full() => {
-                silent_until = Instant::now() + idle;
-                let inbound = match read {
-                    Err(reason) => break reason,
-                    Ok(inbound) => inbound,
-                };
-                let frame = match link.handle(inbound, &session).await {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => continue,
-                    Err(reason) => break reason,
-                };
-                match session.publish(frame.channel, &frame.bytes).await {
-                    Ok(ack) => window.push(ack, frame.then),
-                    // Over the rate, a datagram is dropped (and counted), not the session.
-                    Err(CloseReason::RateLimited) if L::CONNECTIONLESS => {}
-                    Err(reason) => break reason,
+            tokio::select! {
+                biased;
+                (result, then) = window.oldest_acked(), if !window.is_empty() => match result {
+                    Ok(_) => {
+                        if let Err(reason) = link.frame_acked(then).await {
+                            break reason;
+                        }
+                    }
+                    Err(error) => {
+                        frame_lost(session.gateway(), &session.who, &error);
+                        if !L::CONNECTIONLESS {
+                            break CloseReason::BusUnavailable;
+                        }
+                    }
+                },
+                signal = session.mailbox().next(link.takes_commands()) => match signal {
+                    Signal::Command(command) => {
+                        // Boxed: a write's state exists only while it runs.
+                        let written = Box::pin(link.write_command(command, &session));
+                        if let Err(reason) = written.await {
+                            break reason;
+                        }
+                    }
+                    Signal::Close(reason) => break reason,
+                },
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if link.next_deadline().is_some_and(|deadline| deadline <= now) {
+                        link.deadline_passed();
+                    }
+                    if now >= silent_until {
+                        // While the window is full the device is not read, so
+                        // its silence says nothing: it gets a fresh period.
+                        if !window.is_full() {
+                            break CloseReason::IdleTimeout;
+                        }
+                        silent_until = now + idle;
+                    }
+                    let wake = link
+                        .next_deadline()
+                        .map_or(silent_until, |deadline| deadline.min(silent_until));
+                    timer.as_mut().reset(wake);
+                }
+                read = link.read(), if !window.is_full() => {
+                    silent_until = Instant::now() + idle;
+                    let inbound = match read {
+                        Err(reason) => break reason,
+                        Ok(inbound) => inbound,
+                    };
+                    let frame = match link.handle(inbound, &session).await {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => continue,
+                        Err(reason) => break reason,
+                    };
+                    match session.publish(frame.channel, &frame.bytes).await {
+                        Ok(ack) => window.push(ack, frame.then),
+                        // Over the rate, a datagram is dropped (and counted), not the session.
+                        Err(CloseReason::RateLimited) if L::CONNECTIONLESS => {}
+                        Err(reason) => break reason,
+                    }
                 }
             }
-        }
-    };
-    // Boxed: closing happens once, and its state need not be part of every
-    // idle connection's task.
-    Box::pin(close(session, link, window, reason)).await
+        };
+        // Boxed: closing happens once, and its state need not be part of every
+        // idle connection's task.
+        Box::pin(close(session, link, window, reason)).await;
+        drop(slot);
+    }
 }
 
 /// Says goodbye, drains the window and closes the session.

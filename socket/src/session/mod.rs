@@ -2,12 +2,13 @@
 //! (taking over an older one), announcing it on the bus, feeding its frames
 //! to the bus through a bounded window of unacknowledged ones
 //! ([`window`]), the per-device rate limit, and closing with a reason. The
-//! loop every transport's connection runs is [`drive`].
+//! loop every transport's connection runs is `drive`, in a task of its
+//! own ([`spawn`]).
 
 mod drive;
 mod window;
 
-pub(crate) use drive::{Frame, Link, drive};
+pub(crate) use drive::{Frame, Link, spawn};
 pub(crate) use window::Window;
 
 use std::sync::Arc;
@@ -22,20 +23,25 @@ use crate::close::CloseReason;
 use crate::events_out::DeviceIdentity;
 use crate::gateway::{Admitted, Gateway};
 use crate::limits::TokenBucket;
-use crate::live::{ConnectionHandle, Mailbox, Outcome};
+use crate::live::{ConnectionHandle, LiveConnection, Mailbox, Outcome};
 
 /// An authenticated device connection, registered and announced.
 pub(crate) struct Session {
     gateway: Arc<Gateway>,
     pub(crate) who: DeviceIdentity,
-    /// Commands for this connection, in the order the Commander sent them,
-    /// and the news of a takeover.
-    pub(crate) mailbox: Arc<Mailbox>,
+    /// This connection as the live map holds it, with its mailbox: commands
+    /// in the order the Commander sent them, and the news of a takeover.
+    connection: ConnectionHandle,
     bucket: TokenBucket,
     gauge: Gauge,
 }
 
 impl Session {
+    /// This connection's commands, and the news that it must close.
+    pub(crate) fn mailbox(&self) -> &Mailbox {
+        &self.connection.mailbox
+    }
+
     /// The Socket's state this session runs in.
     pub(crate) fn gateway(&self) -> &Gateway {
         &self.gateway
@@ -68,17 +74,17 @@ impl Session {
             transport,
             connection: wharf_events::new_id(),
         };
-        let mailbox = Mailbox::new(gateway.config.outbound_queue);
-        let handle = ConnectionHandle {
+        let connection = Arc::new(LiveConnection {
             id: who.connection,
             issued_at: claims.iat,
             order,
-            mailbox: mailbox.clone(),
-        };
+            mailbox: Mailbox::new(gateway.config.outbound_queue),
+        });
+        let mailbox = &connection.mailbox;
         // The connection admitted later stays, whichever registers first:
         // one that lost never announces itself (its connect after the newer
         // one's would move the device's presence back to it).
-        match gateway.live.insert(&who.device, handle) {
+        match gateway.live.insert(&who.device, connection.clone()) {
             Some(lost) if lost.id == who.connection => return Err(CloseReason::TakenOver),
             Some(older) => older.mailbox.close_for(CloseReason::TakenOver),
             None => {}
@@ -110,7 +116,7 @@ impl Session {
             bucket: TokenBucket::new(gateway.config.rate_limit),
             gateway: gateway.clone(),
             who,
-            mailbox,
+            connection,
             gauge,
         })
     }
@@ -180,7 +186,7 @@ impl Session {
         }
         // Commands waiting for this connection were never written: they
         // fail now as "not connected", which the Commander queues again.
-        for command in self.mailbox.close() {
+        for command in self.connection.mailbox.close() {
             let _ = command.outcome.send(Err((
                 FailureReason::DeviceNotConnected,
                 format!(

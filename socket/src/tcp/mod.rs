@@ -11,6 +11,7 @@ pub(crate) mod codec;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -27,7 +28,7 @@ use crate::config::Framing;
 use crate::gateway::Gateway;
 use crate::limits::MAX_PRE_AUTH_BYTES;
 use crate::live::Outbound;
-use crate::session::{Frame, Link, Session, command_written, drive};
+use crate::session::{Frame, Link, Session, command_written, spawn};
 use crate::stream::ByteStream;
 pub(crate) use codec::{Decoded, FrameDecoder, Status};
 use codec::{encode, encode_status};
@@ -44,36 +45,41 @@ pub(crate) async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Ca
 }
 
 /// Reads the next frame, reading from the stream as needed. Cancel-safe.
-async fn read_frame(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-    decoder: &mut FrameDecoder,
+/// A poll, not an `async fn`: an idle connection's task waits here, and
+/// the poll keeps no state of its own.
+fn read_frame<'a>(
+    stream: &'a mut TcpStream,
+    buf: &'a mut BytesMut,
+    decoder: &'a mut FrameDecoder,
     max: usize,
-) -> std::io::Result<Decoded> {
-    loop {
-        match decoder.decode(buf, max) {
-            Decoded::NeedMore => {
-                if stream.read_into(buf).await? == 0 {
-                    return Ok(Decoded::NeedMore);
+) -> impl Future<Output = std::io::Result<Decoded>> + Send + 'a {
+    std::future::poll_fn(move |cx| {
+        loop {
+            match decoder.decode(buf, max) {
+                Decoded::NeedMore => {}
+                decoded => {
+                    // Nothing left to frame: the buffer is freed, so an idle
+                    // connection holds none (the next read reserves one).
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    return Poll::Ready(Ok(decoded));
                 }
             }
-            decoded => {
-                // Nothing left to frame: the buffer is freed, so an idle
-                // connection holds none (the next read reserves a new one).
-                if buf.is_empty() {
-                    *buf = BytesMut::new();
-                }
-                return Ok(decoded);
+            match ready!(stream.poll_read_into(cx, buf)) {
+                Ok(0) => return Poll::Ready(Ok(Decoded::NeedMore)),
+                Ok(_) => {}
+                Err(error) => return Poll::Ready(Err(error)),
             }
         }
-    }
+    })
 }
 
 async fn connection(
     gateway: Arc<Gateway>,
     mut stream: TcpStream,
     peer: SocketAddr,
-    _permit: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
     let (framing, max) = (gateway.config.tcp.framing, gateway.config.max_frame_bytes);
@@ -123,7 +129,7 @@ async fn connection(
         max,
         idle: gateway.config.idle_timeout,
     };
-    drive(session, link).await
+    spawn(session, link, slot)
 }
 
 /// An authenticated TCP device's connection.
