@@ -292,11 +292,7 @@ impl Link for UdpLink {
             warn!(device = %session.who.device, "datagram exceeds max_frame_bytes; dropped");
             return Ok(None);
         }
-        Ok(Some(Frame {
-            channel: None,
-            bytes: datagram.payload.into(),
-            then: (),
-        }))
+        Ok(Some(Frame::of(datagram.payload.into())))
     }
 
     async fn write_command(
@@ -307,17 +303,13 @@ impl Link for UdpLink {
         let bytes = command.payload.to_bytes();
         let result = self.socket.send_to(&bytes, self.address).await.map(drop);
         // Nothing is connected: a failed send fails the command, not the session.
-        command_written(
+        let _ = command_written(
             session.gateway(),
             &TRANSPORT,
             command.outcome,
             result,
             bytes.len(),
         );
-        Ok(())
-    }
-
-    async fn frame_acked(&mut self, (): ()) -> Result<(), CloseReason> {
         Ok(())
     }
 

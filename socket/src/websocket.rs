@@ -169,11 +169,7 @@ impl Link for WsLink {
             metrics.dropped("oversized");
             return Err(CloseReason::FrameTooLarge);
         }
-        Ok(Some(Frame {
-            channel: None,
-            bytes,
-            then: (),
-        }))
+        Ok(Some(Frame::of(bytes)))
     }
 
     async fn write_command(
@@ -184,20 +180,13 @@ impl Link for WsLink {
         let bytes = command.payload.len();
         // Boxed: the write's state exists only while it runs.
         let result = Box::pin(self.ws.send(to_message(command.payload))).await;
-        match command_written(
+        command_written(
             session.gateway(),
             &TRANSPORT,
             command.outcome,
             result,
             bytes,
-        ) {
-            true => Ok(()),
-            false => Err(CloseReason::WriteFailed),
-        }
-    }
-
-    async fn frame_acked(&mut self, (): ()) -> Result<(), CloseReason> {
-        Ok(())
+        )
     }
 
     async fn goodbye(&mut self, reason: CloseReason) {

@@ -372,10 +372,7 @@ impl<S: ByteStream> MqttLink<S> {
                 .send(&mut self.stream, Packet::Publish(publish, None))
                 .await;
             let label = [("transport", self.transport.as_str())];
-            return match command_written(gateway, &label, command.outcome, result, payload.len()) {
-                true => Ok(()),
-                false => Err(CloseReason::WriteFailed),
-            };
+            return command_written(gateway, &label, command.outcome, result, payload.len());
         }
         let pkid = self.next_free_pkid();
         let publish = codec::publish_qos1(&topic, &payload, pkid);

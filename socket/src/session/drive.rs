@@ -38,6 +38,18 @@ pub(crate) struct Frame<T> {
     pub(crate) then: T,
 }
 
+impl Frame<()> {
+    /// A frame on the transport's one channel, with nothing to do once the
+    /// bus has it.
+    pub(crate) fn of(bytes: Bytes) -> Self {
+        Frame {
+            channel: None,
+            bytes,
+            then: (),
+        }
+    }
+}
+
 /// One transport's side of a device connection, as [`drive`] uses it.
 ///
 /// `read` must be cancel-safe (it is dropped whenever another event comes
@@ -98,11 +110,15 @@ pub(crate) trait Link: Send {
         session: &Session,
     ) -> impl Future<Output = Result<(), CloseReason>> + Send;
 
-    /// The bus has the frame that left `then`.
+    /// The bus has the frame that left `then`; most transports have
+    /// nothing to tell the device.
     fn frame_acked(
         &mut self,
         then: Self::Then,
-    ) -> impl Future<Output = Result<(), CloseReason>> + Send;
+    ) -> impl Future<Output = Result<(), CloseReason>> + Send {
+        drop(then);
+        std::future::ready(Ok(()))
+    }
 
     /// Tells the device why the connection ends, as the protocol allows,
     /// and closes the connection.

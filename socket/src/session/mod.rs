@@ -224,16 +224,16 @@ pub(crate) fn frame_lost(gateway: &Gateway, who: &DeviceIdentity, error: &wharf_
     warn!(%error, device = %who.device, "frame did not reach the bus");
 }
 
-/// Counts a command frame written to a device and answers its delivery;
-/// whether the write succeeded (a failed one ends the connection, except
-/// over UDP where nothing is connected).
+/// Counts a command frame written to a device and answers its delivery; a
+/// failed write is `WriteFailed`, which ends the connection (UDP, where
+/// nothing is connected, ignores it).
 pub(crate) fn command_written<E: std::fmt::Display>(
     gateway: &Gateway,
     transport: &crate::metrics::Label,
     outcome: tokio::sync::oneshot::Sender<Outcome>,
     result: Result<(), E>,
     bytes: usize,
-) -> bool {
+) -> Result<(), CloseReason> {
     let written = result.is_ok();
     if written {
         gateway.metrics.frames_sent.get_or_create(transport).inc();
@@ -244,5 +244,8 @@ pub(crate) fn command_written<E: std::fmt::Display>(
             .inc_by(bytes as u64);
     }
     let _ = outcome.send(result.map_err(|error| (FailureReason::WriteFailed, error.to_string())));
-    written
+    match written {
+        true => Ok(()),
+        false => Err(CloseReason::WriteFailed),
+    }
 }

@@ -170,11 +170,7 @@ impl Link for TcpLink {
                 Err(CloseReason::FrameTooLarge)
             }
             Decoded::Frame(frame) if frame.is_empty() => Ok(None), // keep-alive
-            Decoded::Frame(bytes) => Ok(Some(Frame {
-                channel: None,
-                bytes: bytes.into(),
-                then: (),
-            })),
+            Decoded::Frame(bytes) => Ok(Some(Frame::of(bytes.into()))),
         }
     }
 
@@ -186,20 +182,13 @@ impl Link for TcpLink {
         let mut out = Vec::new();
         encode(self.framing, &command.payload, &mut out);
         let result = Box::pin(AsyncWriteExt::write_all(&mut self.stream, &out)).await;
-        match command_written(
+        command_written(
             session.gateway(),
             &TRANSPORT,
             command.outcome,
             result,
             out.len(),
-        ) {
-            true => Ok(()),
-            false => Err(CloseReason::WriteFailed),
-        }
-    }
-
-    async fn frame_acked(&mut self, (): ()) -> Result<(), CloseReason> {
-        Ok(())
+        )
     }
 
     async fn goodbye(&mut self, reason: CloseReason) {
