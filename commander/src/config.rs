@@ -182,9 +182,10 @@ impl Validate for CommanderSettings {
                     .into(),
             );
         }
-        if let Err(profile_problems) = crate::Profiles::load_dir(&self.commander.profiles_dir) {
+        if let Err(found) = crate::Profiles::load_dir(&self.commander.profiles_dir) {
             problems.extend(
-                profile_problems
+                found
+                    .problems
                     .into_iter()
                     .map(|problem| format!("commander.profiles_dir: {problem}")),
             );

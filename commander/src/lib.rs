@@ -48,6 +48,7 @@ use wharf_bus::{
     Subscriber as _, TopicSpec,
 };
 use wharf_events::{Envelope, Event};
+use wharf_runtime::ConfigError;
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
 use wharf_store::Store;
 
@@ -286,7 +287,7 @@ impl Pipeline {
                     .inc();
                 info!(models, "profiles reloaded");
             }
-            Err(problems) => {
+            Err(ConfigError { problems }) => {
                 self.metrics
                     .profile_reloads
                     .get_or_create(&[("outcome", "failed")])
@@ -563,8 +564,7 @@ pub async fn run(
     reload: Reload,
 ) -> anyhow::Result<()> {
     let dir = settings.commander.profiles_dir.clone();
-    let profiles = LiveProfiles::new(move || Profiles::load_dir(&dir))
-        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    let profiles = LiveProfiles::new(move || Profiles::load_dir(&dir))?;
     let api_keys =
         ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;

@@ -112,8 +112,8 @@ impl ReceiverConfig {
         if self.set_desired_command.is_empty() {
             problems.push("receiver.set_desired_command: must not be empty".into());
         }
-        if let Err(rule_problems) = Rules::compile(&self.rules) {
-            problems.extend(rule_problems);
+        if let Err(found) = Rules::compile(&self.rules) {
+            problems.extend(found.problems);
         }
         problems
     }

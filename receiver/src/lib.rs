@@ -521,8 +521,7 @@ impl Receiver {
 
 /// The built-in logic for `config`: the device twin with the configured rules.
 pub fn twin_logic(config: &ReceiverConfig) -> anyhow::Result<TwinLogic> {
-    let rules = rules::Rules::compile(&config.rules)
-        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    let rules = rules::Rules::compile(&config.rules)?;
     Ok(TwinLogic::new(rules, &config.set_desired_command).with_limits(config.twin))
 }
 

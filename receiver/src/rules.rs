@@ -18,6 +18,7 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use wharf_runtime::ConfigError;
 
 /// One rule as written in the configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -102,7 +103,7 @@ pub struct Rules {
 impl Rules {
     /// Validates the configured rules; on failure, one line per problem,
     /// naming the rule.
-    pub fn compile(configs: &[RuleConfig]) -> Result<Self, Vec<String>> {
+    pub fn compile(configs: &[RuleConfig]) -> Result<Self, ConfigError> {
         let mut rules = Vec::with_capacity(configs.len());
         let mut problems = Vec::new();
         for (index, config) in configs.iter().enumerate() {
@@ -120,7 +121,7 @@ impl Rules {
         if problems.is_empty() {
             Ok(Rules { rules })
         } else {
-            Err(problems)
+            Err(ConfigError { problems })
         }
     }
 
@@ -291,7 +292,8 @@ pub(crate) mod tests {
                 ..rule("temperature", ">", json!(1))
             },
         ])
-        .unwrap_err();
+        .unwrap_err()
+        .problems;
         assert_eq!(problems.len(), 4, "{problems:?}");
         assert!(problems[3].contains("cooldown"), "{problems:?}");
         assert!(problems[0].contains("receiver.rules[0]") && problems[0].contains("\"~\""));
@@ -303,7 +305,7 @@ pub(crate) mod tests {
     fn refuses_duplicate_names() {
         let mut a = rule("temperature", ">", json!(1));
         a.name = Some("hot".into());
-        let problems = Rules::compile(&[a.clone(), a]).unwrap_err();
+        let problems = Rules::compile(&[a.clone(), a]).unwrap_err().problems;
         assert!(problems[0].contains("another rule has this name"));
     }
 }

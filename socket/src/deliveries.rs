@@ -28,7 +28,7 @@ use wharf_bus::{BusConsumer, Consumer as _, InFlightOffsets, Message};
 use wharf_events::{CommandDispatched, Envelope, Event, FailureReason};
 
 use crate::gateway::Gateway;
-use crate::live::{Outbound, Outcome, Refused};
+use crate::live::{DeliveryFailure, Outbound, Outcome, Refused};
 
 /// How long after a command's deadline its delivery stops waiting for the
 /// session that holds it.
@@ -134,7 +134,7 @@ fn start(gateway: &Arc<Gateway>, message: &Message, handled: &mut RecentIds) -> 
     }
     let deadline = tokio::time::Instant::now() + gateway.config.delivery_timeout;
     let outcome = match command.expires_at {
-        Some(expires_at) if expires_at <= SystemTime::now() => Err((
+        Some(expires_at) if expires_at <= SystemTime::now() => Err(DeliveryFailure::new(
             FailureReason::Expired,
             format!(
                 "its time to live ended at {} before socket instance {} could write it",
@@ -154,8 +154,11 @@ fn start(gateway: &Arc<Gateway>, message: &Message, handled: &mut RecentIds) -> 
             // for a session stuck writing to a device that does not read.
             Ok(receiver) => match tokio::time::timeout_at(deadline + BACKSTOP, receiver).await {
                 Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) => Err((FailureReason::WriteFailed, "the connection closed".into())),
-                Err(_) => Err((
+                Ok(Err(_)) => Err(DeliveryFailure::new(
+                    FailureReason::WriteFailed,
+                    "the connection closed",
+                )),
+                Err(_) => Err(DeliveryFailure::new(
                     FailureReason::WriteFailed,
                     format!(
                         "not delivered within delivery_timeout ({})",
@@ -181,10 +184,10 @@ fn hand_over(
     device: &str,
     command: &CommandDispatched,
     deadline: tokio::time::Instant,
-) -> Result<oneshot::Receiver<Outcome>, (FailureReason, String)> {
+) -> Result<oneshot::Receiver<Outcome>, DeliveryFailure> {
     let instance = &gateway.config.instance_id;
     let Some(connection) = gateway.live.get(device) else {
-        return Err((
+        return Err(DeliveryFailure::new(
             FailureReason::DeviceNotConnected,
             format!("{device} is not connected to socket instance {instance}"),
         ));
@@ -199,14 +202,17 @@ fn hand_over(
     };
     match connection.mailbox.push(outbound) {
         Ok(()) => Ok(receiver),
-        Err(Refused::Full) => Err((
+        Err(Refused::Full) => Err(DeliveryFailure::new(
             FailureReason::QueueFull,
             format!(
                 "{device} already has outbound_queue ({}) commands waiting",
                 gateway.config.outbound_queue
             ),
         )),
-        Err(Refused::Closed) => Err((FailureReason::WriteFailed, "the connection closed".into())),
+        Err(Refused::Closed) => Err(DeliveryFailure::new(
+            FailureReason::WriteFailed,
+            "the connection closed",
+        )),
     }
 }
 

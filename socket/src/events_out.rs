@@ -7,8 +7,10 @@ use uuid::Uuid;
 use wharf_bus::{Bus, PendingAck, Publisher as _, Record};
 use wharf_events::{
     CommandDelivered, CommandDispatched, CommandFailed, DeviceConnected, DeviceDisconnected,
-    Envelope, Event, FailureReason, FrameReceived, Payload, Topics, Transport,
+    Envelope, Event, FrameReceived, Payload, Topics, Transport,
 };
+
+use crate::live::{DeliveryFailure, Outcome};
 
 /// How long shutdown waits for the bus to take what was published.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,7 +100,7 @@ impl EventsOut {
         &self,
         dispatch: &Envelope,
         command: &CommandDispatched,
-        outcome: Result<(), (FailureReason, String)>,
+        outcome: Outcome,
     ) -> wharf_bus::Result<()> {
         let envelope = match outcome {
             Ok(()) => dispatch.derive(
@@ -109,7 +111,7 @@ impl EventsOut {
                     instance: self.instance.clone(),
                 }),
             ),
-            Err((reason, detail)) => dispatch.derive(
+            Err(DeliveryFailure { reason, detail }) => dispatch.derive(
                 "failed",
                 &self.instance,
                 Event::CommandFailed(CommandFailed {

@@ -17,7 +17,25 @@ use wharf_events::{FailureReason, Payload};
 use crate::close::CloseReason;
 
 /// How a delivery ended, as the session task saw it.
-pub(crate) type Outcome = Result<(), (FailureReason, String)>;
+pub(crate) type Outcome = Result<(), DeliveryFailure>;
+
+/// Why a command was not delivered: the reason the Commander acts on
+/// (`device_not_connected` queues it again, the others fail it) and the
+/// detail for people.
+#[derive(Debug)]
+pub(crate) struct DeliveryFailure {
+    pub(crate) reason: FailureReason,
+    pub(crate) detail: String,
+}
+
+impl DeliveryFailure {
+    pub(crate) fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        DeliveryFailure {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
 
 /// A command for a session task to deliver.
 pub(crate) struct Outbound {

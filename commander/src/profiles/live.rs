@@ -3,9 +3,11 @@
 
 use std::sync::{Arc, RwLock};
 
+use wharf_runtime::ConfigError;
+
 use super::Profiles;
 
-type Loader = dyn Fn() -> Result<Profiles, Vec<String>> + Send + Sync;
+type Loader = dyn Fn() -> Result<Profiles, ConfigError> + Send + Sync;
 
 /// The current profiles and how to load them again.
 #[derive(Clone)]
@@ -17,8 +19,8 @@ pub struct LiveProfiles {
 impl LiveProfiles {
     /// Loads the profiles with `load`, which [`LiveProfiles::reload`] calls again.
     pub fn new(
-        load: impl Fn() -> Result<Profiles, Vec<String>> + Send + Sync + 'static,
-    ) -> Result<Self, Vec<String>> {
+        load: impl Fn() -> Result<Profiles, ConfigError> + Send + Sync + 'static,
+    ) -> Result<Self, ConfigError> {
         let profiles = load()?;
         Ok(LiveProfiles {
             current: Arc::new(RwLock::new(Arc::new(profiles))),
@@ -35,7 +37,7 @@ impl LiveProfiles {
     }
 
     /// Loads the profiles again; on problems the current ones stay.
-    pub fn reload(&self) -> Result<usize, Vec<String>> {
+    pub fn reload(&self) -> Result<usize, ConfigError> {
         let profiles = (self.load)()?;
         let models = profiles.len();
         *self
@@ -58,7 +60,9 @@ mod tests {
         let counter = calls.clone();
         let live = LiveProfiles::new(move || match counter.fetch_add(1, Ordering::SeqCst) {
             0 => Profiles::from_sources(&[("a".into(), "model = \"a\"".into())]),
-            1 => Err(vec!["b.toml: broken".into()]),
+            1 => Err(ConfigError {
+                problems: vec!["b.toml: broken".into()],
+            }),
             _ => Profiles::from_sources(&[
                 ("a".into(), "model = \"a\"".into()),
                 ("b".into(), "model = \"b\"".into()),
@@ -66,7 +70,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(live.current().len(), 1);
-        assert_eq!(live.reload().unwrap_err(), ["b.toml: broken"]);
+        assert_eq!(live.reload().unwrap_err().problems, ["b.toml: broken"]);
         assert!(live.current().knows_model("a"), "kept");
         assert_eq!(live.reload().unwrap(), 2);
         assert!(live.current().knows_model("b"));

@@ -30,6 +30,7 @@ mod live;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
+use wharf_runtime::ConfigError;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -124,12 +125,33 @@ pub struct Profiles {
 impl Profiles {
     /// Loads every `*.toml` file of `dir`; the errors name the file and the
     /// problem.
-    pub fn load_dir(dir: &Path) -> Result<Self, Vec<String>> {
-        Self::from_sources(&read_dir_sources(dir)?)
+    pub fn load_dir(dir: &Path) -> Result<Self, ConfigError> {
+        Self::load(&[], dir, false)
+    }
+
+    /// The one way profiles are loaded (at start and on every reload):
+    /// `builtin` sources first, then every `*.toml` file of `dir` in name
+    /// order, leaving out a file whose text is one of the built-in ones (a
+    /// shipped copy). A missing `dir` is a problem unless `dir_optional`.
+    pub fn load(
+        builtin: &[(String, String)],
+        dir: &Path,
+        dir_optional: bool,
+    ) -> Result<Self, ConfigError> {
+        let mut sources = builtin.to_vec();
+        if !dir_optional || dir.is_dir() {
+            let files = read_dir_sources(dir).map_err(|problems| ConfigError { problems })?;
+            sources.extend(
+                files
+                    .into_iter()
+                    .filter(|(_, text)| builtin.iter().all(|(_, known)| known != text)),
+            );
+        }
+        Self::from_sources(&sources)
     }
 
     /// Parses profiles from `(name, TOML text)` pairs.
-    pub fn from_sources(sources: &[(String, String)]) -> Result<Self, Vec<String>> {
+    pub fn from_sources(sources: &[(String, String)]) -> Result<Self, ConfigError> {
         let mut profiles = Profiles::default();
         let mut problems = Vec::new();
         for (name, text) in sources {
@@ -146,7 +168,7 @@ impl Profiles {
         if problems.is_empty() {
             Ok(profiles)
         } else {
-            Err(problems)
+            Err(ConfigError { problems })
         }
     }
 
@@ -504,7 +526,7 @@ mod tests {
             ("c.toml".to_owned(), "modle = \"m\"\n".to_owned()),
             ("d.toml".to_owned(), "model = \"o\"\n[commands.x]\nfirmware = \"one\"\n".to_owned()),
         ];
-        let problems = Profiles::from_sources(&broken).unwrap_err();
+        let problems = Profiles::from_sources(&broken).unwrap_err().problems;
         assert!(
             problems[0].starts_with("a.toml: commands.x.json: a {{ is never closed"),
             "{problems:?}"
@@ -544,5 +566,37 @@ mod tests {
         assert!(profiles.knows_model("demo-thermostat"));
         let fan = profiles.command("demo-thermostat", "fan").unwrap();
         assert_eq!(fan.ttl(), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn built_in_sources_come_first_and_their_shipped_copies_are_left_out() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+        let shipped: Vec<(String, String)> = read_dir_sources(&dir).unwrap();
+        // The shipped demo profile, given as built in: loading the directory
+        // beside it does not count the same model twice.
+        let builtin = vec![("built in".to_owned(), shipped[0].1.clone())];
+        let profiles = Profiles::load(&builtin, &dir, false).unwrap();
+        assert_eq!(profiles.len(), Profiles::load_dir(&dir).unwrap().len());
+        // A second, different profile of the same model is still refused.
+        let other = vec![(
+            "built in".to_owned(),
+            format!("{}\n# changed", shipped[0].1),
+        )];
+        let problems = Profiles::load(&other, &dir, false).unwrap_err().problems;
+        assert!(
+            problems.iter().any(|p| p.contains("has another profile")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_problem_unless_optional() {
+        let missing = Path::new(env!("CARGO_MANIFEST_DIR")).join("no-such-profiles");
+        let problems = Profiles::load(&[], &missing, false).unwrap_err().problems;
+        assert!(
+            problems[0].contains("cannot read profiles directory"),
+            "{problems:?}"
+        );
+        assert_eq!(Profiles::load(&[], &missing, true).unwrap().len(), 0);
     }
 }

@@ -17,7 +17,7 @@ use wharf_auth::AuthConfig;
 use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
 use wharf_receiver::{Receiver, ReceiverConfig};
-use wharf_runtime::{LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate};
+use wharf_runtime::{ConfigError, LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate};
 use wharf_socket::{Socket, SocketConfig};
 use wharf_store::{DeviceRow, Store, StoreConfig};
 
@@ -113,38 +113,18 @@ impl UpSettings {
 
     /// The demo profile (when enabled) plus every profile in
     /// `commander.profiles_dir`, when that directory exists.
-    fn profiles(&self) -> Result<Profiles, Vec<String>> {
+    fn profiles(&self) -> Result<Profiles, ConfigError> {
         load_profiles(self.up.demo, &self.commander.profiles_dir)
     }
 }
 
 /// The demo profile (when `demo`) plus every profile in `dir`, when that
-/// directory exists; called again on every reload.
-fn load_profiles(demo: bool, dir: &std::path::Path) -> Result<Profiles, Vec<String>> {
-    {
-        let mut sources = Vec::new();
-        if demo {
-            sources.push(("built-in demo profile".to_owned(), demo::PROFILE.to_owned()));
-        }
-        if dir.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map_err(|error| vec![format!("cannot read {}: {error}", dir.display())])?
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-                .collect();
-            files.sort();
-            for path in files {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|error| vec![format!("cannot read {}: {error}", path.display())])?;
-                // The shipped demo profile duplicates the built-in one.
-                if !(demo && text == demo::PROFILE) {
-                    sources.push((path.display().to_string(), text));
-                }
-            }
-        }
-        Profiles::from_sources(&sources)
-    }
+/// directory exists (a shipped copy of the demo profile is left out);
+/// called again on every reload.
+fn load_profiles(demo: bool, dir: &std::path::Path) -> Result<Profiles, ConfigError> {
+    let builtin: &[(String, String)] =
+        &[("built-in demo profile".to_owned(), demo::PROFILE.to_owned())];
+    Profiles::load(if demo { builtin } else { &[] }, dir, true)
 }
 
 impl Validate for UpSettings {
@@ -158,12 +138,8 @@ impl Validate for UpSettings {
         problems.extend(self.socket.problems());
         problems.extend(self.receiver.problems());
         problems.extend(self.commander.problems());
-        if let Err(profile_problems) = self.profiles() {
-            problems.extend(
-                profile_problems
-                    .into_iter()
-                    .map(|p| format!("profiles: {p}")),
-            );
+        if let Err(found) = self.profiles() {
+            problems.extend(found.problems.into_iter().map(|p| format!("profiles: {p}")));
         }
         problems
     }
@@ -209,8 +185,7 @@ pub async fn start_with_reload(
 ) -> anyhow::Result<Embedded> {
     let secret = secret::load_or_create(&settings.auth.secret, &settings.up.data_dir)?;
     let (demo_enabled, profiles_dir) = (settings.up.demo, settings.commander.profiles_dir.clone());
-    let profiles = LiveProfiles::new(move || load_profiles(demo_enabled, &profiles_dir))
-        .map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+    let profiles = LiveProfiles::new(move || load_profiles(demo_enabled, &profiles_dir))?;
     let mut api_keys =
         ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
     let api_key = if api_keys.is_empty() {

@@ -20,7 +20,7 @@ use super::codec::{self, CodecError, Received};
 use super::connection::Connection;
 use crate::close::CloseReason;
 use crate::gateway::Gateway;
-use crate::live::{Outbound, Outcome};
+use crate::live::{DeliveryFailure, Outbound, Outcome};
 use crate::session::{Frame, Link, Session, command_written};
 use crate::stream::ByteStream;
 
@@ -77,7 +77,7 @@ impl<S: ByteStream> Link for MqttLink<S> {
             .partition(|(_, _, deadline)| *deadline <= now);
         self.awaiting_ack = waiting;
         for (_, outcome, _) in expired {
-            let _ = outcome.send(Err((FailureReason::NoAck, "no ack".into())));
+            let _ = outcome.send(Err(DeliveryFailure::new(FailureReason::NoAck, "no ack")));
         }
     }
 
@@ -170,7 +170,7 @@ impl<S: ByteStream> Link for MqttLink<S> {
 
     fn finish(&mut self, reason: CloseReason) -> Option<(String, Vec<u8>)> {
         for (_, outcome, _) in self.awaiting_ack.drain(..) {
-            let _ = outcome.send(Err((
+            let _ = outcome.send(Err(DeliveryFailure::new(
                 FailureReason::NoAck,
                 format!("the connection closed before the ack: {}", reason.as_str()),
             )));
@@ -344,7 +344,7 @@ impl<S: ByteStream> MqttLink<S> {
         if command.deadline <= Instant::now() {
             // It waited for a SUBSCRIBE past its deadline: it fails now, and is
             // never written after the deliveries task has given up on it.
-            let _ = command.outcome.send(Err((
+            let _ = command.outcome.send(Err(DeliveryFailure::new(
                 FailureReason::WriteFailed,
                 format!("{device} did not subscribe within delivery_timeout"),
             )));
@@ -358,7 +358,7 @@ impl<S: ByteStream> MqttLink<S> {
             .iter()
             .any(|filter| acl::matches(filter, &topic))
         {
-            let _ = command.outcome.send(Err((
+            let _ = command.outcome.send(Err(DeliveryFailure::new(
                 FailureReason::WriteFailed,
                 format!("{device} has no subscription matching {topic}"),
             )));
@@ -382,9 +382,9 @@ impl<S: ByteStream> MqttLink<S> {
             .await
             .is_err()
         {
-            let _ = command.outcome.send(Err((
+            let _ = command.outcome.send(Err(DeliveryFailure::new(
                 FailureReason::WriteFailed,
-                "the connection closed".into(),
+                "the connection closed",
             )));
             return Err(CloseReason::WriteFailed);
         }

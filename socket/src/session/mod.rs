@@ -23,7 +23,7 @@ use crate::close::CloseReason;
 use crate::events_out::DeviceIdentity;
 use crate::gateway::{Admitted, Gateway};
 use crate::limits::TokenBucket;
-use crate::live::{ConnectionHandle, LiveConnection, Mailbox, Outcome};
+use crate::live::{ConnectionHandle, DeliveryFailure, LiveConnection, Mailbox, Outcome};
 
 /// An authenticated device connection, registered and announced.
 pub(crate) struct Session {
@@ -187,7 +187,7 @@ impl Session {
         // Commands waiting for this connection were never written: they
         // fail now as "not connected", which the Commander queues again.
         for command in self.connection.mailbox.close() {
-            let _ = command.outcome.send(Err((
+            let _ = command.outcome.send(Err(DeliveryFailure::new(
                 FailureReason::DeviceNotConnected,
                 format!(
                     "the connection closed ({}) before the command was written",
@@ -243,7 +243,9 @@ pub(crate) fn command_written<E: std::fmt::Display>(
             .get_or_create(transport)
             .inc_by(bytes as u64);
     }
-    let _ = outcome.send(result.map_err(|error| (FailureReason::WriteFailed, error.to_string())));
+    let _ = outcome.send(
+        result.map_err(|error| DeliveryFailure::new(FailureReason::WriteFailed, error.to_string())),
+    );
     match written {
         true => Ok(()),
         false => Err(CloseReason::WriteFailed),
