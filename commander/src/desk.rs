@@ -43,7 +43,7 @@ impl Handled {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recorded {
     /// The command reached its terminal status.
-    Settled,
+    Ended,
     /// The device was gone: the command waits in its queue again.
     Requeued,
     /// Not about a command in flight (already settled, or unknown).
@@ -52,7 +52,7 @@ pub(crate) enum Recorded {
 
 /// The commands a queue flush or an expiry sweep settled.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Settled {
+pub(crate) struct SettledCounts {
     pub(crate) dispatched: usize,
     pub(crate) rejected: usize,
     pub(crate) expired: usize,
@@ -142,11 +142,11 @@ impl Desk {
         profiles: &Profiles,
         device: &str,
         location: &Location,
-    ) -> wharf_store::Result<Settled> {
+    ) -> wharf_store::Result<SettledCounts> {
         let firmware = firmware_of(store, device).await?;
         let mut tx = store.begin().await?;
         let now_ms = unix_millis(SystemTime::now());
-        let mut settled = Settled::default();
+        let mut settled = SettledCounts::default();
         for row in tx.queued_commands(device).await? {
             if row.expires_at_ms.is_some_and(|at| at <= now_ms) {
                 self.expire(&mut tx, &row, ExpiryReason::Ttl, ttl_passed(&row))
@@ -291,7 +291,7 @@ impl Desk {
             .await?;
         tx.commit().await?;
         Ok(if settled {
-            Recorded::Settled
+            Recorded::Ended
         } else {
             Recorded::Ignored
         })
@@ -340,7 +340,7 @@ impl Desk {
                 self.emit(&mut tx, &self.topics.command_status(), &event)
                     .await?;
             }
-            Recorded::Settled
+            Recorded::Ended
         } else {
             let change = StatusChange {
                 expires_at_ms: Some(expires_at_ms),
@@ -492,7 +492,7 @@ impl Desk {
                 command_id: row.id,
                 command: row.command.clone(),
                 instance: location.instance.clone(),
-                channel: Some(rendered.mqtt_topic),
+                channel: Some(rendered.channel),
                 qos: Some(rendered.qos),
                 frame: rendered.frame,
                 expires_at: Some(

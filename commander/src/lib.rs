@@ -414,7 +414,7 @@ impl Pipeline {
         })
         .await?;
         match recorded {
-            Some(Recorded::Settled) => {
+            Some(Recorded::Ended) => {
                 self.metrics.outcomes_recorded.inc();
             }
             Some(Recorded::Requeued) => {

@@ -43,7 +43,7 @@ const REMEMBERED_DISPATCHES: usize = 65_536;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A delivery whose outcome is known: what to publish, and whose offset.
-struct Settled {
+struct KnownOutcome {
     dispatch: Envelope,
     command: CommandDispatched,
     outcome: Outcome,
@@ -52,7 +52,7 @@ struct Settled {
     offset: i64,
 }
 
-type Pending = Pin<Box<dyn Future<Output = Settled> + Send>>;
+type Pending = Pin<Box<dyn Future<Output = KnownOutcome> + Send>>;
 
 /// Delivers until `stop`, then settles what is in flight and commits.
 pub(crate) async fn run(
@@ -167,7 +167,7 @@ fn start(gateway: &Arc<Gateway>, message: &Message, handled: &mut RecentIds) -> 
                 )),
             },
         };
-        Settled {
+        KnownOutcome {
             dispatch,
             command,
             outcome,
@@ -219,7 +219,7 @@ fn hand_over(
 async fn settle(
     gateway: &Gateway,
     offsets: &mut InFlightOffsets,
-    settled: Settled,
+    settled: KnownOutcome,
 ) -> anyhow::Result<()> {
     count(
         gateway,

@@ -66,8 +66,10 @@ impl Rejection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
     pub frame: Payload,
-    /// The topic an MQTT device receives it on.
-    pub mqtt_topic: String,
+    /// The channel it goes out on: the MQTT topic a device receives it on
+    /// (other transports have one channel). The profile names it
+    /// `mqtt_topic`; from here on it is the command's `channel`.
+    pub channel: String,
     /// The MQTT QoS it is published with.
     pub qos: u8,
 }
@@ -286,7 +288,7 @@ impl CommandProfile {
         };
         Ok(Rendered {
             frame,
-            mqtt_topic: self
+            channel: self
                 .mqtt_topic
                 .replace("{{device}}", device)
                 .replace("{{command}}", &self.name),
@@ -462,7 +464,7 @@ mod tests {
             ws.frame,
             Payload::Json(json!({"cmd": "set_target", "id": id.to_string(), "celsius": 21.5}))
         );
-        assert_eq!(ws.mqtt_topic, "devices/t-1/commands/set_target");
+        assert_eq!(ws.channel, "devices/t-1/commands/set_target");
         assert_eq!(ws.qos, 1);
         let tcp = set_target
             .render("t-1", &checked, id, Transport::Tcp)
