@@ -128,8 +128,9 @@ impl CommanderConfig {
             .unwrap_or_else(|| format!("{}.commander", topics.prefix()))
     }
 
-    /// Every problem with this section, one line each.
-    pub fn problems(&self) -> Vec<String> {
+    /// The API keys, decoded, or every problem with this section, one line
+    /// each.
+    pub fn check(&self) -> Result<ApiKeys, Vec<String>> {
         let mut problems = Vec::new();
         if self.group.as_ref().is_some_and(String::is_empty) {
             problems.push("commander.group: must not be empty".into());
@@ -162,35 +163,55 @@ impl CommanderConfig {
         if self.api.max_body_bytes < 1024 {
             problems.push("commander.api.max_body_bytes: must be at least 1024".into());
         }
-        if let Err(problem) = ApiKeys::from_hashes(&self.api.keys) {
-            problems.push(format!("commander.api.keys: {problem}"));
+        match ApiKeys::from_hashes(&self.api.keys) {
+            Ok(keys) if problems.is_empty() => Ok(keys),
+            Ok(_) => Err(problems),
+            Err(problem) => {
+                problems.push(format!("commander.api.keys: {problem}"));
+                Err(problems)
+            }
         }
-        problems
     }
 }
 
+/// What checking the Commander's configuration parsed.
+#[derive(Debug, Clone)]
+pub struct CommanderParsed {
+    pub profiles: crate::Profiles,
+    pub api_keys: ApiKeys,
+}
+
 impl Validate for CommanderSettings {
-    fn problems(&self) -> Vec<String> {
+    type Parsed = CommanderParsed;
+
+    fn check(&self) -> Result<CommanderParsed, Vec<String>> {
         let mut problems = self.bus.problems();
         problems.extend(self.store.problems());
         problems.extend(self.auth.problems());
         problems.extend(self.log.problems());
-        problems.extend(self.commander.problems());
+        let api_keys = self.commander.check().unwrap_or_else(|found| {
+            problems.extend(found);
+            ApiKeys::default()
+        });
         if self.commander.api.keys.is_empty() {
             problems.push(
                 "commander.api.keys: at least one key hash is required (`wharf api-key new` prints a key and its hash)"
                     .into(),
             );
         }
-        if let Err(found) = crate::Profiles::load_dir(&self.commander.profiles_dir) {
-            problems.extend(
-                found
-                    .problems
-                    .into_iter()
-                    .map(|problem| format!("commander.profiles_dir: {problem}")),
-            );
+        match crate::Profiles::load_dir(&self.commander.profiles_dir) {
+            Ok(profiles) if problems.is_empty() => Ok(CommanderParsed { profiles, api_keys }),
+            Ok(_) => Err(problems),
+            Err(found) => {
+                problems.extend(
+                    found
+                        .problems
+                        .into_iter()
+                        .map(|problem| format!("commander.profiles_dir: {problem}")),
+                );
+                Err(problems)
+            }
         }
-        problems
     }
 }
 
@@ -219,8 +240,9 @@ mod tests {
             ("WHARF_COMMANDER__API__KEYS", &format!("{first},{second}")),
         ]
         .map(|(key, value)| (key.to_owned(), value.to_owned()));
-        let settings: CommanderSettings =
-            wharf_runtime::load_config_from(None, vars).expect("a valid configuration");
+        let settings: CommanderSettings = wharf_runtime::load_config_from(None, vars)
+            .expect("a valid configuration")
+            .settings;
         assert_eq!(settings.commander.api.keys, vec![first, second]);
     }
 }

@@ -48,11 +48,11 @@ use wharf_bus::{
     Subscriber as _, TopicSpec,
 };
 use wharf_events::{Envelope, Event};
-use wharf_runtime::ConfigError;
+use wharf_runtime::{Checked, ConfigError};
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
 use wharf_store::Store;
 
-pub use config::{ApiConfig, CommanderConfig, CommanderSettings};
+pub use config::{ApiConfig, CommanderConfig, CommanderParsed, CommanderSettings};
 use desk::{Desk, Handled, Recorded};
 use metrics::CommanderMetrics;
 use presence::Presence;
@@ -555,18 +555,21 @@ async fn retry_store<T, F: Future<Output = wharf_store::Result<T>>>(
     }
 }
 
-/// Runs the Commander as its own process: loads the profiles, connects to
-/// the bus and the store, binds the API and the operations listener, and
-/// serves until `shutdown`; `reload` reloads the profiles.
+/// Runs the Commander as its own process with the profiles and API keys its
+/// check loaded: connects to the bus and the store, binds the API and the
+/// operations listener, and serves until `shutdown`; `reload` reloads the
+/// profiles.
 pub async fn run(
-    settings: CommanderSettings,
+    checked: Checked<CommanderSettings>,
     shutdown: CancellationToken,
     reload: Reload,
 ) -> anyhow::Result<()> {
+    let Checked {
+        settings,
+        parsed: CommanderParsed { profiles, api_keys },
+    } = checked;
     let dir = settings.commander.profiles_dir.clone();
-    let profiles = LiveProfiles::new(move || Profiles::load_dir(&dir))?;
-    let api_keys =
-        ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
+    let profiles = LiveProfiles::loaded(profiles, move || Profiles::load_dir(&dir));
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await

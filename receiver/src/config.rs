@@ -82,8 +82,9 @@ impl ReceiverConfig {
             .unwrap_or_else(|| format!("{}.receiver", topics.prefix()))
     }
 
-    /// Every problem with this section, one line each.
-    pub fn problems(&self) -> Vec<String> {
+    /// The rules, compiled, or every problem with this section, one line
+    /// each.
+    pub fn check(&self) -> Result<Rules, Vec<String>> {
         let mut problems = Vec::new();
         if self.group.as_ref().is_some_and(String::is_empty) {
             problems.push("receiver.group: must not be empty".into());
@@ -112,20 +113,33 @@ impl ReceiverConfig {
         if self.set_desired_command.is_empty() {
             problems.push("receiver.set_desired_command: must not be empty".into());
         }
-        if let Err(found) = Rules::compile(&self.rules) {
-            problems.extend(found.problems);
+        match Rules::compile(&self.rules) {
+            Ok(rules) if problems.is_empty() => Ok(rules),
+            Ok(_) => Err(problems),
+            Err(found) => {
+                problems.extend(found.problems);
+                Err(problems)
+            }
         }
-        problems
     }
 }
 
 impl Validate for ReceiverSettings {
-    fn problems(&self) -> Vec<String> {
+    /// The rules, compiled.
+    type Parsed = Rules;
+
+    fn check(&self) -> Result<Rules, Vec<String>> {
         let mut problems = self.bus.problems();
         problems.extend(self.store.problems());
         problems.extend(self.log.problems());
-        problems.extend(self.receiver.problems());
-        problems
+        match self.receiver.check() {
+            Ok(rules) if problems.is_empty() => Ok(rules),
+            Ok(_) => Err(problems),
+            Err(found) => {
+                problems.extend(found);
+                Err(problems)
+            }
+        }
     }
 }
 

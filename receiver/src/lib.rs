@@ -67,7 +67,7 @@ use wharf_bus::{
     Publisher as _, Revoked, Subscriber as _, TopicSpec,
 };
 use wharf_events::Envelope;
-use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
+use wharf_runtime::{Checked, OpsEndpoint, Readiness, ReadyFlag, Registry};
 use wharf_store::{Committed, PartitionClaim, Store};
 
 pub use config::{ReceiverConfig, ReceiverSettings};
@@ -525,11 +525,19 @@ pub fn twin_logic(config: &ReceiverConfig) -> anyhow::Result<TwinLogic> {
     Ok(TwinLogic::new(rules, &config.set_desired_command).with_limits(config.twin))
 }
 
-/// Runs the Receiver as its own process with the built-in logic: connects
-/// to the bus and the store, binds the operations listener, and serves until
-/// `shutdown`.
-pub async fn run(settings: ReceiverSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let logic = twin_logic(&settings.receiver)?;
+/// Runs the Receiver as its own process with the built-in logic and the
+/// rules its check compiled: connects to the bus and the store, binds the
+/// operations listener, and serves until `shutdown`.
+pub async fn run(
+    checked: Checked<ReceiverSettings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let Checked {
+        settings,
+        parsed: rules,
+    } = checked;
+    let logic = TwinLogic::new(rules, &settings.receiver.set_desired_command)
+        .with_limits(settings.receiver.twin);
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await

@@ -238,12 +238,14 @@ impl SocketConfig {
 }
 
 impl Validate for SocketSettings {
-    fn problems(&self) -> Vec<String> {
+    type Parsed = ();
+
+    fn check(&self) -> Result<(), Vec<String>> {
         let mut problems = self.bus.problems();
         problems.extend(self.auth.problems());
         problems.extend(self.log.problems());
         problems.extend(self.socket.problems());
-        problems
+        wharf_runtime::no_problems(problems)
     }
 }
 

@@ -298,7 +298,11 @@ async fn bind_tcp(enabled: bool, addr: SocketAddr) -> anyhow::Result<Option<TcpL
 
 /// Runs the Socket as its own process: connects to the bus, binds the
 /// device and operations listeners, and serves until `shutdown`.
-pub async fn run(settings: SocketSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    checked: wharf_runtime::Checked<SocketSettings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let settings = checked.settings;
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let ops = OpsEndpoint::bind(settings.socket.ops_listen).await?;
     let mut registry = Registry::default();

@@ -48,7 +48,8 @@ impl TestWharf {
         settings.receiver.flush_interval = Duration::from_millis(100);
         customize(&mut settings);
         let shutdown = CancellationToken::new();
-        let wharf = embedded::start_with_reload(settings, shutdown.clone(), reload)
+        let checked = wharf_runtime::Checked::new(settings).expect("valid settings");
+        let wharf = embedded::start_with_reload(checked, shutdown.clone(), reload)
             .await
             .expect("wharf starts");
         TestWharf {

@@ -36,7 +36,8 @@ async fn round_trip_in_one_process_on_the_memory_bus() {
     wharf_tests::socket::on_free_ports(&mut settings.socket);
     settings.up.ops_listen = "127.0.0.1:0".parse().unwrap();
     let shutdown = CancellationToken::new();
-    let wharf = embedded::start(settings, shutdown.clone()).await.unwrap();
+    let checked = wharf_runtime::Checked::new(settings).expect("valid settings");
+    let wharf = embedded::start(checked, shutdown.clone()).await.unwrap();
 
     let url = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
     round_trip(&url, &wharf.secret, &data.join("wharf.db")).await;

@@ -21,11 +21,19 @@ impl LiveProfiles {
     pub fn new(
         load: impl Fn() -> Result<Profiles, ConfigError> + Send + Sync + 'static,
     ) -> Result<Self, ConfigError> {
-        let profiles = load()?;
-        Ok(LiveProfiles {
+        Ok(Self::loaded(load()?, load))
+    }
+
+    /// Starts from `profiles`, loaded already (by the configuration's
+    /// check); `load` is what [`LiveProfiles::reload`] calls.
+    pub fn loaded(
+        profiles: Profiles,
+        load: impl Fn() -> Result<Profiles, ConfigError> + Send + Sync + 'static,
+    ) -> Self {
+        LiveProfiles {
             current: Arc::new(RwLock::new(Arc::new(profiles))),
             load: Arc::new(load),
-        })
+        }
     }
 
     /// The profiles in force now.

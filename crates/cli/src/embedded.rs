@@ -16,8 +16,11 @@ use wharf_auth::ApiKeys;
 use wharf_auth::AuthConfig;
 use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
-use wharf_receiver::{Receiver, ReceiverConfig};
-use wharf_runtime::{ConfigError, LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate};
+use wharf_receiver::rules::Rules;
+use wharf_receiver::{Receiver, ReceiverConfig, TwinLogic};
+use wharf_runtime::{
+    Checked, ConfigError, LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate,
+};
 use wharf_socket::{Socket, SocketConfig};
 use wharf_store::{DeviceRow, Store, StoreConfig};
 
@@ -127,8 +130,22 @@ fn load_profiles(demo: bool, dir: &std::path::Path) -> Result<Profiles, ConfigEr
     Profiles::load(if demo { builtin } else { &[] }, dir, true)
 }
 
+/// What checking `wharf up`'s configuration parsed.
+#[derive(Debug, Clone)]
+pub struct UpParsed {
+    /// The configured rules, and the demo's when it is on.
+    pub rules: Rules,
+    /// The demo profile (when on) and the profiles directory's.
+    pub profiles: Profiles,
+    /// The configured API key hashes (`wharf up` adds its own key when
+    /// there are none).
+    pub api_keys: ApiKeys,
+}
+
 impl Validate for UpSettings {
-    fn problems(&self) -> Vec<String> {
+    type Parsed = UpParsed;
+
+    fn check(&self) -> Result<UpParsed, Vec<String>> {
         let mut problems = self.bus.problems();
         problems.extend(self.store.problems());
         if !self.auth.secret.is_empty() {
@@ -136,12 +153,35 @@ impl Validate for UpSettings {
         }
         problems.extend(self.log.problems());
         problems.extend(self.socket.problems());
-        problems.extend(self.receiver.problems());
-        problems.extend(self.commander.problems());
-        if let Err(found) = self.profiles() {
-            problems.extend(found.problems.into_iter().map(|p| format!("profiles: {p}")));
+        // The demo's rule is checked with the configured ones: a rule of
+        // the same name is a problem here, not at start.
+        let mut receiver = self.receiver.clone();
+        if self.up.demo {
+            receiver.rules.push(demo::fan_rule());
         }
-        problems
+        let rules = receiver
+            .check()
+            .map_err(|found| problems.extend(found))
+            .ok();
+        let api_keys = self
+            .commander
+            .check()
+            .map_err(|found| problems.extend(found))
+            .ok();
+        let profiles = self
+            .profiles()
+            .map_err(|found| {
+                problems.extend(found.problems.into_iter().map(|p| format!("profiles: {p}")))
+            })
+            .ok();
+        match (rules, profiles, api_keys) {
+            (Some(rules), Some(profiles), Some(api_keys)) if problems.is_empty() => Ok(UpParsed {
+                rules,
+                profiles,
+                api_keys,
+            }),
+            _ => Err(problems),
+        }
     }
 }
 
@@ -173,21 +213,32 @@ impl Embedded {
 /// Starts all three services; they stop when `shutdown` is cancelled or
 /// one of them fails. The Socket stops first, so the disconnects it
 /// publishes reach the others before they stop.
-pub async fn start(settings: UpSettings, shutdown: CancellationToken) -> anyhow::Result<Embedded> {
-    start_with_reload(settings, shutdown, Reload::never()).await
+pub async fn start(
+    checked: Checked<UpSettings>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Embedded> {
+    start_with_reload(checked, shutdown, Reload::never()).await
 }
 
 /// [`start`], reloading the Commander's profiles when `reload` says so.
 pub async fn start_with_reload(
-    mut settings: UpSettings,
+    checked: Checked<UpSettings>,
     shutdown: CancellationToken,
     reload: Reload,
 ) -> anyhow::Result<Embedded> {
+    let Checked {
+        mut settings,
+        parsed:
+            UpParsed {
+                rules,
+                profiles,
+                mut api_keys,
+            },
+    } = checked;
     let secret = secret::load_or_create(&settings.auth.secret, &settings.up.data_dir)?;
     let (demo_enabled, profiles_dir) = (settings.up.demo, settings.commander.profiles_dir.clone());
-    let profiles = LiveProfiles::new(move || load_profiles(demo_enabled, &profiles_dir))?;
-    let mut api_keys =
-        ApiKeys::from_hashes(&settings.commander.api.keys).map_err(anyhow::Error::msg)?;
+    let profiles =
+        LiveProfiles::loaded(profiles, move || load_profiles(demo_enabled, &profiles_dir));
     let api_key = if api_keys.is_empty() {
         let key = secret::load_or_create_api_key(&settings.up.data_dir)?;
         api_keys = api_keys.with_key(&key);
@@ -198,7 +249,8 @@ pub async fn start_with_reload(
     if settings.up.demo {
         settings.receiver.rules.push(demo::fan_rule());
     }
-    let logic = wharf_receiver::twin_logic(&settings.receiver)?;
+    let logic = TwinLogic::new(rules, &settings.receiver.set_desired_command)
+        .with_limits(settings.receiver.twin);
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await

@@ -153,11 +153,13 @@ struct TokenSettings {
 }
 
 impl Validate for TokenSettings {
-    fn problems(&self) -> Vec<String> {
+    type Parsed = ();
+
+    fn check(&self) -> Result<(), Vec<String>> {
         if self.auth.secret.is_empty() {
-            Vec::new()
+            Ok(())
         } else {
-            self.auth.problems()
+            wharf_runtime::no_problems(self.auth.problems())
         }
     }
 }
@@ -193,15 +195,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             check_config,
         } => {
-            let mut settings: UpSettings =
+            let mut checked: wharf_runtime::Checked<UpSettings> =
                 wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
             if check_config {
                 wharf_runtime::config_is_good(path.as_deref());
                 return Ok(());
             }
-            settings.use_data_dir(data_dir);
-            wharf_runtime::init_tracing(&settings.log);
-            up(settings).await
+            checked.settings.use_data_dir(data_dir);
+            wharf_runtime::init_tracing(&checked.settings.log);
+            up(checked).await
         }
         Command::Tail {
             topics,
@@ -218,7 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             from,
         } => {
             let settings: UpSettings =
-                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()))
+                    .settings;
             let source = match (from, bus) {
                 (Some(url), _) => TailSource::Stream {
                     url,
@@ -252,7 +255,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Sim(args) => {
             let settings: UpSettings =
-                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+                wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()))
+                    .settings;
             let (auth, data_dir) = (settings.auth.clone(), args.data_dir.clone());
             sim(*args, &settings.socket, || token_secret(&auth, &data_dir)).await
         }
@@ -280,7 +284,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
             } => {
                 let settings: TokenSettings =
-                    wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()));
+                    wharf_runtime::exit_on_bad_config(wharf_runtime::load_config(path.as_deref()))
+                        .settings;
                 let secret = token_secret(&settings.auth, &data_dir)?;
                 println!("{}", TokenIssuer::new(&secret).issue(&device, &model, ttl)?);
                 Ok(())
@@ -300,13 +305,14 @@ fn bus_mode(url: &str) -> &'static str {
     }
 }
 
-async fn up(settings: UpSettings) -> anyhow::Result<()> {
+async fn up(checked: wharf_runtime::Checked<UpSettings>) -> anyhow::Result<()> {
+    let settings = &checked.settings;
     let demo_enabled = settings.up.demo;
     let bus_url = settings.bus.url.clone();
     let store_url = wharf_store::redact(&settings.store.url);
     let shutdown = wharf_runtime::shutdown_on_signal();
     let wharf =
-        embedded::start_with_reload(settings, shutdown, wharf_runtime::reload_on_hangup()).await?;
+        embedded::start_with_reload(checked, shutdown, wharf_runtime::reload_on_hangup()).await?;
     let host = |addr: std::net::SocketAddr| {
         if addr.ip().is_unspecified() {
             format!("127.0.0.1:{}", addr.port())

@@ -9,10 +9,42 @@ use serde::de::DeserializeOwned;
 /// project uses 64, `EX_USAGE`, for every start-up refusal).
 pub const EXIT_CONFIG: i32 = 64;
 
-/// A configuration that can list what is wrong with it.
-pub trait Validate {
-    /// Every problem, one line each, naming the key: `bus.url: …`.
-    fn problems(&self) -> Vec<String>;
+/// A configuration that can say what is wrong with it, and hand back what
+/// checking it had to parse (compiled rules, loaded profiles, decoded API
+/// keys), so start-up uses those instead of parsing them again.
+pub trait Validate: Sized {
+    /// What checking parses; `()` when nothing.
+    type Parsed;
+
+    /// The parsed parts, or every problem, one line each, naming the key:
+    /// `bus.url: …`.
+    fn check(&self) -> Result<Self::Parsed, Vec<String>>;
+}
+
+/// A configuration that passed its check, with what the check parsed.
+#[derive(Debug, Clone)]
+pub struct Checked<S: Validate> {
+    pub settings: S,
+    pub parsed: S::Parsed,
+}
+
+impl<S: Validate> Checked<S> {
+    /// Checks `settings` (made in code, not loaded: tests, embedding).
+    pub fn new(settings: S) -> Result<Self, ConfigError> {
+        match settings.check() {
+            Ok(parsed) => Ok(Checked { settings, parsed }),
+            Err(problems) => Err(ConfigError { problems }),
+        }
+    }
+}
+
+/// `Ok(())` when there are no `problems`: the check of a configuration
+/// that parses nothing.
+pub fn no_problems(problems: Vec<String>) -> Result<(), Vec<String>> {
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(problems),
+    }
 }
 
 /// Why a configuration was refused: one line per problem.
@@ -35,8 +67,8 @@ impl std::error::Error for ConfigError {}
 const LIST_KEYS: &[&str] = &["commander.api.keys"];
 
 /// Loads `T` from its defaults, then `file` (when given), then the
-/// environment (`WHARF_SECTION__KEY=value`), and validates it.
-pub fn load_config<T>(file: Option<&Path>) -> Result<T, ConfigError>
+/// environment (`WHARF_SECTION__KEY=value`), and checks it.
+pub fn load_config<T>(file: Option<&Path>) -> Result<Checked<T>, ConfigError>
 where
     T: DeserializeOwned + Validate,
 {
@@ -47,7 +79,7 @@ where
 pub fn load_config_from<T>(
     file: Option<&Path>,
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<T, ConfigError>
+) -> Result<Checked<T>, ConfigError>
 where
     T: DeserializeOwned + Validate,
 {
@@ -79,12 +111,7 @@ where
         .map_err(|error| ConfigError {
             problems: vec![error.to_string()],
         })?;
-    let problems = loaded.problems();
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(ConfigError { problems })
-    }
+    Checked::new(loaded)
 }
 
 /// Returns the configuration, or prints each problem on its own line and
@@ -154,7 +181,9 @@ mod tests {
     }
 
     impl Validate for Sample {
-        fn problems(&self) -> Vec<String> {
+        type Parsed = ();
+
+        fn check(&self) -> Result<(), Vec<String>> {
             let mut problems = Vec::new();
             if self.bus.partitions < 1 {
                 problems.push("bus.partitions: must be at least 1".into());
@@ -162,7 +191,7 @@ mod tests {
             if self.bus.url.is_empty() {
                 problems.push("bus.url: must not be empty".into());
             }
-            problems
+            no_problems(problems)
         }
     }
 
@@ -183,7 +212,8 @@ mod tests {
             Some(&file),
             env(&[("WHARF_BUS__PARTITIONS", "12"), ("OTHER", "x")]),
         )
-        .unwrap();
+        .unwrap()
+        .settings;
         assert_eq!(sample.bus.url, "kafka://a:9092");
         assert_eq!(sample.bus.partitions, 12);
     }

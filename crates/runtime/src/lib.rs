@@ -33,8 +33,8 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{
-    ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
-    exit_on_error, load_config, load_config_from,
+    Checked, ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
+    exit_on_error, load_config, load_config_from, no_problems,
 };
 pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
 pub use service::{Settings, service_main};

@@ -39,16 +39,16 @@ struct ServiceArgs {
 pub async fn service_main<S, F, Fut>(run: F)
 where
     S: Settings,
-    F: FnOnce(S, CancellationToken) -> Fut,
+    F: FnOnce(crate::Checked<S>, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let args = ServiceArgs::parse();
     let path = crate::config_path(args.config.as_deref());
-    let settings: S = crate::exit_on_bad_config(crate::load_config(path.as_deref()));
+    let checked: crate::Checked<S> = crate::exit_on_bad_config(crate::load_config(path.as_deref()));
     if args.check_config {
         crate::config_is_good(path.as_deref());
         return;
     }
-    crate::init_tracing(settings.log());
-    crate::exit_on_error(run(settings, crate::shutdown_on_signal()).await);
+    crate::init_tracing(checked.settings.log());
+    crate::exit_on_error(run(checked, crate::shutdown_on_signal()).await);
 }
