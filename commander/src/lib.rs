@@ -48,7 +48,7 @@ use wharf_bus::{
     Subscriber as _, TopicSpec,
 };
 use wharf_events::{Envelope, Event};
-use wharf_runtime::{Checked, ConfigError};
+use wharf_runtime::{Backoff, Checked, ConfigError};
 use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
 use wharf_store::Store;
 
@@ -71,8 +71,8 @@ pub struct CommanderParts {
     pub profiles: LiveProfiles,
     pub bus: BusHandle,
     pub store: Store,
-    /// The secret device tokens are signed with (`auth.secret`).
-    pub secret: String,
+    /// Signs the device tokens the API hands out (from `auth.secret`).
+    pub issuer: TokenIssuer,
     pub api_keys: ApiKeys,
 }
 
@@ -156,7 +156,7 @@ impl Commander {
                 store: parts.store.clone(),
                 profiles: parts.profiles.clone(),
                 desk: desk.clone(),
-                issuer: TokenIssuer::new(&parts.secret),
+                issuer: parts.issuer,
                 keys: parts.api_keys,
                 waker: waker.clone(),
                 cache: api::coalesce::Coalescer::new(config.api.read_cache),
@@ -530,10 +530,11 @@ async fn retry_store<T, F: Future<Output = wharf_store::Result<T>>>(
     shutdown: &CancellationToken,
     mut op: impl FnMut() -> F,
 ) -> anyhow::Result<Option<T>> {
-    let mut failures = 0u32;
+    let mut backoff = Backoff::default();
     loop {
         match op().await {
             Ok(value) => {
+                let failures = backoff.succeeded();
                 if failures > 0 {
                     info!(failures, "the database is back");
                     ready.set(true);
@@ -541,13 +542,10 @@ async fn retry_store<T, F: Future<Output = wharf_store::Result<T>>>(
                 return Ok(Some(value));
             }
             Err(error) if error.is_retryable() => {
-                failures += 1;
                 ready.set(false);
-                warn!(%error, failures, "the database is unavailable; retrying");
-                let pause = Duration::from_millis(100 << failures.min(6));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(pause) => {}
+                warn!(%error, failures = backoff.failures() + 1, "the database is unavailable; retrying");
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
                 }
             }
             Err(error) => return Err(error).context("the database refused a command change"),
@@ -581,7 +579,7 @@ pub async fn run(
         profiles,
         bus,
         store: store.clone(),
-        secret: settings.auth.secret.clone(),
+        issuer: TokenIssuer::new(&settings.auth.secret),
         api_keys,
     };
     let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;

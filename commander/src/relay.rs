@@ -44,32 +44,29 @@ pub(crate) struct OutboxRelay {
 impl OutboxRelay {
     /// Publishes until `shutdown`, then makes a last bounded attempt.
     pub(crate) async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut failures = 0u32;
+        let mut backoff = wharf_runtime::Backoff::default();
         loop {
-            match self.drain().await {
+            let pause = match self.drain().await {
                 Ok(()) => {
-                    if failures > 0 {
+                    if backoff.succeeded() > 0 {
                         info!("outbox publishing again");
                     }
-                    failures = 0;
+                    IDLE_POLL
                 }
                 Err(error) => {
-                    failures += 1;
                     self.metrics.outbox_failures.inc();
                     warn!(
                         error = format!("{error:#}"),
-                        failures, "failed to publish the outbox; retrying"
+                        failures = backoff.failures() + 1,
+                        "failed to publish the outbox; retrying"
                     );
+                    backoff.failed()
                 }
-            }
-            let pause = if failures == 0 {
-                IDLE_POLL
-            } else {
-                Duration::from_millis(100 << failures.min(6))
             };
+            let failing = backoff.failures() > 0;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = self.waker.0.notified(), if failures == 0 => {}
+                _ = self.waker.0.notified(), if !failing => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }

@@ -57,7 +57,7 @@ pub mod guide {}
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ use wharf_bus::{
     Publisher as _, Revoked, Subscriber as _, TopicSpec,
 };
 use wharf_events::Envelope;
-use wharf_runtime::{Checked, OpsEndpoint, Readiness, ReadyFlag, Registry};
+use wharf_runtime::{Backoff, Checked, OpsEndpoint, Readiness, ReadyFlag, Registry};
 use wharf_store::{Committed, PartitionClaim, Store};
 
 pub use config::{ReceiverConfig, ReceiverSettings};
@@ -77,10 +77,6 @@ use replies_out::RepliesOut;
 use resident::ResidentDevices;
 pub use twin::{TwinLimits, TwinLogic};
 use write_behind::WriteBehind;
-
-/// The first wait after a failed store operation; it doubles up to the max.
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// The store, as the Receiver uses it: every operation retried with backoff
 /// while the store is unavailable, the Receiver not ready meanwhile.
@@ -103,7 +99,7 @@ impl Db {
         F: FnMut() -> Fut,
         Fut: Future<Output = wharf_store::Result<T>>,
     {
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::default();
         loop {
             let before = self.store.statements();
             let result = operation().await;
@@ -118,12 +114,8 @@ impl Db {
                 Err(error) if error.is_retryable() && !shutdown.is_cancelled() => {
                     self.ready.set(false);
                     self.metrics.store_failures.inc();
-                    warn!(%error, retry_in = ?wait, "failed to {what}; consumption paused");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => {}
-                    }
-                    wait = (wait * 2).min(RETRY_MAX);
+                    warn!(%error, failures = backoff.failures() + 1, "failed to {what}; consumption paused");
+                    backoff.wait(shutdown).await;
                 }
                 Err(error) => return Err(error).with_context(|| format!("failed to {what}")),
             }

@@ -119,9 +119,15 @@ async fn serve() {
     };
     let mut registry = Registry::default();
     let readiness = Readiness::default();
-    let socket = Socket::bind(config, SECRET, bus, &mut registry, &readiness)
-        .await
-        .expect("the socket binds");
+    let socket = Socket::bind(
+        config,
+        wharf_auth::TokenVerifier::new(SECRET),
+        bus,
+        &mut registry,
+        &readiness,
+    )
+    .await
+    .expect("the socket binds");
     let ops = OpsEndpoint::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
     let addresses = socket.addresses();
     println!(

@@ -112,7 +112,7 @@ impl Socket {
     /// free port).
     pub async fn bind(
         config: SocketConfig,
-        secret: &str,
+        verifier: TokenVerifier,
         bus: BusHandle,
         registry: &mut Registry,
         readiness: &Readiness,
@@ -167,7 +167,7 @@ impl Socket {
         let events = EventsOut::new(bus, topics, config.instance_id.clone());
         Ok(Socket {
             gateway: Arc::new(Gateway {
-                verifier: TokenVerifier::new(secret),
+                verifier,
                 revocations: Revocations::default(),
                 live: LiveConnections::default(),
                 connection_slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -309,7 +309,7 @@ pub async fn run(
     let readiness = Readiness::default();
     let socket = Socket::bind(
         settings.socket,
-        &settings.auth.secret,
+        TokenVerifier::new(&settings.auth.secret),
         bus,
         &mut registry,
         &readiness,

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
-use wharf_auth::ApiKeys;
 use wharf_auth::AuthConfig;
+use wharf_auth::{ApiKeys, TokenIssuer, TokenVerifier};
 use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
 use wharf_receiver::rules::Rules;
@@ -263,7 +263,7 @@ pub async fn start_with_reload(
     let readiness = Readiness::default();
     let socket = Socket::bind(
         settings.socket,
-        &secret,
+        TokenVerifier::new(&secret),
         bus.clone(),
         &mut registry,
         &readiness,
@@ -282,7 +282,7 @@ pub async fn start_with_reload(
         profiles,
         bus: bus.clone(),
         store: store.clone(),
-        secret: secret.clone(),
+        issuer: TokenIssuer::new(&secret),
         api_keys,
     };
     let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;

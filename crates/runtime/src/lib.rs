@@ -5,8 +5,10 @@
 //! [`CancellationToken`](tokio_util::sync::CancellationToken).
 //!
 //! # Layout
-//! - [`config`]: [`load_config`], [`Validate`], [`exit_on_bad_config`],
+//! - [`config`]: [`load_config`], [`Validate`] (a configuration's check
+//!   hands back what it parsed, [`Checked`]), [`exit_on_bad_config`],
 //!   [`exit_on_error`].
+//! - [`backoff`]: how every service waits out an outage, [`Backoff`].
 //! - [`telemetry`]: [`LogConfig`], [`init_tracing`].
 //! - [`otlp`]: spans of published events to an OpenTelemetry collector,
 //!   when configured.
@@ -23,6 +25,7 @@
 //! - Libraries never read signals or the environment: binaries do, here, and
 //!   pass values down.
 
+pub mod backoff;
 pub mod config;
 pub mod http_client;
 pub mod ops;
@@ -32,6 +35,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use backoff::Backoff;
 pub use config::{
     Checked, ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
     exit_on_error, load_config, load_config_from, no_problems,
