@@ -46,6 +46,42 @@ impl WsDevice {
         self.try_send_text(text).await.expect("frame sent");
     }
 
+    /// Sends `text` as a message in fragments of `piece` bytes (a text
+    /// frame, then continuation frames), as a client may.
+    pub async fn send_fragmented_text(&mut self, text: &str, piece: usize) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let pieces: Vec<&[u8]> = text.as_bytes().chunks(piece).collect();
+        for (i, bytes) in pieces.iter().enumerate() {
+            let opcode = if i == 0 { Data::Text } else { Data::Continue };
+            let last = i + 1 == pieces.len();
+            let frame = Frame::message(bytes.to_vec(), OpCode::Data(opcode), last);
+            self.ws
+                .send(Message::Frame(frame))
+                .await
+                .expect("fragment sent");
+        }
+    }
+
+    /// Sends a ping and waits for its pong's bytes.
+    pub async fn ping(&mut self, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+        self.ws
+            .send(Message::Ping(bytes.to_vec().into()))
+            .await
+            .expect("ping sent");
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Pong(bytes))) => return bytes.to_vec(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("no pong: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("a pong in time")
+    }
+
     /// Sends one text frame; an error once the connection is gone.
     pub async fn try_send_text(&mut self, text: &str) -> Result<(), Error> {
         self.ws.send(Message::text(text.to_owned())).await
@@ -87,6 +123,31 @@ impl WsDevice {
         })
         .await
         .expect("the server closed the connection in time")
+    }
+
+    /// Closes with `code` and returns the code of the server's answering
+    /// close frame (the close handshake).
+    pub async fn close_with(mut self, code: u16, timeout: Duration) -> u16 {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: "bye".into(),
+        };
+        self.ws
+            .send(Message::Close(Some(frame)))
+            .await
+            .expect("close sent");
+        tokio::time::timeout(timeout, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                    Some(Ok(_)) => continue,
+                    other => panic!("no close frame came back: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the server answered the close in time")
     }
 
     /// Closes the connection.

@@ -1,7 +1,9 @@
 //! Every transport carries a device's frame to the Receiver's state and the
 //! demo `fan` command back, with real clients over real sockets: rumqttc for
 //! MQTT 3.1.1, 5 and MQTT over WebSocket; the Debian mosquitto clients;
-//! plain TCP (both framings) and UDP sockets. (WebSocket: round_trip.rs.)
+//! plain TCP (both framings) and UDP sockets. (WebSocket: round_trip.rs;
+//! here, what RFC 6455 lets a WebSocket client do besides one frame per
+//! message.)
 
 use std::time::Duration;
 
@@ -10,8 +12,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UdpSocket};
 use wharf_socket::config::Framing;
 use wharf_tests::mqtt::{Flavor, MqttDevice, Seen};
-use wharf_tests::unique;
 use wharf_tests::wharf::TestWharf;
+use wharf_tests::{WsDevice, unique};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -240,5 +242,33 @@ async fn udp_round_trip() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf[..n], b"UNKNOWN_SESSION");
+    wharf.stop().await;
+}
+
+/// The Socket reads `/v1/ws` frames with its own decoder: a tungstenite
+/// client's pings are answered, a message sent in fragments arrives whole
+/// (and the rule it triggers sends the command back), and the close
+/// handshake is answered with the device's own code.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_pings_fragments_and_the_close_handshake() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let device = unique("thermo");
+    let url = format!("ws://{}/v1/ws", wharf.addresses.websocket.unwrap());
+    let mut thermostat = WsDevice::connect(&url, &wharf.token(&device))
+        .await
+        .expect("a valid token connects");
+    assert_eq!(
+        thermostat.ping(b"are you there", PATIENCE).await,
+        b"are you there"
+    );
+    thermostat
+        .send_fragmented_text(r#"{"temperature": 35, "note": "sent in pieces"}"#, 7)
+        .await;
+    assert_fan(thermostat.next_text(PATIENCE).await.as_bytes());
+    let state = wharf.state_after(&device, 1).await;
+    assert_eq!(state.reported["temperature"], json!(35));
+    assert_eq!(state.reported["note"], json!("sent in pieces"));
+    // The device closes: the Socket answers with the same code.
+    assert_eq!(thermostat.close_with(4000, PATIENCE).await, 4000);
     wharf.stop().await;
 }

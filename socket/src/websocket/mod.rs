@@ -2,20 +2,26 @@
 //! WebSocket messages and authenticate at the handshake
 //! (`Authorization: Bearer <token>` or `?token=<token>`); `/mqtt` serves
 //! MQTT over WebSocket (subprotocol `mqtt`), authenticated by its CONNECT.
+//! The handshake is tungstenite's, and so is MQTT over WebSocket; a `/v1/ws`
+//! device's frames are then read with our own decoder ([`frames`]), which
+//! keeps an idle connection small.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use bytes::BytesMut;
+
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, debug_span};
 use wharf_events::{Payload, Transport};
@@ -25,12 +31,15 @@ use crate::close::CloseReason;
 use crate::gateway::{Admitted, Gateway};
 use crate::live::Outbound;
 use crate::session::{Frame, Link, Session, command_written, spawn};
-use crate::stream::WsBytes;
+use crate::stream::{ByteStream, WsBytes};
+use frames::{Decoded, FrameDecoder, FrameError};
 
 /// The path WebSocket devices connect to.
 pub const WS_PATH: &str = "/v1/ws";
 /// The path of MQTT over WebSocket.
 pub const MQTT_PATH: &str = "/mqtt";
+
+mod frames;
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "websocket")];
 
@@ -95,15 +104,20 @@ async fn connection(
     }
 }
 
-/// A `/v1/ws` device: each text or binary message is a frame.
+/// A `/v1/ws` device: each text or binary message is a frame. Past the
+/// handshake its frames are read with our own decoder ([`frames`]).
 async fn device(
     gateway: Arc<Gateway>,
-    mut ws: WsStream,
+    ws: WsStream,
     claims: Admitted,
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
     tracing::Span::current().record("device", claims.sub.as_str());
+    // A client sends nothing before it has the handshake's answer (RFC 6455
+    // 4.1), so tungstenite holds no bytes of ours here.
+    let mut stream = ws.into_inner();
+    let max_frame_bytes = gateway.config.max_frame_bytes;
     let opened = Session::open(
         &gateway,
         claims,
@@ -113,35 +127,58 @@ async fn device(
     match opened.await {
         Ok(session) => {
             let link = WsLink {
-                ws,
+                stream,
+                buf: BytesMut::new(),
+                decoder: FrameDecoder::default(),
                 idle: gateway.config.idle_timeout,
-                max_frame_bytes: gateway.config.max_frame_bytes,
+                max_frame_bytes,
+                device_closed_with: None,
             };
             spawn(session, link, slot)
         }
-        Err(reason) => close(&mut ws, reason, gateway.config.max_frame_bytes).await,
+        Err(reason) => close(&mut stream, reason, max_frame_bytes).await,
     }
 }
 
-/// A `/v1/ws` device's connection. One stream for both directions: the
-/// driver drops the read before it writes, so no split (and its lock) is
-/// needed.
+/// A `/v1/ws` device's connection.
 struct WsLink {
-    ws: WsStream,
+    stream: TcpStream,
+    /// Bytes read and not yet decoded; freed when empty.
+    buf: BytesMut,
+    decoder: FrameDecoder,
     idle: Duration,
     max_frame_bytes: usize,
+    /// The status code of the device's close frame, echoed in ours.
+    device_closed_with: Option<u16>,
 }
 
 impl Link for WsLink {
     type Then = ();
-    type Inbound = Result<Message, WsError>;
+    type Inbound = Result<Decoded, FrameError>;
 
     fn idle_timeout(&self) -> Duration {
         self.idle
     }
 
-    async fn read(&mut self) -> Result<Self::Inbound, CloseReason> {
-        self.ws.next().await.ok_or(CloseReason::ConnectionLost)
+    fn read(&mut self) -> impl Future<Output = Result<Self::Inbound, CloseReason>> + Send {
+        // A poll, not an `async fn`: an idle connection's task waits here.
+        std::future::poll_fn(|cx| {
+            loop {
+                match self.decoder.decode(&mut self.buf, self.max_frame_bytes) {
+                    Ok(None) => {}
+                    decoded => {
+                        if self.buf.is_empty() {
+                            self.buf = BytesMut::new();
+                        }
+                        return Poll::Ready(Ok(decoded.map(|d| d.expect("a decoded frame"))));
+                    }
+                }
+                match ready!(self.stream.poll_read_into(cx, &mut self.buf)) {
+                    Ok(0) | Err(_) => return Poll::Ready(Err(CloseReason::ConnectionLost)),
+                    Ok(_) => {}
+                }
+            }
+        })
     }
 
     async fn handle(
@@ -151,24 +188,29 @@ impl Link for WsLink {
     ) -> Result<Option<Frame<()>>, CloseReason> {
         let metrics = &session.gateway().metrics;
         let bytes = match inbound {
-            Ok(Message::Text(text)) => text.into(),
-            Ok(Message::Binary(bytes)) => bytes,
-            Ok(Message::Close(_)) => return Err(CloseReason::ClosedByDevice),
-            Ok(_) => return Ok(None), // ping, pong: answered by tungstenite
-            Err(WsError::Capacity(error)) => {
+            Ok(Decoded::Text(bytes) | Decoded::Binary(bytes)) => bytes,
+            Ok(Decoded::Ping(bytes)) => {
+                let pong = frames::pong_frame(&bytes);
+                return match AsyncWriteExt::write_all(&mut self.stream, &pong).await {
+                    Ok(()) => Ok(None),
+                    Err(_) => Err(CloseReason::ConnectionLost),
+                };
+            }
+            Ok(Decoded::Pong) => return Ok(None),
+            Ok(Decoded::Close(code)) => {
+                self.device_closed_with = code;
+                return Err(CloseReason::ClosedByDevice);
+            }
+            Err(FrameError::TooLarge(size)) => {
                 metrics.dropped("oversized");
-                debug!(%error, "frame exceeds max_frame_bytes");
+                debug!(size, "frame exceeds max_frame_bytes");
                 return Err(CloseReason::FrameTooLarge);
             }
             Err(error) => {
-                debug!(%error, "connection error");
-                return Err(CloseReason::ConnectionLost);
+                debug!(?error, "the device broke the WebSocket protocol");
+                return Err(CloseReason::ProtocolError);
             }
         };
-        if bytes.len() > self.max_frame_bytes {
-            metrics.dropped("oversized");
-            return Err(CloseReason::FrameTooLarge);
-        }
         Ok(Some(Frame::of(bytes)))
     }
 
@@ -177,9 +219,12 @@ impl Link for WsLink {
         command: Outbound,
         session: &Session,
     ) -> Result<(), CloseReason> {
+        let frame = match &command.payload {
+            Payload::Json(value) => frames::message_frame(true, value.to_string().as_bytes()),
+            Payload::Binary(bytes) => frames::message_frame(false, bytes),
+        };
         let bytes = command.payload.len();
-        // Boxed: the write's state exists only while it runs.
-        let result = Box::pin(self.ws.send(to_message(command.payload))).await;
+        let result = AsyncWriteExt::write_all(&mut self.stream, &frame).await;
         command_written(
             session.gateway(),
             &TRANSPORT,
@@ -190,11 +235,16 @@ impl Link for WsLink {
     }
 
     async fn goodbye(&mut self, reason: CloseReason) {
-        if !matches!(
-            reason,
-            CloseReason::ClosedByDevice | CloseReason::ConnectionLost
-        ) {
-            Box::pin(close(&mut self.ws, reason, self.max_frame_bytes)).await;
+        match reason {
+            CloseReason::ConnectionLost => {}
+            // The close handshake: the device's close is answered with its
+            // own code (RFC 6455 5.5.1).
+            CloseReason::ClosedByDevice => {
+                let echo = frames::close_frame(self.device_closed_with.unwrap_or(1000), "");
+                let _ = AsyncWriteExt::write_all(&mut self.stream, &echo).await;
+                ByteStream::close(&mut self.stream).await;
+            }
+            _ => Box::pin(close(&mut self.stream, reason, self.max_frame_bytes)).await,
         }
     }
 }
@@ -218,15 +268,14 @@ fn close_frame(reason: CloseReason, max_frame_bytes: usize) -> (CloseCode, Strin
     }
 }
 
-/// Sends the close frame that says why, and closes.
-async fn close(ws: &mut WsStream, reason: CloseReason, max_frame_bytes: usize) {
+/// Sends the close frame that says why, and closes gracefully (what the
+/// device still sends is read and dropped for a moment, so the close frame
+/// is not lost to a reset).
+async fn close(stream: &mut TcpStream, reason: CloseReason, max_frame_bytes: usize) {
     let (code, text) = close_frame(reason, max_frame_bytes);
-    let frame = CloseFrame {
-        code,
-        reason: text.into(),
-    };
-    let _ = ws.send(Message::Close(Some(frame))).await;
-    let _ = ws.close(None).await;
+    let frame = frames::close_frame(code.into(), &text);
+    let _ = AsyncWriteExt::write_all(stream, &frame).await;
+    ByteStream::close(stream).await;
 }
 
 /// Routes the handshake by path; authenticates `/v1/ws` devices.
@@ -317,16 +366,9 @@ fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
-        // Allocated up front (and zero-filled) for every connection, and the
-        // most one read takes: 256 bytes costs an idle connection ~390 bytes
-        // less than 512, with the same ingest (docs/BENCHMARKS.md); a larger
-        // frame gets room for its whole length as its header arrives.
+        // Allocated up front (and zero-filled) for every MQTT-over-WebSocket
+        // connection (`/v1/ws` devices leave tungstenite after the
+        // handshake), and the most one read takes; a larger frame gets room
+        // for its whole length as its header arrives.
         .read_buffer_size(256)
-}
-
-fn to_message(payload: Payload) -> Message {
-    match payload {
-        Payload::Json(value) => Message::text(value.to_string()),
-        Payload::Binary(bytes) => Message::binary(bytes),
-    }
 }
