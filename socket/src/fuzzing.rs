@@ -78,3 +78,29 @@ pub fn udp(datagram: &[u8]) {
         crate::udp::Parsed::ReplyWord | crate::udp::Parsed::Malformed => {}
     }
 }
+
+/// `/v1/ws` frames after the handshake, fed in chunks of `chunk` bytes:
+/// whatever comes out is within `max`, and text is UTF-8.
+pub fn websocket_frames(bytes: &[u8], chunk: usize, max: usize) {
+    use crate::websocket::frames::{Decoded, FrameDecoder};
+    let mut decoder = FrameDecoder::default();
+    let mut buf = BytesMut::new();
+    for piece in bytes.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buf, max) {
+                Ok(Some(Decoded::Text(text))) => {
+                    assert!(text.len() <= max, "a message over the limit came out");
+                    assert!(std::str::from_utf8(&text).is_ok(), "text that is not UTF-8");
+                }
+                Ok(Some(Decoded::Binary(bytes))) => {
+                    assert!(bytes.len() <= max, "a message over the limit came out");
+                }
+                Ok(Some(Decoded::Ping(bytes))) => assert!(bytes.len() <= 125),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}

@@ -39,7 +39,7 @@ pub const WS_PATH: &str = "/v1/ws";
 /// The path of MQTT over WebSocket.
 pub const MQTT_PATH: &str = "/mqtt";
 
-mod frames;
+pub(crate) mod frames;
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "websocket")];
 
