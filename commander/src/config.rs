@@ -163,14 +163,9 @@ impl CommanderConfig {
         if self.api.max_body_bytes < 1024 {
             problems.push("commander.api.max_body_bytes: must be at least 1024".into());
         }
-        match ApiKeys::from_hashes(&self.api.keys) {
-            Ok(keys) if problems.is_empty() => Ok(keys),
-            Ok(_) => Err(problems),
-            Err(problem) => {
-                problems.push(format!("commander.api.keys: {problem}"));
-                Err(problems)
-            }
-        }
+        let keys = ApiKeys::from_hashes(&self.api.keys)
+            .map_err(|problem| vec![format!("commander.api.keys: {problem}")]);
+        wharf_runtime::with_part(problems, keys)
     }
 }
 
@@ -189,29 +184,19 @@ impl Validate for CommanderSettings {
         problems.extend(self.store.problems());
         problems.extend(self.auth.problems());
         problems.extend(self.log.problems());
-        let api_keys = self.commander.check().unwrap_or_else(|found| {
-            problems.extend(found);
-            ApiKeys::default()
-        });
         if self.commander.api.keys.is_empty() {
             problems.push(
                 "commander.api.keys: at least one key hash is required (`wharf api-key new` prints a key and its hash)"
                     .into(),
             );
         }
-        match crate::Profiles::load_dir(&self.commander.profiles_dir) {
-            Ok(profiles) if problems.is_empty() => Ok(CommanderParsed { profiles, api_keys }),
-            Ok(_) => Err(problems),
-            Err(found) => {
-                problems.extend(
-                    found
-                        .problems
-                        .into_iter()
-                        .map(|problem| format!("commander.profiles_dir: {problem}")),
-                );
-                Err(problems)
-            }
-        }
+        let profiles = crate::Profiles::load_dir(&self.commander.profiles_dir).map_err(|found| {
+            let name = |problem| format!("commander.profiles_dir: {problem}");
+            found.problems.into_iter().map(name).collect()
+        });
+        let parts = wharf_runtime::both(self.commander.check(), profiles);
+        wharf_runtime::with_part(problems, parts)
+            .map(|(api_keys, profiles)| CommanderParsed { profiles, api_keys })
     }
 }
 

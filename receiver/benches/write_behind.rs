@@ -126,7 +126,7 @@ async fn start(
     };
     let receiver = Receiver::bind(
         config.clone(),
-        Box::new(twin_logic(&config).unwrap()),
+        Box::new(twin_logic(&config, config.check().unwrap())),
         BusHandle {
             bus: Bus::Memory(memory.clone()),
             topics: topics.clone(),

@@ -113,14 +113,8 @@ impl ReceiverConfig {
         if self.set_desired_command.is_empty() {
             problems.push("receiver.set_desired_command: must not be empty".into());
         }
-        match Rules::compile(&self.rules) {
-            Ok(rules) if problems.is_empty() => Ok(rules),
-            Ok(_) => Err(problems),
-            Err(found) => {
-                problems.extend(found.problems);
-                Err(problems)
-            }
-        }
+        let rules = Rules::compile(&self.rules).map_err(|found| found.problems);
+        wharf_runtime::with_part(problems, rules)
     }
 }
 
@@ -132,14 +126,7 @@ impl Validate for ReceiverSettings {
         let mut problems = self.bus.problems();
         problems.extend(self.store.problems());
         problems.extend(self.log.problems());
-        match self.receiver.check() {
-            Ok(rules) if problems.is_empty() => Ok(rules),
-            Ok(_) => Err(problems),
-            Err(found) => {
-                problems.extend(found);
-                Err(problems)
-            }
-        }
+        wharf_runtime::with_part(problems, self.receiver.check())
     }
 }
 

@@ -511,10 +511,10 @@ impl Receiver {
     }
 }
 
-/// The built-in logic for `config`: the device twin with the configured rules.
-pub fn twin_logic(config: &ReceiverConfig) -> anyhow::Result<TwinLogic> {
-    let rules = rules::Rules::compile(&config.rules)?;
-    Ok(TwinLogic::new(rules, &config.set_desired_command).with_limits(config.twin))
+/// The built-in logic for `config`: the device twin with `rules`, as the
+/// configuration's check compiled them (`ReceiverConfig::check`).
+pub fn twin_logic(config: &ReceiverConfig, rules: rules::Rules) -> TwinLogic {
+    TwinLogic::new(rules, &config.set_desired_command).with_limits(config.twin)
 }
 
 /// Runs the Receiver as its own process with the built-in logic and the
@@ -528,8 +528,7 @@ pub async fn run(
         settings,
         parsed: rules,
     } = checked;
-    let logic = TwinLogic::new(rules, &settings.receiver.set_desired_command)
-        .with_limits(settings.receiver.twin);
+    let logic = twin_logic(&settings.receiver, rules);
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await

@@ -111,7 +111,7 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
     let start = |bus: BusHandle| {
         let (config, store) = (config.clone(), store.clone());
         async move {
-            let logic = Box::new(twin_logic(&config).unwrap());
+            let logic = Box::new(twin_logic(&config, config.check().unwrap()));
             let receiver = Receiver::bind(
                 config,
                 logic,

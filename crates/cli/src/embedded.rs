@@ -17,7 +17,7 @@ use wharf_auth::{ApiKeys, TokenIssuer, TokenVerifier};
 use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
 use wharf_receiver::rules::Rules;
-use wharf_receiver::{Receiver, ReceiverConfig, TwinLogic};
+use wharf_receiver::{Receiver, ReceiverConfig};
 use wharf_runtime::{
     Checked, ConfigError, LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate,
 };
@@ -159,29 +159,19 @@ impl Validate for UpSettings {
         if self.up.demo {
             receiver.rules.push(demo::fan_rule());
         }
-        let rules = receiver
-            .check()
-            .map_err(|found| problems.extend(found))
-            .ok();
-        let api_keys = self
-            .commander
-            .check()
-            .map_err(|found| problems.extend(found))
-            .ok();
-        let profiles = self
-            .profiles()
-            .map_err(|found| {
-                problems.extend(found.problems.into_iter().map(|p| format!("profiles: {p}")))
-            })
-            .ok();
-        match (rules, profiles, api_keys) {
-            (Some(rules), Some(profiles), Some(api_keys)) if problems.is_empty() => Ok(UpParsed {
-                rules,
-                profiles,
-                api_keys,
-            }),
-            _ => Err(problems),
-        }
+        let profiles = self.profiles().map_err(|found| {
+            let name = |problem| format!("profiles: {problem}");
+            found.problems.into_iter().map(name).collect()
+        });
+        let parts = wharf_runtime::both(
+            wharf_runtime::both(receiver.check(), self.commander.check()),
+            profiles,
+        );
+        wharf_runtime::with_part(problems, parts).map(|((rules, api_keys), profiles)| UpParsed {
+            rules,
+            profiles,
+            api_keys,
+        })
     }
 }
 
@@ -227,7 +217,7 @@ pub async fn start_with_reload(
     reload: Reload,
 ) -> anyhow::Result<Embedded> {
     let Checked {
-        mut settings,
+        settings,
         parsed:
             UpParsed {
                 rules,
@@ -246,11 +236,8 @@ pub async fn start_with_reload(
     } else {
         None
     };
-    if settings.up.demo {
-        settings.receiver.rules.push(demo::fan_rule());
-    }
-    let logic = TwinLogic::new(rules, &settings.receiver.set_desired_command)
-        .with_limits(settings.receiver.twin);
+    // The demo's rule is among `rules` already (the check compiled it).
+    let logic = wharf_receiver::twin_logic(&settings.receiver, rules);
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let store = Store::connect(&settings.store)
         .await

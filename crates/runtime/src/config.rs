@@ -38,6 +38,37 @@ impl<S: Validate> Checked<S> {
     }
 }
 
+/// `part`, parsed, when neither it nor the rest of the configuration has a
+/// problem; otherwise every problem, the rest's first.
+pub fn with_part<T>(
+    mut problems: Vec<String>,
+    part: Result<T, Vec<String>>,
+) -> Result<T, Vec<String>> {
+    match part {
+        Ok(part) if problems.is_empty() => Ok(part),
+        Ok(_) => Err(problems),
+        Err(found) => {
+            problems.extend(found);
+            Err(problems)
+        }
+    }
+}
+
+/// Two parts checked together: both parsed, or the problems of both.
+pub fn both<A, B>(
+    a: Result<A, Vec<String>>,
+    b: Result<B, Vec<String>>,
+) -> Result<(A, B), Vec<String>> {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (a, b) => {
+            let mut problems = a.err().unwrap_or_default();
+            problems.extend(b.err().unwrap_or_default());
+            Err(problems)
+        }
+    }
+}
+
 /// `Ok(())` when there are no `problems`: the check of a configuration
 /// that parses nothing.
 pub fn no_problems(problems: Vec<String>) -> Result<(), Vec<String>> {
@@ -216,6 +247,26 @@ mod tests {
         .settings;
         assert_eq!(sample.bus.url, "kafka://a:9092");
         assert_eq!(sample.bus.partitions, 12);
+    }
+
+    #[test]
+    fn a_part_counts_only_when_nothing_else_is_wrong() {
+        let fine: Result<u8, Vec<String>> = Ok(1);
+        let broken: Result<u8, Vec<String>> = Err(vec!["b: bad".into()]);
+        assert_eq!(with_part(vec![], fine.clone()), Ok(1));
+        assert_eq!(
+            with_part(vec!["a: bad".into()], fine.clone()).unwrap_err(),
+            ["a: bad"]
+        );
+        assert_eq!(
+            with_part(vec!["a: bad".into()], broken.clone()).unwrap_err(),
+            ["a: bad", "b: bad"]
+        );
+        assert_eq!(both(fine.clone(), fine.clone()), Ok((1, 1)));
+        assert_eq!(
+            both(broken.clone(), Err::<u8, _>(vec!["c: bad".into()])).unwrap_err(),
+            ["b: bad", "c: bad"]
+        );
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub mod telemetry;
 
 pub use backoff::Backoff;
 pub use config::{
-    Checked, ConfigError, EXIT_CONFIG, Validate, config_is_good, config_path, exit_on_bad_config,
-    exit_on_error, load_config, load_config_from, no_problems,
+    Checked, ConfigError, EXIT_CONFIG, Validate, both, config_is_good, config_path,
+    exit_on_bad_config, exit_on_error, load_config, load_config_from, no_problems, with_part,
 };
 pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
 pub use service::{Settings, service_main};
