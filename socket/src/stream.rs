@@ -43,6 +43,32 @@ pub(crate) trait ByteStream: Send {
     fn close(&mut self) -> impl Future<Output = ()> + Send;
 }
 
+/// Reads from `stream` into `buf` until `decode` finds something there;
+/// `Ok(None)` when the stream ended or failed (the connection is lost
+/// either way). Between reads an empty `buf` is freed, so an idle
+/// connection holds no buffer. A poll, not a future: an idle connection's
+/// task waits in it and it keeps no state of its own.
+pub(crate) fn poll_decoded<S: ByteStream, T, E>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    mut decode: impl FnMut(&mut BytesMut) -> Result<Option<T>, E>,
+) -> Poll<Result<Option<T>, E>> {
+    loop {
+        match decode(buf) {
+            Ok(None) => {}
+            decoded => return Poll::Ready(decoded),
+        }
+        if buf.is_empty() {
+            *buf = BytesMut::new();
+        }
+        match ready!(stream.poll_read_into(cx, buf)) {
+            Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// How much room a read reserves when the buffer has little left.
 const READ_CHUNK: usize = 4096;
 

@@ -1,14 +1,12 @@
 //! The byte side of an MQTT connection: its read and write buffers and the
 //! codec its CONNECT picked (3.1.1 or 5), without any session state.
 
-use std::task::{Poll, ready};
-
 use bytes::BytesMut;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, Packet};
 
 use super::codec::{self, Codec, CodecError, Received};
 use crate::limits::MAX_PRE_AUTH_BYTES;
-use crate::stream::ByteStream;
+use crate::stream::{ByteStream, poll_decoded};
 
 /// The byte-level side of a connection: buffers and the codec.
 pub(crate) struct Connection {
@@ -85,21 +83,10 @@ impl Connection {
         &'a mut self,
         stream: &'a mut S,
     ) -> impl std::future::Future<Output = Result<bool, CodecError>> + Send + 'a {
+        let max = self.max_packet;
         std::future::poll_fn(move |cx| {
-            loop {
-                if Codec::has_packet(&mut self.buf, self.max_packet)? {
-                    return Poll::Ready(Ok(true));
-                }
-                // Nothing buffered: the buffer is freed, so an idle
-                // connection holds none (the next read reserves one).
-                if self.buf.is_empty() {
-                    self.buf = BytesMut::new();
-                }
-                match ready!(stream.poll_read_into(cx, &mut self.buf)) {
-                    Ok(0) | Err(_) => return Poll::Ready(Ok(false)),
-                    Ok(_) => {}
-                }
-            }
+            let whole = |buf: &mut BytesMut| Codec::has_packet(buf, max).map(|w| w.then_some(()));
+            poll_decoded(stream, cx, &mut self.buf, whole).map_ok(|found| found.is_some())
         })
     }
 

@@ -11,7 +11,6 @@ pub(crate) mod codec;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -29,7 +28,7 @@ use crate::gateway::Gateway;
 use crate::limits::MAX_PRE_AUTH_BYTES;
 use crate::live::Outbound;
 use crate::session::{Frame, Link, Session, command_written, spawn};
-use crate::stream::ByteStream;
+use crate::stream::{ByteStream, poll_decoded};
 pub(crate) use codec::{Decoded, FrameDecoder, Status};
 use codec::{encode, encode_status};
 
@@ -44,34 +43,25 @@ pub(crate) async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Ca
         .await;
 }
 
-/// Reads the next frame, reading from the stream as needed. Cancel-safe.
-/// A poll, not an `async fn`: an idle connection's task waits here, and
-/// the poll keeps no state of its own.
+/// Reads the next frame, reading from the stream as needed; `NeedMore`
+/// when the stream ended first. Cancel-safe.
 fn read_frame<'a>(
     stream: &'a mut TcpStream,
     buf: &'a mut BytesMut,
     decoder: &'a mut FrameDecoder,
     max: usize,
-) -> impl Future<Output = std::io::Result<Decoded>> + Send + 'a {
+) -> impl Future<Output = Decoded> + Send + 'a {
     std::future::poll_fn(move |cx| {
-        loop {
-            match decoder.decode(buf, max) {
-                Decoded::NeedMore => {}
-                decoded => {
-                    // Nothing left to frame: the buffer is freed, so an idle
-                    // connection holds none (the next read reserves one).
-                    if buf.is_empty() {
-                        *buf = BytesMut::new();
-                    }
-                    return Poll::Ready(Ok(decoded));
-                }
-            }
-            match ready!(stream.poll_read_into(cx, buf)) {
-                Ok(0) => return Poll::Ready(Ok(Decoded::NeedMore)),
-                Ok(_) => {}
-                Err(error) => return Poll::Ready(Err(error)),
-            }
-        }
+        let frame = |buf: &mut BytesMut| {
+            Ok::<_, std::convert::Infallible>(match decoder.decode(buf, max) {
+                Decoded::NeedMore => None,
+                decoded => Some(decoded),
+            })
+        };
+        // The stream ended (or failed) before a whole frame: `NeedMore`.
+        poll_decoded(stream, cx, buf, frame).map(|found| match found {
+            Ok(found) => found.unwrap_or(Decoded::NeedMore),
+        })
     })
 }
 
@@ -96,9 +86,9 @@ async fn connection(
     )
     .await;
     let token = match first {
-        Ok(Ok(Decoded::Frame(token))) => token,
+        Ok(Decoded::Frame(token)) => token,
         Err(_) => return gateway.handshake_failed("tcp", "timeout"),
-        Ok(Ok(Decoded::TooLarge(length))) => {
+        Ok(Decoded::TooLarge(length)) => {
             debug!(length, "token frame exceeds the pre-authentication limit");
             gateway.handshake_failed("tcp", "too_large");
             return refuse(&mut stream, framing, Status::FrameTooLarge).await;
@@ -152,9 +142,8 @@ impl Link for TcpLink {
     }
 
     async fn read(&mut self) -> Result<Decoded, CloseReason> {
-        read_frame(&mut self.stream, &mut self.buf, &mut self.decoder, self.max)
-            .await
-            .map_err(|_| CloseReason::ConnectionLost)
+        // `NeedMore` here means the stream ended: `handle` says so.
+        Ok(read_frame(&mut self.stream, &mut self.buf, &mut self.decoder, self.max).await)
     }
 
     async fn handle(

@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -31,7 +30,7 @@ use crate::close::CloseReason;
 use crate::gateway::{Admitted, Gateway};
 use crate::live::Outbound;
 use crate::session::{Frame, Link, Session, command_written, spawn};
-use crate::stream::{ByteStream, WsBytes};
+use crate::stream::{ByteStream, WsBytes, poll_decoded};
 use frames::{Decoded, FrameDecoder, FrameError};
 
 /// The path WebSocket devices connect to.
@@ -161,23 +160,20 @@ impl Link for WsLink {
     }
 
     fn read(&mut self) -> impl Future<Output = Result<Self::Inbound, CloseReason>> + Send {
-        // A poll, not an `async fn`: an idle connection's task waits here.
-        std::future::poll_fn(|cx| {
-            loop {
-                match self.decoder.decode(&mut self.buf, self.max_frame_bytes) {
-                    Ok(None) => {}
-                    decoded => {
-                        if self.buf.is_empty() {
-                            self.buf = BytesMut::new();
-                        }
-                        return Poll::Ready(Ok(decoded.map(|d| d.expect("a decoded frame"))));
-                    }
-                }
-                match ready!(self.stream.poll_read_into(cx, &mut self.buf)) {
-                    Ok(0) | Err(_) => return Poll::Ready(Err(CloseReason::ConnectionLost)),
-                    Ok(_) => {}
-                }
-            }
+        let WsLink {
+            stream,
+            buf,
+            decoder,
+            max_frame_bytes: max,
+            ..
+        } = self;
+        std::future::poll_fn(move |cx| {
+            let frame = |buf: &mut BytesMut| decoder.decode(buf, *max);
+            poll_decoded(stream, cx, buf, frame).map(|read| match read {
+                Ok(Some(decoded)) => Ok(Ok(decoded)),
+                Ok(None) => Err(CloseReason::ConnectionLost),
+                Err(error) => Ok(Err(error)),
+            })
         })
     }
 
