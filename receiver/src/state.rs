@@ -22,6 +22,29 @@ pub struct DeviceState {
     pub last_seen_ms: Option<i64>,
     /// The business logic's own bookkeeping (rule cool-downs, …).
     pub meta: Map<String, Value>,
+    /// What the twin last measured of `reported` and `desired`; not stored.
+    pub sizes: MeasuredSizes,
+}
+
+/// The estimated encoded sizes of `reported` and `desired`, kept as the twin
+/// changes them so that a frame adding a key costs no walk of the whole twin
+/// (a walk per new key made a twin of n keys cost n² to build). `None` until
+/// first measured: a state loaded from the store is measured once, when a
+/// value first grows.
+///
+/// It is derived data: whatever changes `reported` or `desired` other than
+/// the twin's own merge sets it back to `MeasuredSizes::default()`. Two
+/// states compare equal whatever their measurements.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeasuredSizes {
+    pub reported: Option<usize>,
+    pub desired: Option<usize>,
+}
+
+impl PartialEq for MeasuredSizes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl DeviceState {
@@ -51,6 +74,7 @@ impl From<DeviceStateRow> for DeviceState {
             message_count: row.message_count,
             last_seen_ms: row.last_seen_ms,
             meta: row.meta,
+            sizes: MeasuredSizes::default(),
         }
     }
 }

@@ -89,21 +89,23 @@ impl TwinLogic {
         patch: &Map<String, Value>,
         removes_on_null: bool,
     ) {
-        let map = match part {
-            Part::Reported => &mut state.reported,
-            Part::Desired => &mut state.desired,
+        let (map, measured) = match part {
+            Part::Reported => (&mut state.reported, &mut state.sizes.reported),
+            Part::Desired => (&mut state.desired, &mut state.sizes.desired),
         };
+        // The twin's size is walked at most once (the first time a value
+        // grows after the state was loaded), then kept up to date entry by
+        // entry: frames cost the size of what they carry, not of the twin.
+        let mut size: Option<usize> = *measured;
         // Removals first: a patch that removes keys and adds others fits
         // whenever the result does.
         if removes_on_null {
             for (key, _) in patch.iter().filter(|(_, value)| value.is_null()) {
-                map.remove(key);
+                if let (Some(old), Some(total)) = (map.remove(key), size.as_mut()) {
+                    *total -= entry_size(key, &old);
+                }
             }
         }
-        // The twin's size is walked only once some value grows: frames that
-        // replace values with ones of the same size (the usual telemetry)
-        // cost no walk of the whole twin.
-        let mut size: Option<usize> = None;
         let mut refused: Vec<(&str, &'static str)> = Vec::new();
         for (key, value) in patch {
             if removes_on_null && value.is_null() {
@@ -127,6 +129,7 @@ impl TwinLogic {
             }
             map.insert(key.clone(), value.clone());
         }
+        *measured = size;
         if refused.is_empty() {
             return;
         }
@@ -493,6 +496,53 @@ mod tests {
         assert_eq!(state.reported["blob"].as_str().map(str::len), Some(900));
         let encoded = serde_json::to_string(&state.reported).unwrap().len();
         assert!(encoded <= 1024, "{encoded}");
+    }
+
+    #[test]
+    fn the_kept_size_follows_every_change_as_a_fresh_walk_would() {
+        let logic = TwinLogic::new(Rules::default(), "set_desired").with_limits(TwinLimits {
+            max_keys: 256,
+            max_bytes: 2048,
+        });
+        let walked = |map: &Map<String, Value>| Some(encoded_size_of_map(map));
+        // A state as loaded from the store: not measured yet.
+        let mut state = DeviceState::new("t-1");
+        state.reported = json!({"a": "x".repeat(100)}).as_object().unwrap().clone();
+        for (n, values) in [
+            json!({"b": 1}),
+            json!({"a": "short", "c": [1, 2, {"d": "e"}]}),
+            json!({"big": "y".repeat(1500)}),
+            json!({"other": "z".repeat(600)}),
+            json!({"big": "s"}),
+            json!({"other": "z".repeat(600)}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            run(&logic, &mut state, &frame(values, n as u64 + 1));
+            assert_eq!(
+                state.sizes.reported,
+                walked(&state.reported),
+                "after frame {n}"
+            );
+        }
+        assert_eq!(
+            refused(&logic, "too_large", "reported"),
+            1,
+            "the first 'other'"
+        );
+        assert!(
+            state.reported.contains_key("other"),
+            "fits once 'big' shrank"
+        );
+        for patch in [
+            json!({"x": "1".repeat(300), "y": 2}),
+            json!({"x": null, "z": true}),
+            json!({"absent": null}),
+        ] {
+            run(&logic, &mut state, &desired(patch));
+            assert_eq!(state.sizes.desired, walked(&state.desired));
+        }
     }
 
     #[test]
