@@ -49,7 +49,7 @@ use wharf_bus::{
 };
 use wharf_events::{Envelope, Event};
 use wharf_runtime::{Backoff, Checked, ConfigError};
-use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry, Reload};
+use wharf_runtime::{OpsEndpoint, ReadyFlag, Reload, Reporting};
 use wharf_store::Store;
 
 pub use config::{ApiConfig, CommanderConfig, CommanderParsed, CommanderSettings};
@@ -109,11 +109,14 @@ impl Commander {
     pub async fn bind(
         config: CommanderConfig,
         parts: CommanderParts,
-        registry: &mut Registry,
-        readiness: &Readiness,
+        reporting: &mut Reporting,
     ) -> anyhow::Result<Self> {
+        let Reporting {
+            registry,
+            readiness,
+        } = reporting;
         let BusHandle {
-            bus,
+            connection: bus,
             topics,
             partitions,
         } = parts.bus;
@@ -573,8 +576,7 @@ pub async fn run(
         .await
         .context("failed to open the store")?;
     let ops = OpsEndpoint::bind(settings.commander.ops_listen).await?;
-    let mut registry = Registry::default();
-    let readiness = Readiness::default();
+    let mut reporting = Reporting::default();
     let parts = CommanderParts {
         profiles,
         bus,
@@ -582,9 +584,9 @@ pub async fn run(
         issuer: TokenIssuer::new(&settings.auth.secret),
         api_keys,
     };
-    let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;
+    let commander = Commander::bind(settings.commander, parts, &mut reporting).await?;
     let served = ops
-        .serve_while(registry, readiness, commander.run(shutdown, reload))
+        .serve_while(reporting, commander.run(shutdown, reload))
         .await;
     store.close().await;
     served

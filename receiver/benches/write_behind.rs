@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use wharf_bus::{Bus, BusHandle, MemoryBus, Publisher as _, Record};
 use wharf_events::{Envelope, Event, FrameReceived, Payload, Topics};
-use wharf_receiver::{Receiver, ReceiverConfig, twin_logic};
-use wharf_runtime::{Readiness, Registry};
+use wharf_receiver::{Receiver, ReceiverConfig, ReceiverParts, twin_logic};
+use wharf_runtime::Reporting;
 use wharf_store::{Store, StoreConfig};
 
 const PARTITIONS: usize = 8;
@@ -124,20 +124,18 @@ async fn start(
         batch_size: if flush_max_dirty == 1 { 1 } else { 512 },
         ..ReceiverConfig::default()
     };
-    let receiver = Receiver::bind(
-        config.clone(),
-        Box::new(twin_logic(&config, config.check().unwrap())),
-        BusHandle {
-            bus: Bus::Memory(memory.clone()),
+    let parts = ReceiverParts {
+        logic: Box::new(twin_logic(&config, config.check().unwrap())),
+        bus: BusHandle {
+            connection: Bus::Memory(memory.clone()),
             topics: topics.clone(),
             partitions: PARTITIONS as i32,
         },
-        store.clone(),
-        &mut Registry::default(),
-        &Readiness::default(),
-    )
-    .await
-    .expect("a receiver");
+        store: store.clone(),
+    };
+    let receiver = Receiver::bind(config.clone(), parts, &mut Reporting::default())
+        .await
+        .expect("a receiver");
     let stop = CancellationToken::new();
     let task = tokio::spawn(receiver.run(stop.clone()));
     (stop, task)

@@ -67,7 +67,7 @@ use wharf_bus::{
     Publisher as _, Revoked, Subscriber as _, TopicSpec,
 };
 use wharf_events::Envelope;
-use wharf_runtime::{Backoff, Checked, OpsEndpoint, Readiness, ReadyFlag, Registry};
+use wharf_runtime::{Backoff, Checked, OpsEndpoint, ReadyFlag, Reporting};
 use wharf_store::{Committed, PartitionClaim, Store};
 
 pub use config::{ReceiverConfig, ReceiverSettings};
@@ -123,6 +123,14 @@ impl Db {
     }
 }
 
+/// What the Receiver works with besides its configuration.
+pub struct ReceiverParts {
+    /// What events do to a device's state.
+    pub logic: Box<dyn DeviceLogic>,
+    pub bus: BusHandle,
+    pub store: Store,
+}
+
 /// A Receiver subscribed to the device events, ready to run.
 pub struct Receiver {
     config: ReceiverConfig,
@@ -147,14 +155,15 @@ impl Receiver {
     /// with `logic` deciding what events do.
     pub async fn bind(
         config: ReceiverConfig,
-        logic: Box<dyn DeviceLogic>,
-        bus: BusHandle,
-        store: Store,
-        registry: &mut Registry,
-        readiness: &Readiness,
+        ReceiverParts { logic, bus, store }: ReceiverParts,
+        reporting: &mut Reporting,
     ) -> anyhow::Result<Self> {
+        let Reporting {
+            registry,
+            readiness,
+        } = reporting;
         let topics = &bus.topics;
-        bus.bus
+        bus.connection
             .ensure_topics(&[
                 TopicSpec::new(topics.device_events(), bus.partitions),
                 TopicSpec::new(topics.command_requests(), bus.partitions),
@@ -162,7 +171,7 @@ impl Receiver {
             .await
             .context("failed to create the receiver's topics")?;
         let group = config.group_name(topics);
-        let offsets_key = match bus.bus.incarnation() {
+        let offsets_key = match bus.connection.incarnation() {
             None => group.clone(),
             // The in-process bus starts empty: offsets stored during another
             // run point into logs that no longer exist, so this run keeps its
@@ -177,7 +186,7 @@ impl Receiver {
             }
         };
         let consumer = bus
-            .bus
+            .connection
             .subscribe(&group, &[topics.device_events()])
             .await
             .context("failed to subscribe to the device events")?;
@@ -209,7 +218,7 @@ impl Receiver {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (ends_tx, ends) = tokio::sync::mpsc::channel(1);
         let measuring = tokio::spawn(lag::log_ends(
-            self.bus.bus.clone(),
+            self.bus.connection.clone(),
             self.bus.topics.device_events(),
             ends_tx,
         ));
@@ -534,20 +543,14 @@ pub async fn run(
         .await
         .context("failed to open the store")?;
     let ops = OpsEndpoint::bind(settings.receiver.ops_listen).await?;
-    let mut registry = Registry::default();
-    let readiness = Readiness::default();
-    let receiver = Receiver::bind(
-        settings.receiver,
-        Box::new(logic),
+    let mut reporting = Reporting::default();
+    let parts = ReceiverParts {
+        logic: Box::new(logic),
         bus,
-        store.clone(),
-        &mut registry,
-        &readiness,
-    )
-    .await?;
-    let result = ops
-        .serve_while(registry, readiness, receiver.run(shutdown))
-        .await;
+        store: store.clone(),
+    };
+    let receiver = Receiver::bind(settings.receiver, parts, &mut reporting).await?;
+    let result = ops.serve_while(reporting, receiver.run(shutdown)).await;
     store.close().await;
     result
 }

@@ -38,7 +38,7 @@ impl RepliesOut {
         let record = Record::event(self.bus.topics.command_requests(), reply);
         let ack = self
             .bus
-            .bus
+            .connection
             .enqueue(record)
             .await
             .context("failed to queue a reply")?;

@@ -26,8 +26,8 @@ use wharf_auth::TokenIssuer;
 use wharf_bus::{Bus, BusHandle, MemoryBus};
 use wharf_events::Topics;
 use wharf_runtime::process::{cpu_time, resident_bytes};
-use wharf_runtime::{OpsEndpoint, Readiness, Registry};
-use wharf_socket::{Socket, SocketConfig};
+use wharf_runtime::{OpsEndpoint, Reporting};
+use wharf_socket::{Socket, SocketConfig, SocketParts};
 
 const SECRET: &str = "benchmark-secret-0123456789abcdef";
 
@@ -112,22 +112,19 @@ async fn serve() {
         })
         .expect("the bus"),
         Err(_) => BusHandle {
-            bus: Bus::Memory(memory),
+            connection: Bus::Memory(memory),
             topics: Topics::new("bench").unwrap(),
             partitions: 8,
         },
     };
-    let mut registry = Registry::default();
-    let readiness = Readiness::default();
-    let socket = Socket::bind(
-        config,
-        wharf_auth::TokenVerifier::new(SECRET),
+    let mut reporting = Reporting::default();
+    let parts = SocketParts {
+        verifier: wharf_auth::TokenVerifier::new(SECRET),
         bus,
-        &mut registry,
-        &readiness,
-    )
-    .await
-    .expect("the socket binds");
+    };
+    let socket = Socket::bind(config, parts, &mut reporting)
+        .await
+        .expect("the socket binds");
     let ops = OpsEndpoint::bind(([127, 0, 0, 1], 0).into()).await.unwrap();
     let addresses = socket.addresses();
     println!(
@@ -138,7 +135,7 @@ async fn serve() {
         addresses.tcp.unwrap()
     );
     let stop = CancellationToken::new();
-    let running = tokio::spawn(ops.serve_while(registry, readiness, socket.run(stop.clone())));
+    let running = tokio::spawn(ops.serve_while(reporting, socket.run(stop.clone())));
     // Until the parent closes our standard input; each line asks for the
     // live heap.
     let _ = tokio::task::spawn_blocking(|| {

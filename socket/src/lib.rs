@@ -72,7 +72,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use wharf_auth::TokenVerifier;
 use wharf_bus::{BusConsumer, BusHandle, CommitOffset, Publisher as _, Subscriber as _, TopicSpec};
-use wharf_runtime::{OpsEndpoint, Readiness, ReadyFlag, Registry};
+use wharf_runtime::{OpsEndpoint, ReadyFlag, Reporting};
 
 pub use config::{SocketConfig, SocketSettings};
 use events_out::EventsOut;
@@ -88,6 +88,13 @@ pub struct Addresses {
     pub mqtt: Option<SocketAddr>,
     pub tcp: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
+}
+
+/// What the Socket works with besides its configuration.
+pub struct SocketParts {
+    /// Checks the tokens devices present (from `auth.secret`).
+    pub verifier: TokenVerifier,
+    pub bus: BusHandle,
 }
 
 /// A bound Socket, ready to run.
@@ -112,13 +119,15 @@ impl Socket {
     /// free port).
     pub async fn bind(
         config: SocketConfig,
-        verifier: TokenVerifier,
-        bus: BusHandle,
-        registry: &mut Registry,
-        readiness: &Readiness,
+        SocketParts { verifier, bus }: SocketParts,
+        reporting: &mut Reporting,
     ) -> anyhow::Result<Self> {
+        let Reporting {
+            registry,
+            readiness,
+        } = reporting;
         let BusHandle {
-            bus,
+            connection: bus,
             topics,
             partitions,
         } = bus;
@@ -305,16 +314,11 @@ pub async fn run(
     let settings = checked.settings;
     let bus = BusHandle::connect(&settings.bus).context("failed to connect to the bus")?;
     let ops = OpsEndpoint::bind(settings.socket.ops_listen).await?;
-    let mut registry = Registry::default();
-    let readiness = Readiness::default();
-    let socket = Socket::bind(
-        settings.socket,
-        TokenVerifier::new(&settings.auth.secret),
+    let mut reporting = Reporting::default();
+    let parts = SocketParts {
+        verifier: TokenVerifier::new(&settings.auth.secret),
         bus,
-        &mut registry,
-        &readiness,
-    )
-    .await?;
-    ops.serve_while(registry, readiness, socket.run(shutdown))
-        .await
+    };
+    let socket = Socket::bind(settings.socket, parts, &mut reporting).await?;
+    ops.serve_while(reporting, socket.run(shutdown)).await
 }

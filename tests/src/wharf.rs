@@ -85,7 +85,7 @@ impl TestWharf {
         use wharf_bus::{Consumer as _, Subscriber as _};
         let bus = &self.wharf.as_ref().expect("running").bus;
         let mut consumer = bus
-            .bus
+            .connection
             .subscribe_from_start("status", &[bus.topics.command_status()])
             .await
             .unwrap();
@@ -112,7 +112,7 @@ impl TestWharf {
         use wharf_bus::Publisher as _;
         let bus = &self.wharf.as_ref().expect("running").bus;
         let record = wharf_bus::Record::event(topic(&bus.topics), envelope);
-        bus.bus
+        bus.connection
             .enqueue(record)
             .await
             .expect("the bus takes the record")

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wharf_bus::{Bus, BusHandle, MemoryBus, Publisher as _, TopicSpec};
 use wharf_events::Topics;
-use wharf_receiver::{Receiver, ReceiverConfig, twin_logic};
-use wharf_runtime::{Readiness, Registry};
+use wharf_receiver::{Receiver, ReceiverConfig, ReceiverParts, twin_logic};
+use wharf_runtime::Reporting;
 use wharf_store::{Store, StoreConfig};
 use wharf_tests::env::{free_port, postgres_url};
 use wharf_tests::kafka;
@@ -99,7 +99,7 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
     let memory = MemoryBus::new(PARTITIONS as usize, 100_000);
     let prefix = unique("rebalance-mem");
     let bus = BusHandle {
-        bus: Bus::Memory(memory.clone()),
+        connection: Bus::Memory(memory.clone()),
         topics: Topics::new(&prefix).unwrap(),
         partitions: PARTITIONS,
     };
@@ -112,16 +112,10 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
         let (config, store) = (config.clone(), store.clone());
         async move {
             let logic = Box::new(twin_logic(&config, config.check().unwrap()));
-            let receiver = Receiver::bind(
-                config,
-                logic,
-                bus,
-                store,
-                &mut Registry::default(),
-                &Readiness::default(),
-            )
-            .await
-            .unwrap();
+            let parts = ReceiverParts { logic, bus, store };
+            let receiver = Receiver::bind(config, parts, &mut Reporting::default())
+                .await
+                .unwrap();
             let stop = CancellationToken::new();
             let task = tokio::spawn(receiver.run(stop.clone()));
             (stop, task)
@@ -143,7 +137,7 @@ async fn receivers_joining_and_leaving_on_the_memory_bus_keep_counts_exact() {
     publishing.await.unwrap();
 
     // In-process offsets are stored under the group and the bus's incarnation.
-    let incarnation = wharf_bus::Subscriber::incarnation(&bus.bus)
+    let incarnation = wharf_bus::Subscriber::incarnation(&bus.connection)
         .unwrap()
         .to_owned();
     workload

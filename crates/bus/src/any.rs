@@ -98,7 +98,8 @@ impl Subscriber for Bus {
 /// A connected bus and the topic layout every service shares.
 #[derive(Clone)]
 pub struct BusHandle {
-    pub bus: Bus,
+    /// The connected bus itself.
+    pub connection: Bus,
     pub topics: wharf_events::Topics,
     /// Partitions of the topics services create at start-up.
     pub partitions: i32,
@@ -108,7 +109,7 @@ impl BusHandle {
     /// Connects to the bus `config` names; `config` must have been validated.
     pub fn connect(config: &BusConfig) -> Result<Self> {
         Ok(BusHandle {
-            bus: Bus::connect(config)?,
+            connection: Bus::connect(config)?,
             topics: config.topics(),
             partitions: config.partitions,
         })

@@ -17,11 +17,9 @@ use wharf_auth::{ApiKeys, TokenIssuer, TokenVerifier};
 use wharf_bus::{BusConfig, BusHandle};
 use wharf_commander::{Commander, CommanderConfig, CommanderParts, LiveProfiles, Profiles};
 use wharf_receiver::rules::Rules;
-use wharf_receiver::{Receiver, ReceiverConfig};
-use wharf_runtime::{
-    Checked, ConfigError, LogConfig, OpsEndpoint, Readiness, Registry, Reload, Validate,
-};
-use wharf_socket::{Socket, SocketConfig};
+use wharf_receiver::{Receiver, ReceiverConfig, ReceiverParts};
+use wharf_runtime::{Checked, ConfigError, LogConfig, OpsEndpoint, Reload, Reporting, Validate};
+use wharf_socket::{Socket, SocketConfig, SocketParts};
 use wharf_store::{DeviceRow, Store, StoreConfig};
 
 use crate::{demo, secret};
@@ -246,33 +244,26 @@ pub async fn start_with_reload(
         register_demo_device(&store).await?;
     }
     let ops = OpsEndpoint::bind(settings.up.ops_listen).await?;
-    let mut registry = Registry::default();
-    let readiness = Readiness::default();
-    let socket = Socket::bind(
-        settings.socket,
-        TokenVerifier::new(&secret),
-        bus.clone(),
-        &mut registry,
-        &readiness,
-    )
-    .await?;
-    let receiver = Receiver::bind(
-        settings.receiver,
-        Box::new(logic),
-        bus.clone(),
-        store.clone(),
-        &mut registry,
-        &readiness,
-    )
-    .await?;
-    let parts = CommanderParts {
+    let mut reporting = Reporting::default();
+    let socket_parts = SocketParts {
+        verifier: TokenVerifier::new(&secret),
+        bus: bus.clone(),
+    };
+    let socket = Socket::bind(settings.socket, socket_parts, &mut reporting).await?;
+    let receiver_parts = ReceiverParts {
+        logic: Box::new(logic),
+        bus: bus.clone(),
+        store: store.clone(),
+    };
+    let receiver = Receiver::bind(settings.receiver, receiver_parts, &mut reporting).await?;
+    let commander_parts = CommanderParts {
         profiles,
         bus: bus.clone(),
         store: store.clone(),
         issuer: TokenIssuer::new(&secret),
         api_keys,
     };
-    let commander = Commander::bind(settings.commander, parts, &mut registry, &readiness).await?;
+    let commander = Commander::bind(settings.commander, commander_parts, &mut reporting).await?;
     let api_addr = commander.api_addr()?;
     let addresses = socket.addresses();
     let ops_addr = ops.local_addr()?;
@@ -306,7 +297,7 @@ pub async fn start_with_reload(
     let streams_stop = CancellationToken::new();
     let ops = if settings.up.event_stream {
         ops.with_routes(wharf_tail::stream::router(
-            bus.bus.clone(),
+            bus.connection.clone(),
             bus.topics.clone(),
             streams_stop.clone(),
         ))
@@ -318,7 +309,7 @@ pub async fn start_with_reload(
         streams_stop.cancel();
         result
     };
-    let task = tokio::spawn(ops.serve_while(registry, readiness, all_services));
+    let task = tokio::spawn(ops.serve_while(reporting, all_services));
     Ok(Embedded {
         bus,
         addresses,

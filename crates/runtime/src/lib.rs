@@ -40,7 +40,7 @@ pub use config::{
     Checked, ConfigError, EXIT_CONFIG, Validate, both, config_is_good, config_path,
     exit_on_bad_config, exit_on_error, load_config, load_config_from, no_problems, with_part,
 };
-pub use ops::{OpsEndpoint, Readiness, ReadyFlag, serve_ops};
+pub use ops::{OpsEndpoint, Readiness, ReadyFlag, Reporting, serve_ops};
 pub use service::{Settings, service_main};
 pub use shutdown::{Reload, ReloadTrigger, reload_on_hangup, shutdown_on_signal};
 pub use telemetry::{LogConfig, LogFormat, init_tracing};

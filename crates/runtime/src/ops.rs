@@ -74,6 +74,14 @@ impl Readiness {
     }
 }
 
+/// What the services of one process report through its operations
+/// endpoint: metrics and readiness. Every service's `bind` registers into it.
+#[derive(Default)]
+pub struct Reporting {
+    pub registry: Registry,
+    pub readiness: Readiness,
+}
+
 /// The operations endpoint of one process, bound before its services start.
 pub struct OpsEndpoint {
     listener: TcpListener,
@@ -107,15 +115,14 @@ impl OpsEndpoint {
     /// answer through the service's drain; returns the service's result.
     pub async fn serve_while(
         self,
-        registry: Registry,
-        readiness: Readiness,
+        reporting: Reporting,
         service: impl Future<Output = anyhow::Result<()>>,
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve_ops(
             self.listener,
-            registry,
-            readiness,
+            reporting.registry,
+            reporting.readiness,
             self.routes,
             stop.clone(),
         ));
