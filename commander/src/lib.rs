@@ -8,7 +8,9 @@
 //! - [`config`]: [`CommanderSettings`] and the `[commander]` section.
 //! - [`profiles`]: [`Profiles`], per-model commands, arguments and templates.
 //! - `presence`: which Socket instance holds each device.
-//! - `desk`: every command decision, as one transaction plus its events.
+//! - `desk`: every command decision, as one transaction plus its events:
+//!   `desk::intake` starts commands (reject, send, queue), `desk::settle`
+//!   ends them (outcomes, queue flushes, expiry, overdue dispatches).
 //! - `relay`: publishes the outbox those transactions write.
 //! - [`api`]: the REST API.
 //! - [`metrics`]: every metric the Commander exports.
