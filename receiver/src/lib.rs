@@ -16,6 +16,7 @@
 //! - `state`: [`DeviceState`], and its store row.
 //! - `replies_out`: publishing the events the logic causes, and knowing
 //!   they are durable before their cause is committed.
+//! - `db`: the store, every operation retried through outages.
 //! - `lag`: how far the stored positions are behind the log's end (a gauge).
 //! - [`metrics`]: every metric the Receiver exports.
 //! - [`Receiver`]: the consume → apply → flush loop, and rebalances.
@@ -40,6 +41,7 @@
 //!   consuming, and reports not ready; it never drops an event.
 
 pub mod config;
+mod db;
 mod lag;
 pub mod logic;
 pub mod metrics;
@@ -56,7 +58,6 @@ mod write_behind;
 pub mod guide {}
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -67,61 +68,17 @@ use wharf_bus::{
     Publisher as _, Revoked, Subscriber as _, TopicSpec,
 };
 use wharf_events::Envelope;
-use wharf_runtime::{Backoff, Checked, OpsEndpoint, ReadyFlag, Reporting};
+use wharf_runtime::{Checked, OpsEndpoint, Reporting};
 use wharf_store::{Committed, PartitionClaim, Store};
 
 pub use config::{ReceiverConfig, ReceiverSettings};
+use db::Db;
 pub use logic::{Change, DeviceLogic, DeviceState, Replies};
 use metrics::ReceiverMetrics;
 use replies_out::RepliesOut;
 use resident::ResidentDevices;
 pub use twin::{TwinLimits, TwinLogic};
 use write_behind::WriteBehind;
-
-/// The store, as the Receiver uses it: every operation retried with backoff
-/// while the store is unavailable, the Receiver not ready meanwhile.
-struct Db {
-    store: Store,
-    metrics: ReceiverMetrics,
-    ready: ReadyFlag,
-}
-
-impl Db {
-    /// Runs `operation` until it succeeds; gives up when its error is not
-    /// retryable, or at `shutdown`.
-    async fn retrying<T, F, Fut>(
-        &self,
-        what: &str,
-        shutdown: &CancellationToken,
-        mut operation: F,
-    ) -> anyhow::Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = wharf_store::Result<T>>,
-    {
-        let mut backoff = Backoff::default();
-        loop {
-            let before = self.store.statements();
-            let result = operation().await;
-            self.metrics
-                .db_statements
-                .inc_by(self.store.statements() - before);
-            match result {
-                Ok(value) => {
-                    self.ready.set(true);
-                    return Ok(value);
-                }
-                Err(error) if error.is_retryable() && !shutdown.is_cancelled() => {
-                    self.ready.set(false);
-                    self.metrics.store_failures.inc();
-                    warn!(%error, failures = backoff.failures() + 1, "failed to {what}; consumption paused");
-                    backoff.wait(shutdown).await;
-                }
-                Err(error) => return Err(error).with_context(|| format!("failed to {what}")),
-            }
-        }
-    }
-}
 
 /// What the Receiver works with besides its configuration.
 pub struct ReceiverParts {
