@@ -16,7 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::client_config;
+use super::client_config::client_config;
 use crate::Consumer;
 use crate::delivery::{Assigned, Delivery, PartitionId, Revoked};
 use crate::error::{Error, Result};

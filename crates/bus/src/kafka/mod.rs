@@ -21,7 +21,10 @@ use crate::error::{Error, Result};
 use crate::record::{CommitOffset, Delivered, Record, TopicSpec};
 use crate::{PendingAck, Publisher, Subscriber};
 
+mod client_config;
 mod consumer;
+
+use client_config::client_config;
 
 pub use consumer::KafkaConsumer;
 
@@ -256,24 +259,3 @@ fn watermarks<C: ClientContext>(
 const LOG_END_REQUEST: Duration = Duration::from_secs(10);
 /// How long a log-end query keeps retrying while partitions have no leader.
 const LOG_END_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The brokers, then tunable defaults, then the user's `bus.kafka`
-/// properties, then the settings Wharf's guarantees depend on.
-fn client_config(
-    base: &ClientConfig,
-    defaults: &[(&str, &str)],
-    overrides: &std::collections::BTreeMap<String, String>,
-    required: &[(&str, &str)],
-) -> ClientConfig {
-    let mut config = base.clone();
-    for (key, value) in defaults {
-        config.set(*key, *value);
-    }
-    for (key, value) in overrides {
-        config.set(key, value);
-    }
-    for (key, value) in required {
-        config.set(*key, *value);
-    }
-    config
-}
