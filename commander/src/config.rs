@@ -85,6 +85,12 @@ pub struct ApiConfig {
     /// How long device tokens the API issues are valid.
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// Requests waiting for a command's end (`?wait=`) at once; past it,
+    /// 503 `too_many_waiting`.
+    pub max_waiting: usize,
+    /// The longest `?wait=` honoured (a longer one waits this long).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 impl Default for CommanderConfig {
@@ -115,6 +121,8 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(30),
             read_cache: Duration::from_millis(250),
             token_ttl: Duration::from_secs(365 * 24 * 3600),
+            max_waiting: 1024,
+            max_wait: Duration::from_secs(60),
         }
     }
 }

@@ -124,6 +124,7 @@ impl Commander {
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
             outcome_timeout: config.outcome_timeout,
+            ended: tokio::sync::Notify::new(),
         });
         let waker = OutboxWaker::default();
         let api = api::ApiServer::bind(
@@ -136,6 +137,7 @@ impl Commander {
                 keys: parts.api_keys,
                 waker: waker.clone(),
                 cache: api::coalesce::Coalescer::new(config.api.read_cache),
+                waiting: api::waiting::Waiting::new(config.api.max_waiting, config.api.max_wait),
                 metrics: metrics.clone(),
                 config: config.api.clone(),
             },

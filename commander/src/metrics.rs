@@ -36,6 +36,14 @@ pub struct CommanderMetrics {
     pub api_responses: Family<Labels, Counter>,
     /// Database reads made for API GETs (coalesced requests share one).
     pub api_store_reads: Counter,
+    /// Device answers and missing answers, by outcome (`succeeded`,
+    /// `device_error`, `timed_out`, `not_its_command`).
+    pub replies: Family<Label, Counter>,
+    /// API command requests that shared a command already asked for
+    /// (idempotent commands).
+    pub coalesced_commands: Counter,
+    /// API requests waiting for a command's end right now.
+    pub api_waiting: Gauge,
 }
 
 impl CommanderMetrics {
@@ -98,7 +106,33 @@ impl CommanderMetrics {
             "Database reads made for API GETs; coalesced requests share one",
             metrics.api_store_reads.clone(),
         );
+        for outcome in ["succeeded", "device_error", "timed_out", "not_its_command"] {
+            let _ = metrics.replies.get_or_create(&[("outcome", outcome)]);
+        }
+        r.register(
+            "replies",
+            "Device answers to commands and missing answers, by outcome",
+            metrics.replies.clone(),
+        );
+        r.register(
+            "coalesced_commands",
+            "API command requests that shared an identical idempotent command already asked for",
+            metrics.coalesced_commands.clone(),
+        );
+        r.register(
+            "api_waiting",
+            "API requests waiting for a command's end (?wait=)",
+            metrics.api_waiting.clone(),
+        );
         metrics
+    }
+
+    pub(crate) fn count_reply(&self, outcome: &'static str, by: usize) {
+        if by > 0 {
+            self.replies
+                .get_or_create(&[("outcome", outcome)])
+                .inc_by(by as u64);
+        }
     }
 
     pub(crate) fn count(&self, outcome: &'static str) {

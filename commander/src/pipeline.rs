@@ -205,10 +205,12 @@ impl Pipeline {
     ) -> anyhow::Result<Handling> {
         // Only what Sockets report; the Commander's own events come back
         // too, and the `type` header skips them without decoding.
-        if message
-            .header("type")
-            .is_some_and(|kind| !matches!(kind, "CommandDelivered" | "CommandFailed"))
-        {
+        if message.header("type").is_some_and(|kind| {
+            !matches!(
+                kind,
+                "CommandDelivered" | "CommandFailed" | "CommandReplied"
+            )
+        }) {
             return Ok(Handling::Done);
         }
         let Ok(envelope) = Envelope::from_json(&message.payload) else {
@@ -216,7 +218,7 @@ impl Pipeline {
         };
         if !matches!(
             envelope.event,
-            Event::CommandDelivered(_) | Event::CommandFailed(_)
+            Event::CommandDelivered(_) | Event::CommandFailed(_) | Event::CommandReplied(_)
         ) {
             return Ok(Handling::Done);
         }
@@ -229,6 +231,23 @@ impl Pipeline {
         match recorded {
             Some(Recorded::Ended) => {
                 self.metrics.outcomes_recorded.inc();
+                if let Event::CommandReplied(replied) = &envelope.event {
+                    let outcome = if replied.ok {
+                        "succeeded"
+                    } else {
+                        "device_error"
+                    };
+                    self.metrics.count_reply(outcome, 1);
+                }
+                self.desk.ended.notify_waiters();
+            }
+            Some(Recorded::AwaitingReply) => {
+                self.metrics.outcomes_recorded.inc();
+            }
+            Some(Recorded::NotItsCommand) => {
+                self.metrics.count_reply("not_its_command", 1);
+                warn!(device = %envelope.device, source = %envelope.source,
+                    "a device answered a command that was not for it; ignored");
             }
             Some(Recorded::Requeued) => {
                 self.metrics.count_queue("requeued", 1);
@@ -264,6 +283,17 @@ impl Pipeline {
                 "dispatched commands failed with no_outcome: no socket reported on them within outcome_timeout"
             );
             self.metrics.outcomes_overdue.inc_by(failed as u64);
+            self.waker.wake();
+        }
+        let profiles = self.profiles.current();
+        if let Some(timed_out) = retry_store(&self.ready, shutdown, || {
+            desk.time_out_replies(store, &profiles)
+        })
+        .await?
+            && timed_out > 0
+        {
+            self.metrics.count_reply("timed_out", timed_out);
+            self.desk.ended.notify_waiters();
             self.waker.wake();
         }
         if !rescan {

@@ -26,11 +26,13 @@ pub enum Event {
     CommandFailed(CommandFailed),
     CommandExpired(CommandExpired),
     DeviceRevoked(DeviceRevoked),
+    CommandReplied(CommandReplied),
+    CommandTimedOut(CommandTimedOut),
 }
 
 impl Event {
     /// Every envelope `type` this version knows.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 14] = [
         "DeviceConnected",
         "DeviceDisconnected",
         "FrameReceived",
@@ -43,6 +45,8 @@ impl Event {
         "CommandFailed",
         "CommandExpired",
         "DeviceRevoked",
+        "CommandReplied",
+        "CommandTimedOut",
     ];
 
     /// The envelope `type` of this event.
@@ -60,6 +64,8 @@ impl Event {
             Event::CommandFailed(_) => "CommandFailed",
             Event::CommandExpired(_) => "CommandExpired",
             Event::DeviceRevoked(_) => "DeviceRevoked",
+            Event::CommandReplied(_) => "CommandReplied",
+            Event::CommandTimedOut(_) => "CommandTimedOut",
         }
     }
 
@@ -85,6 +91,8 @@ impl Event {
             "CommandFailed" => parse(data, Event::CommandFailed),
             "CommandExpired" => parse(data, Event::CommandExpired),
             "DeviceRevoked" => parse(data, Event::DeviceRevoked),
+            "CommandReplied" => parse(data, Event::CommandReplied),
+            "CommandTimedOut" => parse(data, Event::CommandTimedOut),
             _ => return None,
         })
     }
@@ -249,6 +257,9 @@ pub struct CommandDispatched {
     /// `CommandFailed` with reason `expired` instead. Absent: no limit
     /// (events of earlier versions).
     pub expires_at: Option<SystemTime>,
+    /// The device is expected to answer (the profile's `reply = true`): an
+    /// MQTT 5 PUBLISH carries a Response Topic and Correlation Data.
+    pub reply: bool,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +276,8 @@ struct DispatchWire {
     encoding: Option<Encoding>,
     #[serde(default, with = "crate::time::optional")]
     expires_at: Option<SystemTime>,
+    #[serde(default)]
+    reply: bool,
 }
 
 impl TryFrom<DispatchWire> for CommandDispatched {
@@ -279,6 +292,7 @@ impl TryFrom<DispatchWire> for CommandDispatched {
             qos: wire.qos,
             frame: payload::from_wire(wire.payload, wire.encoding)?,
             expires_at: wire.expires_at,
+            reply: wire.reply,
         })
     }
 }
@@ -302,6 +316,8 @@ impl Serialize for CommandDispatched {
                 with = "crate::time::optional"
             )]
             expires_at: &'a Option<SystemTime>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            reply: bool,
         }
         let (payload, encoding) = payload::to_wire(&self.frame);
         Out {
@@ -313,6 +329,7 @@ impl Serialize for CommandDispatched {
             payload,
             encoding,
             expires_at: &self.expires_at,
+            reply: self.reply,
         }
         .serialize(serializer)
     }
@@ -323,6 +340,35 @@ impl Serialize for CommandDispatched {
 pub struct CommandDelivered {
     pub command_id: Uuid,
     pub instance: String,
+}
+
+/// A device answered a command (its profile says `reply = true`). Published
+/// by the Socket on the command-status topic (the Commander settles the
+/// command: `succeeded`, or `failed` with reason `device_error`) and on the
+/// device-events topic (business logic sees the answer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandReplied {
+    /// The command answered, as the device named it: the Commander accepts
+    /// the answer only from the device the command was for.
+    pub command_id: Uuid,
+    /// Whether the device says it carried the command out.
+    pub ok: bool,
+    /// What the device answered when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The device's own error when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    pub instance: String,
+}
+
+/// A command that expects an answer got none within its profile's
+/// `reply_timeout` after it was delivered; terminal (`timed_out`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandTimedOut {
+    pub command_id: Uuid,
+    /// How long the Commander waited after delivery, in milliseconds.
+    pub reply_timeout_ms: u64,
 }
 
 /// A command could not be delivered; terminal.
@@ -353,6 +399,9 @@ pub enum FailureReason {
     /// (the instance went away, or its report was lost): the device may or
     /// may not have received the command.
     NoOutcome,
+    /// The device answered that it could not carry the command out
+    /// (`CommandReplied` with `ok: false`); its error is in the reply.
+    DeviceError,
     /// A reason this version does not know.
     #[serde(other)]
     Other,
@@ -360,13 +409,14 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason this version writes.
-    pub const ALL: [FailureReason; 6] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::DeviceNotConnected,
         FailureReason::WriteFailed,
         FailureReason::NoAck,
         FailureReason::QueueFull,
         FailureReason::Expired,
         FailureReason::NoOutcome,
+        FailureReason::DeviceError,
     ];
 
     /// The wire name, also used in the `commands` table and the API.
@@ -378,6 +428,7 @@ impl FailureReason {
             FailureReason::QueueFull => "queue_full",
             FailureReason::Expired => "expired",
             FailureReason::NoOutcome => "no_outcome",
+            FailureReason::DeviceError => "device_error",
             FailureReason::Other => "other",
         }
     }

@@ -33,8 +33,9 @@ pub mod trace;
 
 pub use envelope::{DecodeError, Envelope};
 pub use event::{
-    CommandDelivered, CommandDispatched, CommandFailed, CommandRequested, DesiredStateChanged,
-    DeviceConnected, DeviceDisconnected, Event, FailureReason, FrameReceived, Transport,
+    CommandDelivered, CommandDispatched, CommandFailed, CommandReplied, CommandRequested,
+    CommandTimedOut, DesiredStateChanged, DeviceConnected, DeviceDisconnected, Event,
+    FailureReason, FrameReceived, Transport,
 };
 pub use ids::{derive_id, new_id};
 pub use lifecycle::{

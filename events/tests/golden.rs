@@ -25,6 +25,10 @@ const FIXTURES: &[(&str, &str)] = &[
     ("command_failed_no_outcome.json", "CommandFailed"),
     ("command_expired.json", "CommandExpired"),
     ("device_revoked.json", "DeviceRevoked"),
+    ("command_dispatched_reply.json", "CommandDispatched"),
+    ("command_replied.json", "CommandReplied"),
+    ("command_replied_error.json", "CommandReplied"),
+    ("command_timed_out.json", "CommandTimedOut"),
 ];
 
 fn fixture(name: &str) -> String {
@@ -65,6 +69,8 @@ fn every_event_type_has_a_fixture() {
         "CommandFailed",
         "CommandExpired",
         "DeviceRevoked",
+        "CommandReplied",
+        "CommandTimedOut",
     ] {
         assert!(kinds.contains(&kind), "no golden fixture for {kind}");
     }

@@ -33,6 +33,10 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// Frames larger than this close the connection with a reason.
     pub max_frame_bytes: usize,
+    /// A device's answer to a command larger than this is refused (counted
+    /// as `wharf_socket_replies_total{outcome="too_large"}`); the command
+    /// then ends `timed_out`.
+    pub max_reply_bytes: usize,
     /// A device that has not authenticated by then is dropped.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -126,6 +130,7 @@ impl Default for SocketConfig {
             ops_listen: ([0, 0, 0, 0], 9101).into(),
             max_connections: 200_000,
             max_frame_bytes: 256 * 1024,
+            max_reply_bytes: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             delivery_timeout: Duration::from_secs(10),

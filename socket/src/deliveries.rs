@@ -199,6 +199,7 @@ fn hand_over(
         qos: command.qos,
         outcome,
         deadline,
+        reply_to: command.reply.then_some(command.command_id),
     };
     match connection.mailbox.push(outbound) {
         Ok(()) => Ok(receiver),

@@ -6,11 +6,12 @@ use tracing::warn;
 use uuid::Uuid;
 use wharf_bus::{Bus, PendingAck, Publisher as _, Record};
 use wharf_events::{
-    CommandDelivered, CommandDispatched, CommandFailed, DeviceConnected, DeviceDisconnected,
-    Envelope, Event, FrameReceived, Payload, Topics, Transport,
+    CommandDelivered, CommandDispatched, CommandFailed, CommandReplied, DeviceConnected,
+    DeviceDisconnected, Envelope, Event, FrameReceived, Payload, Topics, Transport,
 };
 
 use crate::live::{DeliveryFailure, Outcome};
+use crate::replies::Answer;
 
 /// How long shutdown waits for the bus to take what was published.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +94,37 @@ impl EventsOut {
             .await;
         wharf_runtime::otlp::export_event(&envelope, envelope.time);
         ack
+    }
+
+    /// Queues a device's answer to a command, as `CommandReplied`, on the
+    /// command-status topic (the Commander settles the command) and the
+    /// device-events topic (business logic sees it); the returned ack
+    /// resolves once both are durable.
+    pub(crate) async fn reply(
+        &self,
+        who: &DeviceIdentity,
+        answer: Answer,
+    ) -> wharf_bus::Result<PendingAck> {
+        let event = Event::CommandReplied(CommandReplied {
+            command_id: answer.command_id,
+            ok: answer.ok,
+            result: answer.result,
+            error: answer.error,
+            instance: self.instance.clone(),
+        });
+        let envelope = Envelope::new(&who.device, &self.instance, event);
+        let status = self
+            .bus
+            .enqueue(Record::event(self.topics.command_status(), &envelope))
+            .await?;
+        let events = self
+            .bus
+            .enqueue(Record::event(self.topics.device_events(), &envelope))
+            .await?;
+        Ok(PendingAck::from_future(async move {
+            status.await?;
+            events.await
+        }))
     }
 
     /// Publishes the outcome of a delivery to the command-status topic.

@@ -52,6 +52,7 @@ mod limits;
 mod live;
 pub mod metrics;
 mod mqtt;
+mod replies;
 mod revocations;
 mod session;
 mod stream;

@@ -50,6 +50,9 @@ pub(crate) struct Outbound {
     /// When `delivery_timeout` runs out: an MQTT command not acknowledged
     /// by then fails with `no_ack`.
     pub(crate) deadline: tokio::time::Instant,
+    /// The command's id when the device is expected to answer it: an MQTT 5
+    /// PUBLISH carries its reply topic and the id as Correlation Data.
+    pub(crate) reply_to: Option<uuid::Uuid>,
 }
 
 /// What a session task learns from its mailbox.
@@ -225,6 +228,7 @@ mod tests {
             qos: None,
             outcome: oneshot::channel().0,
             deadline: tokio::time::Instant::now(),
+            reply_to: None,
         }
     }
 

@@ -39,6 +39,9 @@ pub struct SocketMetrics {
     /// Deliveries handled, by outcome (`delivered`, `failed`, `duplicate`:
     /// read again and skipped, `undecodable`, `unexpected`).
     pub deliveries: Family<Label, Counter>,
+    /// Device answers to commands, by outcome (`published`; refused:
+    /// `too_large`, `malformed`).
+    pub replies: Family<Label, Counter>,
 }
 
 impl SocketMetrics {
@@ -58,6 +61,7 @@ impl SocketMetrics {
             closes: Family::default(),
             publish_ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             deliveries: Family::default(),
+            replies: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("wharf_socket");
         r.register(
@@ -111,6 +115,14 @@ impl SocketMetrics {
             "frames_dropped",
             "Frames that did not reach the bus",
             metrics.frames_dropped.clone(),
+        );
+        for outcome in ["published", "too_large", "malformed"] {
+            let _ = metrics.replies.get_or_create(&[("outcome", outcome)]);
+        }
+        r.register(
+            "replies",
+            "Device answers to commands, by outcome (published, or refused: too_large, malformed)",
+            metrics.replies.clone(),
         );
         r.register(
             "closes",

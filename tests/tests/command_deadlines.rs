@@ -104,6 +104,7 @@ async fn a_socket_writes_neither_an_expired_nor_a_repeated_delivery() {
                 qos: None,
                 frame: Payload::Json(json!({"cmd": name})),
                 expires_at,
+                reply: false,
             }),
         )
     };

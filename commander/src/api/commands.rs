@@ -1,16 +1,20 @@
 //! Commands through the API: ask for one, follow it to its terminal status,
 //! list a device's recent ones.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use wharf_store::{CommandCursor, CommandRow};
+use wharf_events::FailureReason;
+use wharf_store::{CommandCursor, CommandRow, CommandStatus};
 
 use super::devices::{active_device, no_device};
 use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply};
+use super::waiting::Sharing;
 use super::{Api, CommandPageQuery, Page, page_limit, rfc3339, unknown_cursor};
 use crate::desk::Desk;
 
@@ -37,8 +41,9 @@ pub struct CommandView {
     pub command: String,
     #[schema(value_type = Object)]
     pub args: Map<String, Value>,
-    /// `requested`, `queued`, `dispatched`, then one of `delivered`,
-    /// `failed`, `rejected`, `expired`.
+    /// `requested`, `queued`, `dispatched`, (`awaiting_reply`,) then one
+    /// of `delivered`, `succeeded`, `failed`, `rejected`, `expired`,
+    /// `timed_out`.
     pub status: String,
     /// Whether `status` is final.
     pub terminal: bool,
@@ -50,8 +55,25 @@ pub struct CommandView {
     pub instance: Option<String>,
     pub requested_at: String,
     pub updated_at: String,
-    /// When it stops waiting for an offline device.
+    /// When it stops waiting for an offline device (or, while
+    /// `awaiting_reply`, for the device's answer).
     pub expires_at: Option<String>,
+    /// What the device answered (commands whose profile says `reply`):
+    /// its result when `succeeded`, its error when `failed` with
+    /// `device_error`.
+    #[schema(value_type = Object)]
+    pub reply: Option<Value>,
+}
+
+/// `?wait=5s`: answer once the command ended, or when the wait runs out.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// How long to wait for the command's end (`500ms`, `10s`); at most
+    /// `commander.api.max_wait` (a longer one waits that long).
+    #[param(pattern = "^[1-9][0-9]{0,8}(ms|s|m|h)$")]
+    pub wait: Option<String>,
 }
 
 impl From<&CommandRow> for CommandView {
@@ -70,6 +92,7 @@ impl From<&CommandRow> for CommandView {
             requested_at: rfc3339(row.requested_at_ms),
             updated_at: rfc3339(row.updated_at_ms),
             expires_at: row.expires_at_ms.map(rfc3339),
+            reply: row.reply.clone(),
         }
     }
 }
@@ -78,10 +101,13 @@ impl From<&CommandRow> for CommandView {
     params(
         ("id" = String, Path, description = "Device id"),
         ("name" = String, Path, description = "Command name, as the model's profile declares it"),
+        WaitQuery,
     ),
     request_body(content = CommandRequest, description = "Arguments and time to live; may be omitted"),
     responses(
-        (status = 202, description = "Accepted: sent now, or queued until the device connects", body = ApiOk<CommandView>),
+        (status = 200, description = "With wait: the command ended in time (its status, and the device's reply for reply commands)", body = ApiOk<CommandView>),
+        (status = 202, description = "Accepted: sent now, or queued until the device connects (with wait: it had not ended when the wait ran out; poll it)", body = ApiOk<CommandView>),
+        (status = 424, description = "With wait: the device answered that it could not carry the command out (device_error; its error is in error.reply)", body = super::envelope::ApiErrorBody),
         (status = 400, description = "Bad body or ttl", body = super::envelope::ApiErrorBody),
         (status = 404, description = "No such device", body = super::envelope::ApiErrorBody),
         (status = 422, description = "Rejected (unknown_command, unsupported, invalid_argument): recorded with status rejected", body = super::envelope::ApiErrorBody),
@@ -89,6 +115,7 @@ impl From<&CommandRow> for CommandView {
 pub(super) async fn send_command(
     State(api): State<Api>,
     ApiPath((id, name)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
     body: Option<ApiJson<CommandRequest>>,
 ) -> ApiResult<CommandView> {
     let request = body.map(|ApiJson(request)| request).unwrap_or_default();
@@ -97,8 +124,35 @@ pub(super) async fn send_command(
         .as_deref()
         .map(|ttl| api.parse_ttl(ttl))
         .transpose()?;
+    let wait = query
+        .wait
+        .as_deref()
+        .map(|wait| api.waiting.parse_wait(wait))
+        .transpose()?;
+    // Taken before anything is sent: a request refused for want of room
+    // leaves no command behind.
+    let _slot = wait.map(|_| api.waiting.slot()).transpose()?;
     let device = active_device(&api.store, &id).await?;
-    let command_id = wharf_events::new_id();
+    let reply = api
+        .profiles
+        .current()
+        .command(&device.model, &name)
+        .ok()
+        .and_then(|profile| profile.reply());
+    let command_id = match reply.filter(|reply| reply.idempotent) {
+        Some(reply) => match api
+            .waiting
+            .share(&device.id, &name, &request.args, reply.cache)
+        {
+            Sharing::Join(shared) => {
+                api.metrics.coalesced_commands.inc();
+                return answer_shared(&api, shared, wait).await;
+            }
+            Sharing::Ask(id) => id,
+        },
+        None => wharf_events::new_id(),
+    };
+    let shared_args = request.args.clone();
     let row = CommandRow::requested(
         command_id,
         command_id,
@@ -110,6 +164,7 @@ pub(super) async fn send_command(
     );
     let firmware = device.metadata.get("firmware").and_then(Value::as_str);
     if let Err(rejection) = Desk::check(&api.profiles.current(), &row, firmware) {
+        api.waiting.unshare(&device.id, &name, &shared_args);
         api.desk
             .record_rejected(&api.store, &row, &rejection)
             .await?;
@@ -119,13 +174,79 @@ pub(super) async fn send_command(
         error.detail.argument = rejection.argument;
         return Err(error);
     }
-    api.desk.record_request(&api.store, &row).await?;
+    if let Err(error) = api.desk.record_request(&api.store, &row).await {
+        api.waiting.unshare(&device.id, &name, &shared_args);
+        return Err(error.into());
+    }
     api.after_write();
-    Ok(Reply(StatusCode::ACCEPTED, CommandView::from(&row)))
+    match wait {
+        None => Ok(Reply(StatusCode::ACCEPTED, CommandView::from(&row))),
+        Some(wait) => {
+            let now = api
+                .waiting
+                .until_ended(&api.store, &api.desk, command_id, wait)
+                .await?;
+            answer(now.as_ref().unwrap_or(&row))
+        }
+    }
+}
+
+/// How long a request sharing a command waits for it to be recorded by the
+/// request that asked for it, when it does not wait for its end.
+const SHARED_RECORDING: Duration = Duration::from_secs(2);
+
+/// The answer to a request that shares `id` with an identical one.
+async fn answer_shared(api: &Api, id: Uuid, wait: Option<Duration>) -> ApiResult<CommandView> {
+    let row = api
+        .waiting
+        .until_ended(&api.store, &api.desk, id, wait.unwrap_or(SHARED_RECORDING))
+        .await?;
+    let row = match row {
+        Some(row) => row,
+        // The request that asked for it has not recorded it yet.
+        None => api
+            .waiting
+            .until_ended(&api.store, &api.desk, id, SHARED_RECORDING)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "an identical command is being asked for; retry",
+                )
+            })?,
+    };
+    if wait.is_none() && !row.status.is_terminal() {
+        return Ok(Reply(StatusCode::ACCEPTED, CommandView::from(&row)));
+    }
+    answer(&row)
+}
+
+/// A waited-for command as the API answers it: 200 once it ended, 424 when
+/// the device answered with its own error, 202 while it goes on.
+fn answer(row: &CommandRow) -> ApiResult<CommandView> {
+    if row.status == CommandStatus::Failed
+        && row.reason.as_deref() == Some(FailureReason::DeviceError.as_str())
+    {
+        let mut error = ApiError::new(
+            StatusCode::FAILED_DEPENDENCY,
+            FailureReason::DeviceError.as_str(),
+            row.detail.clone().unwrap_or_default(),
+        );
+        error.detail.command_id = Some(row.id);
+        error.detail.reply = row.reply.clone().map(Box::new);
+        return Err(error);
+    }
+    let status = if row.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok(Reply(status, CommandView::from(row)))
 }
 
 #[utoipa::path(get, path = "/v1/commands/{id}", tag = "commands",
-    params(("id" = Uuid, Path, description = "Command id")),
+    params(("id" = Uuid, Path, description = "Command id"), WaitQuery),
     responses(
         (status = 200, description = "The command", body = ApiOk<CommandView>),
         (status = 400, description = "Not a command id", body = super::envelope::ApiErrorBody),
@@ -134,6 +255,7 @@ pub(super) async fn send_command(
 pub(super) async fn get_command(
     State(api): State<Api>,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<WaitQuery>,
 ) -> ApiResult<Value> {
     let id: Uuid = id.parse().map_err(|_| {
         ApiError::bad_request(
@@ -141,6 +263,21 @@ pub(super) async fn get_command(
             format!("{id:?} is not a command id (a UUID)"),
         )
     })?;
+    if let Some(wait) = query.wait.as_deref() {
+        // A long poll: until the command ends, or the wait runs out.
+        let wait = api.waiting.parse_wait(wait)?;
+        let _slot = api.waiting.slot()?;
+        if api.store.command(id).await?.is_none() {
+            return Err(ApiError::not_found(format!("command {id} does not exist")));
+        }
+        let row = api
+            .waiting
+            .until_ended(&api.store, &api.desk, id, wait)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("command {id} does not exist")))?;
+        let view = serde_json::to_value(CommandView::from(&row)).expect("API views serialize");
+        return super::envelope::ok(view);
+    }
     api.coalesced(format!("command:{id}"), |store| async move {
         let row = store
             .command(id)

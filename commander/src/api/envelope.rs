@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tracing::{error, warn};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -42,6 +43,10 @@ pub struct ErrorDetail {
     /// The argument at fault, for `invalid_argument`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argument: Option<String>,
+    /// The device's own error, for `device_error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub reply: Option<Box<Value>>,
 }
 
 /// An error answer: a status and the envelope's error.
@@ -60,6 +65,7 @@ impl ApiError {
                 message: message.into(),
                 command_id: None,
                 argument: None,
+                reply: None,
             },
         }
     }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod devices;
 mod document;
 pub mod envelope;
+pub(crate) mod waiting;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -46,6 +47,7 @@ pub(crate) struct ApiState {
     pub(crate) keys: ApiKeys,
     pub(crate) waker: OutboxWaker,
     pub(crate) cache: coalesce::Coalescer,
+    pub(crate) waiting: waiting::Waiting,
     pub(crate) metrics: CommanderMetrics,
     pub(crate) config: ApiConfig,
 }

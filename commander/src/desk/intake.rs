@@ -204,6 +204,7 @@ impl Desk {
                 expires_at: Some(
                     std::time::UNIX_EPOCH + Duration::from_millis(expires_at_ms.max(0) as u64),
                 ),
+                reply: profile.reply().is_some(),
             }),
         );
         // The deliveries topic carries the frame; the status topic tells

@@ -45,6 +45,10 @@ pub(crate) enum Recorded {
     Ended,
     /// The device was gone: the command waits in its queue again.
     Requeued,
+    /// Delivered; the device's answer is awaited.
+    AwaitingReply,
+    /// An answer from a device the command was not for: ignored.
+    NotItsCommand,
     /// Not about a command in flight (already settled, or unknown).
     Ignored,
 }
@@ -68,6 +72,10 @@ pub(crate) struct Desk {
     /// How long a dispatched command waits for its Socket's report before
     /// it fails with `no_outcome`.
     pub(crate) outcome_timeout: Duration,
+    /// Woken whenever this instance ends a command: API requests waiting for
+    /// one look again (they also look on their own, since another instance
+    /// may end it).
+    pub(crate) ended: tokio::sync::Notify,
 }
 
 impl Desk {

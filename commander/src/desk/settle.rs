@@ -4,8 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use wharf_events::{
-    CommandExpired, CommandFailed, CommandQueued, Envelope, Event, ExpiryReason, FailureReason,
+    CommandExpired, CommandFailed, CommandQueued, CommandReplied, CommandTimedOut, Envelope, Event,
+    ExpiryReason, FailureReason,
 };
 use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx, unix_millis};
 
@@ -149,11 +151,15 @@ impl Desk {
         {
             return self.requeue(store, profiles, envelope, failed).await;
         }
+        if let Event::CommandReplied(replied) = &envelope.event {
+            return self.record_reply(store, envelope, replied).await;
+        }
         let (command_id, change) = match &envelope.event {
-            Event::CommandDelivered(delivered) => (
-                delivered.command_id,
-                StatusChange::to(CommandStatus::Delivered),
-            ),
+            Event::CommandDelivered(delivered) => {
+                return self
+                    .record_delivered(store, profiles, delivered.command_id)
+                    .await;
+            }
             // Its time to live ended before the Socket could write it: it
             // was never sent, which is what `expired` says.
             Event::CommandFailed(failed) if failed.reason == FailureReason::Expired => (
@@ -178,6 +184,148 @@ impl Desk {
         } else {
             Recorded::Ignored
         })
+    }
+
+    /// The Socket wrote the command (or the device acknowledged it): it ends
+    /// `delivered`, unless its profile says the device answers it; then it
+    /// awaits the answer until `reply_timeout` from now.
+    async fn record_delivered(
+        &self,
+        store: &Store,
+        profiles: &Profiles,
+        command_id: uuid::Uuid,
+    ) -> wharf_store::Result<Recorded> {
+        let mut tx = store.begin().await?;
+        let Some(row) = tx.command(command_id).await? else {
+            return Ok(Recorded::Ignored);
+        };
+        let reply = profiles
+            .command(&row.model, &row.command)
+            .ok()
+            .and_then(|profile| profile.reply());
+        let change = match reply {
+            None => StatusChange::to(CommandStatus::Delivered),
+            Some(reply) => StatusChange {
+                expires_at_ms: Some(unix_millis(SystemTime::now() + reply.timeout)),
+                ..StatusChange::to(CommandStatus::AwaitingReply)
+            },
+        };
+        let moved = tx
+            .transition(command_id, CommandStatus::Dispatched, &change)
+            .await?;
+        tx.commit().await?;
+        Ok(match (moved, reply) {
+            (false, _) => Recorded::Ignored,
+            (true, None) => Recorded::Ended,
+            (true, Some(_)) => Recorded::AwaitingReply,
+        })
+    }
+
+    /// A device's answer: the command succeeds, or fails with the device's
+    /// error. Only the device the command was for may answer it, and only
+    /// while it is dispatched (the answer overtook the delivery report) or
+    /// awaited.
+    async fn record_reply(
+        &self,
+        store: &Store,
+        envelope: &Envelope,
+        replied: &CommandReplied,
+    ) -> wharf_store::Result<Recorded> {
+        let mut tx = store.begin().await?;
+        let Some(row) = tx.command(replied.command_id).await? else {
+            return Ok(Recorded::Ignored);
+        };
+        if row.device != envelope.device {
+            return Ok(Recorded::NotItsCommand);
+        }
+        let change = if replied.ok {
+            StatusChange {
+                reply: Some(replied.result.clone().unwrap_or(Value::Null)),
+                ..StatusChange::to(CommandStatus::Succeeded)
+            }
+        } else {
+            let error = replied.error.clone().unwrap_or(Value::Null);
+            let detail = match &error {
+                Value::Object(map) => map
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| error.to_string()),
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            StatusChange {
+                reply: Some(error),
+                ..StatusChange::to(CommandStatus::Failed).because(
+                    FailureReason::DeviceError.as_str(),
+                    format!("{} answered with an error: {detail}", row.device),
+                )
+            }
+        };
+        let mut settled = false;
+        for from in [CommandStatus::AwaitingReply, CommandStatus::Dispatched] {
+            if tx.transition(row.id, from, &change).await? {
+                settled = true;
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(if settled {
+            Recorded::Ended
+        } else {
+            Recorded::Ignored
+        })
+    }
+
+    /// Ends commands whose device's answer is overdue (`timed_out`), with a
+    /// `CommandTimedOut` through the outbox; how many.
+    pub(crate) async fn time_out_replies(
+        &self,
+        store: &Store,
+        profiles: &Profiles,
+    ) -> wharf_store::Result<usize> {
+        let overdue = store
+            .overdue_replies(unix_millis(SystemTime::now()), EXPIRY_BATCH)
+            .await?;
+        if overdue.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = store.begin().await?;
+        let mut timed_out = 0;
+        for row in &overdue {
+            let timeout = profiles
+                .command(&row.model, &row.command)
+                .ok()
+                .and_then(|profile| profile.reply())
+                .map_or(crate::profiles::DEFAULT_REPLY_TIMEOUT, |reply| {
+                    reply.timeout
+                });
+            let detail = format!(
+                "{} did not answer within reply_timeout ({})",
+                row.device,
+                humantime::format_duration(timeout)
+            );
+            let change = StatusChange::to(CommandStatus::TimedOut).because("reply_timeout", detail);
+            if !tx
+                .transition(row.id, CommandStatus::AwaitingReply, &change)
+                .await?
+            {
+                continue;
+            }
+            timed_out += 1;
+            let event = self.event(
+                row,
+                "timed_out",
+                Event::CommandTimedOut(CommandTimedOut {
+                    command_id: row.id,
+                    reply_timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+                }),
+            );
+            self.emit(&mut tx, &self.topics.command_status(), &event)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(timed_out)
     }
 
     /// The Socket no longer held the device when the command got there (it

@@ -74,6 +74,25 @@ pub struct Rendered {
     pub qos: u8,
 }
 
+/// How a command that expects the device's answer is answered
+/// (`reply = true` in its profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplySpec {
+    /// How long after delivery the answer may take before the command ends
+    /// `timed_out`.
+    pub timeout: Duration,
+    /// Concurrent identical API requests may share one command and its
+    /// answer (reads, not actions).
+    pub idempotent: bool,
+    /// How long an answer keeps serving identical requests after it came
+    /// (idempotent commands only; zero: only requests made while it was
+    /// awaited share it).
+    pub cache: Duration,
+}
+
+/// How long a device may take to answer when the profile does not say.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The MQTT topic of a command whose profile names none.
 const DEFAULT_MQTT_TOPIC: &str = "devices/{{device}}/commands/{{command}}";
 
@@ -100,6 +119,13 @@ struct CommandFile {
     qos: Option<u8>,
     #[serde(default, with = "humantime_serde")]
     ttl: Option<Duration>,
+    /// The device answers this command.
+    reply: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    reply_timeout: Option<Duration>,
+    idempotent: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    reply_cache: Option<Duration>,
 }
 
 /// One command of one model, checked when the profile loaded.
@@ -116,6 +142,8 @@ pub struct CommandProfile {
     qos: u8,
     /// The command's time to live, else the model's.
     ttl: Option<Duration>,
+    /// Set when the device answers the command.
+    reply: Option<ReplySpec>,
 }
 
 /// Every loaded profile, by model.
@@ -224,6 +252,11 @@ impl CommandProfile {
     /// The time to live of a queued command, when the profile sets one.
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
+    }
+
+    /// How the device answers, when it does.
+    pub fn reply(&self) -> Option<ReplySpec> {
+        self.reply
     }
 
     /// Checks that the command may go to a device of `model` running
@@ -417,6 +450,31 @@ fn parse_command(
     if spec.ttl == Some(Duration::ZERO) {
         problems.push("ttl: must be more than 0s".into());
     }
+    let reply = match spec.reply.unwrap_or(false) {
+        true => Some(ReplySpec {
+            timeout: spec.reply_timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT),
+            idempotent: spec.idempotent.unwrap_or(false),
+            cache: spec.reply_cache.unwrap_or(Duration::ZERO),
+        }),
+        false => {
+            for (key, set) in [
+                ("reply_timeout", spec.reply_timeout.is_some()),
+                ("idempotent", spec.idempotent.is_some()),
+                ("reply_cache", spec.reply_cache.is_some()),
+            ] {
+                if set {
+                    problems.push(format!("{key}: only a command with reply = true has it"));
+                }
+            }
+            None
+        }
+    };
+    if spec.reply_timeout == Some(Duration::ZERO) {
+        problems.push("reply_timeout: must be more than 0s".into());
+    }
+    if spec.reply_cache.is_some_and(|cache| !cache.is_zero()) && spec.idempotent != Some(true) {
+        problems.push("reply_cache: only an idempotent command's answer may be reused".into());
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -431,6 +489,7 @@ fn parse_command(
         mqtt_topic,
         qos,
         ttl: spec.ttl.or(model_ttl),
+        reply,
     })
 }
 
@@ -480,9 +539,9 @@ mod tests {
         let unknown = profiles.command("demo-thermostat", "explode").unwrap_err();
         assert_eq!(unknown.reason, RejectReason::UnknownCommand);
         assert!(
-            unknown
-                .detail
-                .contains("(it has: blink, fan, reboot, schedule, set_desired, set_target)"),
+            unknown.detail.contains(
+                "(it has: blink, fan, read_config, reboot, schedule, set_desired, set_target)"
+            ),
             "{}",
             unknown.detail
         );
@@ -517,6 +576,55 @@ mod tests {
                 .check("demo-thermostat", &on, firmware)
                 .unwrap_err();
             assert_eq!(refused.reason, RejectReason::Unsupported, "{firmware:?}");
+        }
+    }
+
+    #[test]
+    fn reply_commands_carry_their_timeout_and_sharing() {
+        let read = demo()
+            .command("demo-thermostat", "read_config")
+            .unwrap()
+            .reply()
+            .expect("read_config expects an answer");
+        assert_eq!(read.timeout, Duration::from_secs(10));
+        assert!(read.idempotent);
+        assert_eq!(read.cache, Duration::ZERO);
+        let fan = demo().command("demo-thermostat", "fan").unwrap().reply();
+        assert_eq!(fan, None, "commands expect no answer unless they say so");
+
+        let source = |body: &str| {
+            vec![(
+                "r.toml".to_owned(),
+                format!("model = \"r\"\n[commands.x]\njson = '{{}}'\n{body}"),
+            )]
+        };
+        let defaults = Profiles::from_sources(&source("reply = true\n")).unwrap();
+        let reply = defaults.command("r", "x").unwrap().reply().unwrap();
+        assert_eq!(reply.timeout, DEFAULT_REPLY_TIMEOUT);
+        assert!(!reply.idempotent);
+        for (body, problem) in [
+            (
+                "reply_timeout = \"5s\"\n",
+                "r.toml: commands.x.reply_timeout: only a command with reply = true has it",
+            ),
+            (
+                "idempotent = true\n",
+                "r.toml: commands.x.idempotent: only a command with reply = true has it",
+            ),
+            (
+                "reply = true\nreply_timeout = \"0s\"\n",
+                "r.toml: commands.x.reply_timeout: must be more than 0s",
+            ),
+            (
+                "reply = true\nreply_cache = \"5s\"\n",
+                "r.toml: commands.x.reply_cache: only an idempotent command's answer may be reused",
+            ),
+        ] {
+            let problems = Profiles::from_sources(&source(body)).unwrap_err().problems;
+            assert!(
+                problems.contains(&problem.to_owned()),
+                "{body}: {problems:?}"
+            );
         }
     }
 

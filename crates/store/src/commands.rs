@@ -19,10 +19,17 @@ pub enum CommandStatus {
     Queued,
     /// Sent to the Socket instance holding the device.
     Dispatched,
+    /// Delivered, and the device's answer is awaited until `expires_at_ms`
+    /// (commands whose profile says `reply = true`).
+    AwaitingReply,
     Delivered,
+    /// The device answered `ok`.
+    Succeeded,
     Failed,
     Rejected,
     Expired,
+    /// No answer came within the profile's `reply_timeout`.
+    TimedOut,
 }
 
 impl CommandStatus {
@@ -32,7 +39,10 @@ impl CommandStatus {
             CommandStatus::Requested => "requested",
             CommandStatus::Queued => "queued",
             CommandStatus::Dispatched => "dispatched",
+            CommandStatus::AwaitingReply => "awaiting_reply",
             CommandStatus::Delivered => "delivered",
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::TimedOut => "timed_out",
             CommandStatus::Failed => "failed",
             CommandStatus::Rejected => "rejected",
             CommandStatus::Expired => "expired",
@@ -45,7 +55,10 @@ impl CommandStatus {
             "requested" => CommandStatus::Requested,
             "queued" => CommandStatus::Queued,
             "dispatched" => CommandStatus::Dispatched,
+            "awaiting_reply" => CommandStatus::AwaitingReply,
             "delivered" => CommandStatus::Delivered,
+            "succeeded" => CommandStatus::Succeeded,
+            "timed_out" => CommandStatus::TimedOut,
             "failed" => CommandStatus::Failed,
             "rejected" => CommandStatus::Rejected,
             "expired" => CommandStatus::Expired,
@@ -58,6 +71,8 @@ impl CommandStatus {
         matches!(
             self,
             CommandStatus::Delivered
+                | CommandStatus::Succeeded
+                | CommandStatus::TimedOut
                 | CommandStatus::Failed
                 | CommandStatus::Rejected
                 | CommandStatus::Expired
@@ -92,6 +107,9 @@ pub struct CommandRow {
     pub expires_at_ms: Option<i64>,
     pub requested_at_ms: i64,
     pub updated_at_ms: i64,
+    /// What the device answered (its result, or its error), for commands
+    /// that expect a reply.
+    pub reply: Option<Value>,
 }
 
 impl CommandRow {
@@ -122,6 +140,7 @@ impl CommandRow {
             expires_at_ms: None,
             requested_at_ms: now,
             updated_at_ms: now,
+            reply: None,
         }
     }
 }
@@ -137,6 +156,8 @@ pub struct StatusChange {
     pub instance: Option<String>,
     /// Kept as it was when `None`.
     pub expires_at_ms: Option<i64>,
+    /// The device's answer; kept as it was when `None`.
+    pub reply: Option<Value>,
 }
 
 impl StatusChange {
@@ -149,6 +170,7 @@ impl StatusChange {
             detail: None,
             instance: None,
             expires_at_ms: None,
+            reply: None,
         }
     }
 
@@ -168,7 +190,7 @@ pub struct CommandCursor {
 }
 
 const SELECT: &str = "SELECT id, device, model, command, correlation, args, status, reason, argument, detail, \
-                      instance, ttl_ms, expires_at_ms, requested_at_ms, updated_at_ms FROM commands";
+                      instance, ttl_ms, expires_at_ms, requested_at_ms, updated_at_ms, reply FROM commands";
 
 impl Store {
     /// The command with `id`.
@@ -238,6 +260,13 @@ impl Store {
             limit,
         )
         .await
+    }
+
+    /// Up to `limit` commands whose device's answer was due at or before
+    /// `now_ms` and has not come, oldest deadline first.
+    pub async fn overdue_replies(&self, now_ms: i64, limit: u32) -> Result<Vec<CommandRow>> {
+        self.oldest_in_status(CommandStatus::AwaitingReply, "expires_at_ms", now_ms, limit)
+            .await
     }
 
     /// Up to `limit` commands in `status` whose `column` (a time, a
@@ -341,7 +370,7 @@ impl StoreTx {
         let result = sqlx::query(
             "UPDATE commands SET status = $1, reason = $2, argument = $3, detail = $4, \
              instance = COALESCE($5, instance), expires_at_ms = COALESCE($6, expires_at_ms), \
-             updated_at_ms = $7 WHERE id = $8 AND status = $9",
+             updated_at_ms = $7, reply = COALESCE($10, reply) WHERE id = $8 AND status = $9",
         )
         .bind(change.status.as_str())
         .bind(change.reason.clone())
@@ -352,6 +381,7 @@ impl StoreTx {
         .bind(unix_millis(SystemTime::now()))
         .bind(id.to_string())
         .bind(from.as_str())
+        .bind(change.reply.as_ref().map(Value::to_string))
         .execute(&mut *self.tx)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -420,5 +450,11 @@ fn decode(row: &sqlx::any::AnyRow) -> Result<CommandRow> {
         expires_at_ms: row.try_get("expires_at_ms")?,
         requested_at_ms: row.try_get("requested_at_ms")?,
         updated_at_ms: row.try_get("updated_at_ms")?,
+        reply: match row.try_get::<Option<String>, _>("reply")? {
+            None => None,
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|_| corrupt("reply", "not JSON"))?)
+            }
+        },
     })
 }

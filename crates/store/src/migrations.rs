@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dispatched commands by age",
         include_str!("../migrations/0005_dispatched_by_age.sql"),
     ),
+    (
+        6,
+        "command replies",
+        include_str!("../migrations/0006_command_replies.sql"),
+    ),
 ];
 
 /// Placeholders and what they become on (SQLite, PostgreSQL). The text a

@@ -16,6 +16,7 @@ const CHANNELS: &[(&str, &str, &str, &[&str])] = &[
             "DeviceDisconnected",
             "FrameReceived",
             "DesiredStateChanged",
+            "CommandReplied",
         ],
     ),
     (
@@ -41,6 +42,8 @@ const CHANNELS: &[(&str, &str, &str, &[&str])] = &[
             "CommandFailed",
             "CommandRejected",
             "CommandExpired",
+            "CommandReplied",
+            "CommandTimedOut",
         ],
     ),
     (
@@ -64,7 +67,12 @@ const OPERATIONS: &[(&str, &str, &str, &str, &[&str])] = &[
         "send",
         "deviceEvents",
         "The Socket publishes what devices do",
-        &["DeviceConnected", "DeviceDisconnected", "FrameReceived"],
+        &[
+            "DeviceConnected",
+            "DeviceDisconnected",
+            "FrameReceived",
+            "CommandReplied",
+        ],
     ),
     (
         "apiPublishesDesiredState",
@@ -83,6 +91,7 @@ const OPERATIONS: &[(&str, &str, &str, &str, &[&str])] = &[
             "DeviceDisconnected",
             "FrameReceived",
             "DesiredStateChanged",
+            "CommandReplied",
         ],
     ),
     (
@@ -125,6 +134,8 @@ const OPERATIONS: &[(&str, &str, &str, &str, &[&str])] = &[
             "CommandFailed",
             "CommandRejected",
             "CommandExpired",
+            "CommandReplied",
+            "CommandTimedOut",
         ],
     ),
     (
@@ -139,6 +150,8 @@ const OPERATIONS: &[(&str, &str, &str, &str, &[&str])] = &[
             "CommandFailed",
             "CommandRejected",
             "CommandExpired",
+            "CommandReplied",
+            "CommandTimedOut",
         ],
     ),
     (

@@ -130,13 +130,17 @@ pub fn event_data_schemas() -> Vec<(&'static str, &'static str, Value)> {
                         "expires_at",
                         json!({"type": "string", "format": "date-time", "description": "The Socket does not write the frame after this"}),
                     ),
+                    (
+                        "reply",
+                        json!({"type": "boolean", "description": "The device is expected to answer (MQTT 5: Response Topic and Correlation Data are set)"}),
+                    ),
                 ]),
                 &["command_id", "command", "instance", "payload"],
             ),
         ),
         (
             "CommandDelivered",
-            "The Socket wrote the command (QoS 0) or the device acknowledged it (QoS 1); terminal",
+            "The Socket wrote the command (QoS 0) or the device acknowledged it (QoS 1); terminal unless the command expects a reply",
             data(
                 props([("command_id", uuid.clone()), ("instance", text.clone())]),
                 &["command_id", "instance"],
@@ -152,6 +156,37 @@ pub fn event_data_schemas() -> Vec<(&'static str, &'static str, Value)> {
                     ("detail", text.clone()),
                 ]),
                 &["command_id", "reason", "detail"],
+            ),
+        ),
+        (
+            "CommandReplied",
+            "The device answered a command: ok with its result, or its own error",
+            data(
+                props([
+                    ("command_id", uuid.clone()),
+                    ("ok", json!({"type": "boolean"})),
+                    (
+                        "result",
+                        json!({"description": "What the device answered when ok"}),
+                    ),
+                    (
+                        "error",
+                        json!({"description": "The device's own error when not ok"}),
+                    ),
+                    ("instance", text.clone()),
+                ]),
+                &["command_id", "ok", "instance"],
+            ),
+        ),
+        (
+            "CommandTimedOut",
+            "No answer came within the profile's reply_timeout after delivery; terminal",
+            data(
+                props([
+                    ("command_id", uuid.clone()),
+                    ("reply_timeout_ms", json!({"type": "integer", "minimum": 0})),
+                ]),
+                &["command_id", "reply_timeout_ms"],
             ),
         ),
         (

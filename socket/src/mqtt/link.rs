@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use rumqttd::protocol::{
-    Packet, PingResp, PubAck, PubAckReason, Publish, QoS, SubAck, SubscribeReasonCode, UnsubAck,
-    UnsubAckReason,
+    Packet, PingResp, PubAck, PubAckReason, Publish, PublishProperties, QoS, SubAck,
+    SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -179,6 +179,17 @@ impl<S: ByteStream> Link for MqttLink<S> {
             CloseReason::ClosedByDevice => None,
             _ => self.will.take().map(|will| *will),
         }
+    }
+}
+
+/// What an MQTT 5 command PUBLISH carries when the device is expected to
+/// answer: where to answer (its own reply topic for this command) and the
+/// command id as Correlation Data, for clients that match answers by it.
+fn reply_properties(device: &str, command_id: uuid::Uuid) -> PublishProperties {
+    PublishProperties {
+        response_topic: Some(crate::replies::reply_topic(device, command_id)),
+        correlation_data: Some(bytes::Bytes::from(command_id.to_string())),
+        ..PublishProperties::default()
     }
 }
 
@@ -365,11 +376,15 @@ impl<S: ByteStream> MqttLink<S> {
             return Ok(());
         }
         let payload = command.payload.to_bytes();
+        let properties = command
+            .reply_to
+            .filter(|_| self.conn.is_v5())
+            .map(|command_id| reply_properties(device, command_id));
         if command.qos == Some(0) {
             let publish = Publish::new(topic.into_bytes(), payload.to_vec(), false);
             let result = self
                 .conn
-                .send(&mut self.stream, Packet::Publish(publish, None))
+                .send(&mut self.stream, Packet::Publish(publish, properties))
                 .await;
             let label = [("transport", self.transport.as_str())];
             return command_written(gateway, &label, command.outcome, result, payload.len());
@@ -378,7 +393,7 @@ impl<S: ByteStream> MqttLink<S> {
         let publish = codec::publish_qos1(&topic, &payload, pkid);
         if self
             .conn
-            .send(&mut self.stream, Packet::Publish(publish, None))
+            .send(&mut self.stream, Packet::Publish(publish, properties))
             .await
             .is_err()
         {

@@ -24,6 +24,7 @@ use crate::events_out::DeviceIdentity;
 use crate::gateway::{Admitted, Gateway};
 use crate::limits::TokenBucket;
 use crate::live::{ConnectionHandle, DeliveryFailure, LiveConnection, Mailbox, Outcome};
+use crate::replies::{self, Inbound};
 
 /// An authenticated device connection, registered and announced.
 pub(crate) struct Session {
@@ -148,15 +149,37 @@ impl Session {
             .frame_bytes_received
             .get_or_create(&transport)
             .inc_by(bytes.len() as u64);
-        let ack = self
-            .gateway
-            .events
-            .frame(&self.who, channel, bytes)
-            .await
-            .map_err(|error| {
-                frame_lost(&self.gateway, &self.who, &error);
-                CloseReason::BusUnavailable
-            })?;
+        let events = &self.gateway.events;
+        let max_reply_bytes = self.gateway.config.max_reply_bytes;
+        let published = match replies::recognise(
+            &self.who.device,
+            channel.as_deref(),
+            bytes,
+            max_reply_bytes,
+        ) {
+            Inbound::Frame => events.frame(&self.who, channel, bytes).await,
+            Inbound::Reply(answer) => {
+                metrics
+                    .replies
+                    .get_or_create(&[("outcome", "published")])
+                    .inc();
+                events.reply(&self.who, answer).await
+            }
+            Inbound::Refused(reason) => {
+                // Refused, not lost: nothing was taken from the device that
+                // could be kept (the command ends timed_out).
+                metrics.replies.get_or_create(&[("outcome", reason)]).inc();
+                debug!(device = %self.who.device, reason, max_reply_bytes, "answer to a command refused");
+                return Ok(PendingAck::ready(Ok(wharf_bus::Delivered {
+                    partition: -1,
+                    offset: -1,
+                })));
+            }
+        };
+        let ack = published.map_err(|error| {
+            frame_lost(&self.gateway, &self.who, &error);
+            CloseReason::BusUnavailable
+        })?;
         let latency = metrics.publish_ack_seconds.clone();
         let queued = Instant::now();
         Ok(PendingAck::from_future(async move {

@@ -1,0 +1,266 @@
+//! Waiting for a command to end (`?wait=10s`), and sharing idempotent
+//! commands between identical requests.
+//!
+//! A waiting request looks at the command's row whenever this Commander
+//! ends a command (the desk's `ended`), and at least every
+//! [`LOOK_EVERY`] on its own: another Commander instance may be the one that
+//! records the device's answer. At most `commander.api.max_waiting` requests
+//! wait at once; one more is answered 503 `too_many_waiting` at once, before
+//! anything is sent.
+//!
+//! Identical requests for an idempotent command (same device, same command,
+//! the same arguments as JSON, object key order aside) made while one is in
+//! flight, or within its profile's `reply_cache` after it ended, share that
+//! command: the device gets it once, every caller gets its one answer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::time::Instant;
+use uuid::Uuid;
+use wharf_store::{CommandRow, Store};
+
+use super::envelope::ApiError;
+use crate::desk::Desk;
+
+/// How often a waiting request looks at its command on its own.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// Above this many remembered shared commands, ended ones past their reuse
+/// are swept out.
+const SWEEP_ABOVE: usize = 1024;
+
+/// Requests waiting now, and the idempotent commands they may share.
+pub(crate) struct Waiting {
+    slots: Semaphore,
+    max_wait: Duration,
+    shared: Mutex<HashMap<String, Shared>>,
+}
+
+/// An idempotent command identical requests share.
+#[derive(Clone, Copy)]
+struct Shared {
+    command_id: Uuid,
+    /// When it ended, once a request saw it end.
+    ended_at: Option<Instant>,
+    reuse_for: Duration,
+}
+
+impl Shared {
+    fn reusable(&self, now: Instant) -> bool {
+        self.ended_at
+            .is_none_or(|ended| now.duration_since(ended) <= self.reuse_for)
+    }
+}
+
+/// What a request for an idempotent command does.
+pub(crate) enum Sharing {
+    /// Another request asked for the same command: wait for that one.
+    Join(Uuid),
+    /// The first: ask for the command with this id.
+    Ask(Uuid),
+}
+
+impl Waiting {
+    pub(crate) fn new(max_waiting: usize, max_wait: Duration) -> Self {
+        Waiting {
+            slots: Semaphore::new(max_waiting),
+            max_wait,
+            shared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `?wait=` as a duration: at least 1 ms, at most `max_wait` (a longer
+    /// one waits `max_wait`).
+    pub(crate) fn parse_wait(&self, text: &str) -> Result<Duration, ApiError> {
+        let wait = humantime::parse_duration(text).map_err(|error| {
+            ApiError::bad_request(
+                "invalid_wait",
+                format!("wait {text:?}: {error} (like \"5s\" or \"500ms\")"),
+            )
+        })?;
+        if wait.is_zero() {
+            return Err(ApiError::bad_request(
+                "invalid_wait",
+                format!("wait {text:?} must be more than 0s"),
+            ));
+        }
+        Ok(wait.min(self.max_wait))
+    }
+
+    /// A place among the waiting requests, or 503 when they are all taken.
+    pub(crate) fn slot(&self) -> Result<SemaphorePermit<'_>, ApiError> {
+        self.slots.try_acquire().map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_waiting",
+                "too many requests are waiting for commands (commander.api.max_waiting); retry, or ask without wait and poll",
+            )
+        })
+    }
+
+    /// Whether a request for an idempotent command joins an identical one
+    /// or asks for its own (then remembered for the next ones).
+    pub(crate) fn share(
+        &self,
+        device: &str,
+        command: &str,
+        args: &Map<String, Value>,
+        reuse_for: Duration,
+    ) -> Sharing {
+        let key = sharing_key(device, command, args);
+        let now = Instant::now();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if shared.len() > SWEEP_ABOVE {
+            shared.retain(|_, entry| entry.reusable(now));
+        }
+        match shared.get(&key) {
+            Some(entry) if entry.reusable(now) => Sharing::Join(entry.command_id),
+            _ => {
+                let command_id = wharf_events::new_id();
+                shared.insert(
+                    key,
+                    Shared {
+                        command_id,
+                        ended_at: None,
+                        reuse_for,
+                    },
+                );
+                Sharing::Ask(command_id)
+            }
+        }
+    }
+
+    /// Forgets that the shared command with `key`'s parts is being asked
+    /// for (it was refused before anything was sent).
+    pub(crate) fn unshare(&self, device: &str, command: &str, args: &Map<String, Value>) {
+        let key = sharing_key(device, command, args);
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    /// Notes that `command_id` ended now, so its reuse window starts.
+    fn ended(&self, command_id: Uuid) {
+        let now = Instant::now();
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        for entry in shared.values_mut() {
+            if entry.command_id == command_id && entry.ended_at.is_none() {
+                entry.ended_at = Some(now);
+            }
+        }
+    }
+
+    /// `id`'s row once it ends, or as it is when `wait` runs out; `None`
+    /// while it does not exist yet (a shared command being recorded).
+    pub(crate) async fn until_ended(
+        &self,
+        store: &Store,
+        desk: &Desk,
+        id: Uuid,
+        wait: Duration,
+    ) -> Result<Option<CommandRow>, ApiError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            // Registered before looking, so an end between the look and
+            // the sleep still wakes this request.
+            let ended = desk.ended.notified();
+            let row = store.command(id).await?;
+            if let Some(row) = &row
+                && row.status.is_terminal()
+            {
+                self.ended(id);
+                return Ok(Some(row.clone()));
+            }
+            if Instant::now() >= deadline {
+                return Ok(row);
+            }
+            tokio::select! {
+                _ = ended => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+}
+
+/// What makes two requests identical: the device, the command and the
+/// arguments as JSON (`serde_json` keeps object keys sorted, so key order
+/// does not matter).
+fn sharing_key(device: &str, command: &str, args: &Map<String, Value>) -> String {
+    format!("{device}\u{0}{command}\u{0}{}", Value::Object(args.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn args(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identical_requests_share_one_command_until_its_reuse_ends() {
+        let waiting = Waiting::new(10, Duration::from_secs(60));
+        let reuse = Duration::from_secs(5);
+        let Sharing::Ask(first) =
+            waiting.share("t-1", "read", &args(json!({"a": 1, "b": 2})), reuse)
+        else {
+            panic!("the first request asks");
+        };
+        // Key order aside, the same arguments.
+        assert!(matches!(
+            waiting.share("t-1", "read", &args(json!({"b": 2, "a": 1})), reuse),
+            Sharing::Join(id) if id == first
+        ));
+        // Another device, command or argument is another command.
+        for (device, command, value) in [
+            ("t-2", "read", json!({"a": 1, "b": 2})),
+            ("t-1", "other", json!({"a": 1, "b": 2})),
+            ("t-1", "read", json!({"a": 1, "b": 3})),
+        ] {
+            assert!(matches!(
+                waiting.share(device, command, &args(value), reuse),
+                Sharing::Ask(_)
+            ));
+        }
+        waiting.ended(first);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(matches!(
+            waiting.share("t-1", "read", &args(json!({"a": 1, "b": 2})), reuse),
+            Sharing::Join(id) if id == first
+        ));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(
+            waiting.share("t-1", "read", &args(json!({"a": 1, "b": 2})), reuse),
+            Sharing::Ask(id) if id != first
+        ));
+    }
+
+    #[test]
+    fn waits_are_bounded_and_slots_run_out() {
+        let waiting = Waiting::new(1, Duration::from_secs(60));
+        assert_eq!(waiting.parse_wait("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(waiting.parse_wait("2h").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            waiting.parse_wait("0s").unwrap_err().detail.code,
+            "invalid_wait"
+        );
+        assert_eq!(
+            waiting.parse_wait("soon").unwrap_err().detail.code,
+            "invalid_wait"
+        );
+        let held = waiting.slot().unwrap();
+        let refused = waiting.slot().unwrap_err();
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.detail.code, "too_many_waiting");
+        drop(held);
+        assert!(waiting.slot().is_ok());
+    }
+}
