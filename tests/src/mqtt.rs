@@ -11,6 +11,14 @@ use tokio::sync::mpsc;
 pub enum Seen {
     /// A PUBLISH from the server: topic and payload.
     Publish(String, Vec<u8>),
+    /// An MQTT 5 PUBLISH that asks for an answer: topic, payload, its
+    /// Response Topic and Correlation Data.
+    Request {
+        topic: String,
+        payload: Vec<u8>,
+        response_topic: String,
+        correlation: Vec<u8>,
+    },
     /// A PUBACK from the server: packet id and reason code (0 for 3.1.1).
     PubAck(u16, u8),
     /// A SUBACK: one code per filter.
@@ -126,10 +134,22 @@ impl MqttDevice {
                     loop {
                         let seen = match events.poll().await {
                             Ok(rumqttc::v5::Event::Incoming(packet)) => match packet {
-                                Packet::Publish(p) => Seen::Publish(
-                                    String::from_utf8_lossy(&p.topic).into_owned(),
-                                    p.payload.to_vec(),
-                                ),
+                                Packet::Publish(p) => {
+                                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                                    match p.properties.and_then(|props| {
+                                        Some((props.response_topic?, props.correlation_data))
+                                    }) {
+                                        Some((response_topic, correlation)) => Seen::Request {
+                                            topic,
+                                            payload: p.payload.to_vec(),
+                                            response_topic,
+                                            correlation: correlation
+                                                .map(|c| c.to_vec())
+                                                .unwrap_or_default(),
+                                        },
+                                        None => Seen::Publish(topic, p.payload.to_vec()),
+                                    }
+                                }
                                 Packet::PubAck(a) => Seen::PubAck(a.pkid, v5_puback_code(a.reason)),
                                 Packet::SubAck(s) => Seen::SubAck(
                                     s.return_codes.iter().map(v5_suback_code).collect(),
@@ -193,6 +213,28 @@ impl MqttDevice {
                     .unwrap()
             }
         }
+    }
+
+    /// MQTT 5: publishes an answer on `topic` at QoS 1 with `correlation` as
+    /// its Correlation Data, as request/response clients do.
+    pub async fn answer(&self, topic: &str, correlation: &[u8], payload: &[u8]) {
+        let Client::V5(client) = &self.client else {
+            panic!("Correlation Data is MQTT 5");
+        };
+        let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            correlation_data: Some(bytes::Bytes::copy_from_slice(correlation)),
+            ..Default::default()
+        };
+        client
+            .publish_with_properties(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.to_vec(),
+                properties,
+            )
+            .await
+            .unwrap();
     }
 
     /// The next thing seen that `pick` accepts, within `timeout`.
