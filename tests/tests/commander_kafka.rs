@@ -3,7 +3,8 @@
 //! connects 5 s later and receives it; a command with a 2 s time to live
 //! for a device that stays offline expires; each Socket instance delivers
 //! only to the devices it holds; a deleted device's connection closes and
-//! its token is refused. The command-status topic tells the same story.
+//! its token is refused; an MQTT 5 device answers a two-way command and the
+//! API caller gets its answer. The command-status topic tells the same story.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use wharf_events::{Event, Topics};
 use wharf_tests::api::ApiClient;
 use wharf_tests::commander::CommanderPorts;
 use wharf_tests::kafka::{self, TopicReader};
-use wharf_tests::mqtt::{Flavor, MqttDevice};
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen};
 use wharf_tests::process::Service;
 use wharf_tests::socket::SocketPorts;
 use wharf_tests::{WsDevice, http, temp_dir, unique, wait_until};
@@ -146,6 +147,40 @@ async fn offline_queue_ttl_routing_and_revocation_on_kafka() {
     let frame: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(frame["id"], json!(again), "socket-a's device gets its own");
     api.command_with_status(&again, "delivered", PATIENCE).await;
+
+    // Two-way through Kafka: the MQTT 5 device answers on the command's
+    // Response Topic; the caller waiting on the API gets the answer.
+    let asked = tokio::spawn({
+        let (api, id) = (api.clone(), sleeper.clone());
+        async move {
+            api.post(
+                &format!("/v1/devices/{id}/commands/read_config?wait=60s"),
+                &json!({}),
+            )
+            .await
+        }
+    });
+    let (response_topic, correlation) = device
+        .next(PATIENCE, |seen| match seen {
+            Seen::Request {
+                response_topic,
+                correlation,
+                ..
+            } => Some((response_topic, correlation)),
+            _ => None,
+        })
+        .await;
+    device
+        .answer(
+            &response_topic,
+            &correlation,
+            br#"{"ok": true, "result": {"via": "kafka"}}"#,
+        )
+        .await;
+    let answer = asked.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.result()["status"], json!("succeeded"));
+    assert_eq!(answer.result()["reply"], json!({"via": "kafka"}));
 
     // Deleted: the connection on socket-b closes, the token is refused.
     assert_eq!(

@@ -46,7 +46,9 @@ async fn mqtt_device(wharf: &TestWharf, flavor: Flavor, id: &str, token: &str) -
         .unwrap();
     device.subscribe(&format!("devices/{id}/commands/#")).await;
     device
-        .next(PATIENCE, |seen| matches!(seen, Seen::SubAck(_)).then_some(()))
+        .next(PATIENCE, |seen| {
+            matches!(seen, Seen::SubAck(_)).then_some(())
+        })
         .await;
     device
 }
@@ -80,7 +82,10 @@ async fn devices_answer_over_mqtt5_mqtt311_and_websocket() {
     assert_eq!(topic, format!("devices/{v5_id}/commands/read_config"));
     let frame: Value = serde_json::from_slice(&payload).unwrap();
     let command_id = frame["id"].as_str().unwrap().to_owned();
-    assert_eq!(response_topic, format!("devices/{v5_id}/replies/{command_id}"));
+    assert_eq!(
+        response_topic,
+        format!("devices/{v5_id}/replies/{command_id}")
+    );
     assert_eq!(correlation, command_id.as_bytes());
     v5.answer(
         &response_topic,
@@ -154,7 +159,10 @@ async fn devices_answer_over_mqtt5_mqtt311_and_websocket() {
                 .get(&format!("/v1/commands/{}", frame["id"].as_str().unwrap()))
                 .await
                 .result();
-            assert_eq!((&row["status"], &row["reason"]), (&json!("failed"), &json!("device_error")));
+            assert_eq!(
+                (&row["status"], &row["reason"]),
+                (&json!("failed"), &json!("device_error"))
+            );
         }
     }
 
@@ -169,11 +177,14 @@ async fn devices_answer_over_mqtt5_mqtt311_and_websocket() {
     assert_eq!(silent.status, 202, "{}", silent.body);
     let silent_id = silent.result()["id"].as_str().unwrap().to_owned();
     ws.next_text(PATIENCE).await;
-    let polled = api
-        .get(&format!("/v1/commands/{silent_id}?wait=30s"))
-        .await;
+    let polled = api.get(&format!("/v1/commands/{silent_id}?wait=30s")).await;
     assert_eq!(polled.status, 200, "{}", polled.body);
-    assert_eq!(polled.result()["status"], json!("timed_out"), "{}", polled.body);
+    assert_eq!(
+        polled.result()["status"],
+        json!("timed_out"),
+        "{}",
+        polled.body
+    );
 
     // The command-status topic tells each story to its end.
     let mut replied = 0;
@@ -204,8 +215,12 @@ async fn a_device_cannot_answer_another_devices_command() {
     let owner_token = api.register(&owner_id, json!({})).await;
     let other_token = api.register(&other_id, json!({})).await;
     let rogue_token = api.register(&other_mqtt_id, json!({})).await;
-    let mut owner = WsDevice::connect(&ws_url(&wharf), &owner_token).await.unwrap();
-    let mut other = WsDevice::connect(&ws_url(&wharf), &other_token).await.unwrap();
+    let mut owner = WsDevice::connect(&ws_url(&wharf), &owner_token)
+        .await
+        .unwrap();
+    let mut other = WsDevice::connect(&ws_url(&wharf), &other_token)
+        .await
+        .unwrap();
     let mut rogue = mqtt_device(&wharf, Flavor::V5, &other_mqtt_id, &rogue_token).await;
 
     let sent = api
@@ -216,11 +231,16 @@ async fn a_device_cannot_answer_another_devices_command() {
         .await;
     let id = sent.result()["id"].as_str().unwrap().to_owned();
     owner.next_text(PATIENCE).await;
-    api.command_with_status(&id, "awaiting_reply", PATIENCE).await;
+    api.command_with_status(&id, "awaiting_reply", PATIENCE)
+        .await;
 
     // Over MQTT the ACL refuses the owner's reply topic outright.
     rogue
-        .publish(&format!("devices/{owner_id}/replies/{id}"), br#"{"ok": true}"#, 1)
+        .publish(
+            &format!("devices/{owner_id}/replies/{id}"),
+            br#"{"ok": true}"#,
+            1,
+        )
         .await;
     let refused = rogue
         .next(PATIENCE, |seen| match seen {
@@ -253,7 +273,10 @@ async fn a_device_cannot_answer_another_devices_command() {
         .get(&format!("/v1/commands/{id}?wait=10s"))
         .await
         .result();
-    assert_eq!((&row["status"], &row["reply"]), (&json!("succeeded"), &json!("genuine")));
+    assert_eq!(
+        (&row["status"], &row["reply"]),
+        (&json!("succeeded"), &json!("genuine"))
+    );
     wharf.stop().await;
 }
 
@@ -290,7 +313,10 @@ async fn fifty_identical_requests_share_one_command_and_its_answer() {
     }
     // The device got that one command and no other.
     let more = tokio::time::timeout(Duration::from_millis(500), device.next_text(PATIENCE)).await;
-    assert!(more.is_err(), "a second command reached the device: {more:?}");
+    assert!(
+        more.is_err(),
+        "a second command reached the device: {more:?}"
+    );
     let (_, metrics) = http::get(wharf.ops(), "/metrics").await.unwrap();
     assert!(
         metrics.contains("wharf_commander_coalesced_commands_total 49"),
@@ -301,7 +327,14 @@ async fn fifty_identical_requests_share_one_command_and_its_answer() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let listed = api.get(&format!("/v1/devices/{id}/commands")).await.result();
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "{listed}");
+    let listed = api
+        .get(&format!("/v1/devices/{id}/commands"))
+        .await
+        .result();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
     wharf.stop().await;
 }

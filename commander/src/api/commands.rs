@@ -61,7 +61,6 @@ pub struct CommandView {
     /// What the device answered (commands whose profile says `reply`):
     /// its result when `succeeded`, its error when `failed` with
     /// `device_error`.
-    #[schema(value_type = Object)]
     pub reply: Option<Value>,
 }
 

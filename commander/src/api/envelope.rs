@@ -45,7 +45,7 @@ pub struct ErrorDetail {
     pub argument: Option<String>,
     /// The device's own error, for `device_error`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Value>)]
     pub reply: Option<Box<Value>>,
 }
 
