@@ -21,8 +21,8 @@
 //!
 //! # Invariants
 //! - Every command reaches exactly one terminal status (`delivered`,
-//!   `failed`, `rejected`, `expired`), in the `commands` table and as an
-//!   event on the command-status topic.
+//!   `succeeded`, `failed`, `rejected`, `expired`, `timed_out`), in the
+//!   `commands` table and as an event on the command-status topic.
 //! - A request id handled before is not sent again: replays from the
 //!   Receiver produce the same ids, and the `commands` table remembers them.
 //! - Events are written to the outbox in the transaction that makes them

@@ -13,6 +13,8 @@
 //!   Commander's check of who answered);
 //! - 50 identical requests at once reach the device as one command and all
 //!   get its one answer.
+//! - the README's round trip, with `mosquitto_sub` and `mosquitto_pub` as
+//!   the device.
 //!
 //! (On Kafka, with the services as separate processes: commander_kafka.rs.)
 
@@ -336,5 +338,53 @@ async fn fifty_identical_requests_share_one_command_and_its_answer() {
         Some(1),
         "{listed}"
     );
+    wharf.stop().await;
+}
+
+/// The README's round trip, with the Mosquitto clients as the device.
+#[tokio::test(flavor = "multi_thread")]
+async fn mosquitto_clients_answer_as_the_readme_shows() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let id = unique("thermo");
+    let token = api.register(&id, json!({})).await;
+    let port = wharf.addresses.mqtt.unwrap().port().to_string();
+    let device = tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port])
+        .args(["-u", &id, "-P", &token, "-i", &id])
+        .args(["-t", &format!("devices/{id}/commands/#"), "-q", "1", "-C", "1"])
+        .args(["-W", "30"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (mosquitto-clients; .ci/run installs it)");
+    let asked = tokio::spawn({
+        let (api, id) = (api.clone(), id.clone());
+        async move {
+            api.post(
+                &format!("/v1/devices/{id}/commands/read_config?wait=30s"),
+                &json!({}),
+            )
+            .await
+        }
+    });
+    let output = device.wait_with_output().await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let command: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(command["cmd"], json!("read_config"));
+    let command_id = command["id"].as_str().unwrap();
+    let answered = tokio::process::Command::new("mosquitto_pub")
+        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port])
+        .args(["-u", &id, "-P", &token, "-q", "1"])
+        .args(["-t", &format!("devices/{id}/replies/{command_id}")])
+        .args(["-m", r#"{"ok":true,"result":{"interval_s":30}}"#])
+        .status()
+        .await
+        .unwrap();
+    assert!(answered.success());
+    let answer = asked.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let result = answer.result();
+    assert_eq!(result["status"], json!("succeeded"));
+    assert_eq!(result["reply"], json!({"interval_s": 30}));
     wharf.stop().await;
 }
