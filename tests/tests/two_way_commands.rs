@@ -352,7 +352,14 @@ async fn mosquitto_clients_answer_as_the_readme_shows() {
     let device = tokio::process::Command::new("mosquitto_sub")
         .args(["-V", "5", "-h", "127.0.0.1", "-p", &port])
         .args(["-u", &id, "-P", &token, "-i", &id])
-        .args(["-t", &format!("devices/{id}/commands/#"), "-q", "1", "-C", "1"])
+        .args([
+            "-t",
+            &format!("devices/{id}/commands/#"),
+            "-q",
+            "1",
+            "-C",
+            "1",
+        ])
         .args(["-W", "30"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -386,5 +393,96 @@ async fn mosquitto_clients_answer_as_the_readme_shows() {
     let result = answer.result();
     assert_eq!(result["status"], json!("succeeded"));
     assert_eq!(result["reply"], json!({"interval_s": 30}));
+    wharf.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_requests_and_answers_are_bounded() {
+    let wharf = TestWharf::start(|settings| {
+        settings.commander.api.max_waiting = 1;
+        settings.socket.max_reply_bytes = 256;
+    })
+    .await;
+    let api = wharf.api();
+    let (offline, online) = (unique("offline"), unique("online"));
+    api.register(&offline, json!({})).await;
+    let token = api.register(&online, json!({})).await;
+
+    // One request waits (its device is offline: the command is queued);
+    // the next one that would wait is refused at once, and sends nothing.
+    let waiting = tokio::spawn({
+        let (api, id) = (api.clone(), offline.clone());
+        async move {
+            api.post(
+                &format!("/v1/devices/{id}/commands/fan?wait=3s"),
+                &json!({"args": {"on": true}}),
+            )
+            .await
+        }
+    });
+    let refused = wharf_tests::wait_until(PATIENCE, "a second wait to be refused", || async {
+        let answer = api
+            .post(
+                &format!("/v1/devices/{offline}/commands/fan?wait=3s"),
+                &json!({"args": {"on": false}}),
+            )
+            .await;
+        (answer.status == 503).then_some(answer)
+    })
+    .await;
+    assert_eq!(refused.error_code(), "too_many_waiting");
+    let waited = waiting.await.unwrap();
+    assert_eq!(
+        waited.status, 202,
+        "the wait ran out first: {}",
+        waited.body
+    );
+    assert_eq!(waited.result()["status"], json!("queued"));
+    let listed = api
+        .get(&format!("/v1/devices/{offline}/commands"))
+        .await
+        .result();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+
+    // An answer above socket.max_reply_bytes is refused and counted; the
+    // command goes on waiting for one that fits.
+    let mut device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    let sent = api
+        .post(
+            &format!("/v1/devices/{online}/commands/read_config"),
+            &json!({}),
+        )
+        .await;
+    let id = sent.result()["id"].as_str().unwrap().to_owned();
+    device.next_text(PATIENCE).await;
+    let large = json!({"reply": id, "ok": true, "result": "x".repeat(300)});
+    device.send_text(&large.to_string()).await;
+    let ops = wharf.ops();
+    wharf_tests::wait_until(PATIENCE, "the large answer to be counted", || async {
+        let (_, metrics) = http::get(ops, "/metrics").await?;
+        metrics
+            .contains("wharf_socket_replies_total{outcome=\"too_large\"} 1")
+            .then_some(())
+    })
+    .await;
+    // Refused: the command is still awaiting an answer (had the large one
+    // been taken, it would have ended succeeded).
+    api.command_with_status(&id, "awaiting_reply", PATIENCE)
+        .await;
+    device
+        .send_text(&json!({"reply": id, "ok": true, "result": "fits"}).to_string())
+        .await;
+    let row = api
+        .get(&format!("/v1/commands/{id}?wait=10s"))
+        .await
+        .result();
+    assert_eq!(
+        (&row["status"], &row["reply"]),
+        (&json!("succeeded"), &json!("fits"))
+    );
     wharf.stop().await;
 }
