@@ -8,6 +8,7 @@
 //! - [`config`]: [`CommanderSettings`] and the `[commander]` section.
 //! - [`profiles`]: [`Profiles`], per-model commands, arguments and templates.
 //! - `presence`: which Socket instance holds each device.
+//! - `clock`: how times are held (Unix ms instants, `Duration` spans).
 //! - `desk`: every command decision, as one transaction plus its events:
 //!   `desk::intake` starts commands (reject, send, queue), `desk::settle`
 //!   ends them (outcomes, queue flushes, expiry, overdue dispatches).
@@ -31,6 +32,7 @@
 //! - Offsets are committed only after what they carried is in the database.
 
 pub mod api;
+mod clock;
 pub mod config;
 mod desk;
 pub mod metrics;

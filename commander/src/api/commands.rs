@@ -159,7 +159,7 @@ pub(super) async fn send_command(
         &device.model,
         &name,
         request.args,
-        ttl.map(|ttl| ttl.as_millis().min(i64::MAX as u128) as i64),
+        ttl.map(crate::clock::millis),
     );
     let firmware = device.metadata.get("firmware").and_then(Value::as_str);
     if let Err(rejection) = Desk::check(&api.profiles.current(), &row, firmware) {

@@ -185,8 +185,7 @@ impl<T> Page<T> {
 
 /// Unix milliseconds as RFC 3339.
 pub(crate) fn rfc3339(ms: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
+    humantime::format_rfc3339_millis(crate::clock::system_time(ms)).to_string()
 }
 
 #[derive(OpenApi)]

@@ -2,16 +2,17 @@
 //! it to its device's Socket instance, or queue it while the device is
 //! offline.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 use wharf_events::{
     CommandDispatched, CommandQueued, CommandRejected, CommandRequested, Envelope, Event,
     ExpiryReason,
 };
-use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx, unix_millis};
+use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx};
 
 use super::{Desk, Handled, firmware_of, prepare};
+use crate::clock;
 use crate::presence::{Location, Presence};
 use crate::profiles::{CommandProfile, Profiles, Rejection};
 
@@ -176,11 +177,9 @@ impl Desk {
         // The Socket never writes the frame after this: a delivery that
         // arrives late, or is read again from the deliveries topic, fails
         // as `expired` instead.
-        let expires_at_ms = row.expires_at_ms.unwrap_or_else(|| {
-            let ttl = self.ttl(row, Some(profile));
-            row.requested_at_ms
-                .saturating_add(ttl.as_millis().min(i64::MAX as u128) as i64)
-        });
+        let expires_at_ms = row
+            .expires_at_ms
+            .unwrap_or_else(|| clock::after(row.requested_at_ms, self.ttl(row, Some(profile))));
         let change = StatusChange {
             instance: Some(location.instance.clone()),
             expires_at_ms: Some(expires_at_ms),
@@ -201,9 +200,7 @@ impl Desk {
                 channel: Some(rendered.channel),
                 qos: Some(rendered.qos),
                 frame: rendered.frame,
-                expires_at: Some(
-                    std::time::UNIX_EPOCH + Duration::from_millis(expires_at_ms.max(0) as u64),
-                ),
+                expires_at: Some(clock::system_time(expires_at_ms)),
                 reply: profile.reply().is_some(),
             }),
         );
@@ -221,9 +218,9 @@ impl Desk {
         row: &CommandRow,
         profile: &CommandProfile,
     ) -> wharf_store::Result<()> {
-        let expires_at = SystemTime::now() + self.ttl(row, Some(profile));
+        let expires_at_ms = clock::after(clock::now_ms(), self.ttl(row, Some(profile)));
         let change = StatusChange {
-            expires_at_ms: Some(unix_millis(expires_at)),
+            expires_at_ms: Some(expires_at_ms),
             ..StatusChange::to(CommandStatus::Queued)
         };
         if !tx
@@ -238,7 +235,7 @@ impl Desk {
             Event::CommandQueued(CommandQueued {
                 command_id: row.id,
                 command: row.command.clone(),
-                expires_at,
+                expires_at: clock::system_time(expires_at_ms),
             }),
         );
         self.emit(tx, &self.topics.command_status(), &event).await?;

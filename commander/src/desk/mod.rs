@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use wharf_events::{Envelope, Event, Topics};
 use wharf_store::{CommandRow, Store, StoreTx};
 
+use crate::clock;
 use crate::profiles::{CommandProfile, Profiles, Rejection};
 
 mod intake;
@@ -83,7 +84,7 @@ impl Desk {
     /// profile's, else `default_ttl`; never more than `max_ttl`.
     pub(super) fn ttl(&self, row: &CommandRow, profile: Option<&CommandProfile>) -> Duration {
         row.ttl_ms
-            .map(|ms| Duration::from_millis(ms.max(0) as u64))
+            .map(clock::span)
             .or(profile.and_then(CommandProfile::ttl))
             .unwrap_or(self.default_ttl)
             .min(self.max_ttl)
@@ -149,9 +150,9 @@ fn ttl_passed(row: &CommandRow) -> String {
     let ttl_ms = row
         .expires_at_ms
         .map(|at| at - row.requested_at_ms)
-        .unwrap_or_default()
-        .max(0) as u64;
-    let ttl = Duration::from_secs(ttl_ms.div_ceil(1000));
+        .unwrap_or_default();
+    // Whole seconds, as ttls are asked for.
+    let ttl = Duration::from_secs(clock::span(ttl_ms).as_millis().div_ceil(1000) as u64);
     format!(
         "{} stayed offline for the command's time to live ({})",
         row.device,

@@ -2,16 +2,15 @@
 //! queue flushed on connect, expiry, and dispatched commands whose outcome
 //! never came.
 
-use std::time::{Duration, SystemTime};
-
 use serde_json::Value;
 use wharf_events::{
     CommandExpired, CommandFailed, CommandQueued, CommandReplied, CommandTimedOut, Envelope, Event,
     ExpiryReason, FailureReason,
 };
-use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx, unix_millis};
+use wharf_store::{CommandRow, CommandStatus, StatusChange, Store, StoreTx};
 
 use super::{Desk, Handled, Recorded, SettledCounts, firmware_of, prepare, ttl_passed};
+use crate::clock;
 use crate::presence::Location;
 use crate::profiles::Profiles;
 
@@ -30,7 +29,7 @@ impl Desk {
     ) -> wharf_store::Result<SettledCounts> {
         let firmware = firmware_of(store, device).await?;
         let mut tx = store.begin().await?;
-        let now_ms = unix_millis(SystemTime::now());
+        let now_ms = clock::now_ms();
         let mut settled = SettledCounts::default();
         for row in tx.queued_commands(device).await? {
             if row.expires_at_ms.is_some_and(|at| at <= now_ms) {
@@ -70,9 +69,7 @@ impl Desk {
 
     /// Expires queued commands whose time to live has passed.
     pub(crate) async fn expire_due(&self, store: &Store) -> wharf_store::Result<usize> {
-        let due = store
-            .expired_queued(unix_millis(SystemTime::now()), EXPIRY_BATCH)
-            .await?;
+        let due = store.expired_queued(clock::now_ms(), EXPIRY_BATCH).await?;
         if due.is_empty() {
             return Ok(0);
         }
@@ -95,8 +92,7 @@ impl Desk {
     /// every command ends in exactly one terminal status. A report arriving
     /// later finds the command settled and is ignored.
     pub(crate) async fn fail_overdue(&self, store: &Store) -> wharf_store::Result<usize> {
-        let timeout_ms = self.outcome_timeout.as_millis().min(i64::MAX as u128) as i64;
-        let dispatched_before = unix_millis(SystemTime::now()).saturating_sub(timeout_ms);
+        let dispatched_before = clock::before(clock::now_ms(), self.outcome_timeout);
         let overdue = store
             .overdue_dispatched(dispatched_before, EXPIRY_BATCH)
             .await?;
@@ -206,7 +202,7 @@ impl Desk {
         let change = match reply {
             None => StatusChange::to(CommandStatus::Delivered),
             Some(reply) => StatusChange {
-                expires_at_ms: Some(unix_millis(SystemTime::now() + reply.timeout)),
+                expires_at_ms: Some(clock::after(clock::now_ms(), reply.timeout)),
                 ..StatusChange::to(CommandStatus::AwaitingReply)
             },
         };
@@ -284,9 +280,7 @@ impl Desk {
         store: &Store,
         profiles: &Profiles,
     ) -> wharf_store::Result<usize> {
-        let overdue = store
-            .overdue_replies(unix_millis(SystemTime::now()), EXPIRY_BATCH)
-            .await?;
+        let overdue = store.overdue_replies(clock::now_ms(), EXPIRY_BATCH).await?;
         if overdue.is_empty() {
             return Ok(0);
         }
@@ -318,7 +312,7 @@ impl Desk {
                 "timed_out",
                 Event::CommandTimedOut(CommandTimedOut {
                     command_id: row.id,
-                    reply_timeout_ms: timeout.as_millis().min(u64::MAX as u128) as u64,
+                    reply_timeout_ms: clock::millis(timeout) as u64,
                 }),
             );
             self.emit(&mut tx, &self.topics.command_status(), &event)
@@ -347,11 +341,10 @@ impl Desk {
             return Ok(Recorded::Ignored);
         }
         let profile = profiles.command(&row.model, &row.command).ok();
-        let expires_at_ms = row.expires_at_ms.unwrap_or_else(|| {
-            let ttl = self.ttl(&row, profile);
-            row.requested_at_ms + ttl.as_millis().min(i64::MAX as u128) as i64
-        });
-        let recorded = if expires_at_ms <= unix_millis(SystemTime::now()) {
+        let expires_at_ms = row
+            .expires_at_ms
+            .unwrap_or_else(|| clock::after(row.requested_at_ms, self.ttl(&row, profile)));
+        let recorded = if expires_at_ms <= clock::now_ms() {
             let detail = format!(
                 "{} disconnected before the command reached it, and its ttl passed",
                 row.device
@@ -386,8 +379,7 @@ impl Desk {
             let event = Event::CommandQueued(CommandQueued {
                 command_id: row.id,
                 command: row.command.clone(),
-                expires_at: std::time::UNIX_EPOCH
-                    + Duration::from_millis(expires_at_ms.max(0) as u64),
+                expires_at: clock::system_time(expires_at_ms),
             });
             // Derived from the failure: each return to the queue is a new fact.
             let mut event = self.event(&row, &format!("requeued:{}", envelope.id), event);
