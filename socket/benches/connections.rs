@@ -144,6 +144,11 @@ async fn serve() {
         }
     })
     .await;
+    // BENCH_EXIT_HOLDING=1: exit while the connections are held, so that a
+    // heap profiler (heaptrack) reports what they hold as still allocated.
+    if std::env::var_os("BENCH_EXIT_HOLDING").is_some() {
+        std::process::exit(0);
+    }
     stop.cancel();
     let _ = running.await;
 }
