@@ -40,10 +40,12 @@ static ALLOCATOR: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::I
 /// The live heap, as `HEAP bytes blocks`.
 fn heap_line() -> String {
     let stats = ALLOCATOR.stats();
+    // stats_alloc already counts a reallocation's growth in
+    // bytes_allocated (and its shrinking in bytes_deallocated);
+    // bytes_reallocated is the same change again, not to be added.
     format!(
         "HEAP {} {}",
-        stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
-            + stats.bytes_reallocated as i64,
+        stats.bytes_allocated as i64 - stats.bytes_deallocated as i64,
         stats.allocations as i64 - stats.deallocations as i64
     )
 }
