@@ -270,6 +270,26 @@ impl MqttDevice {
     }
 }
 
+/// `mosquitto_sub` (MQTT 5) connected as `device`: it prints the first
+/// message on `filter` (after its topic, with `with_topic`) and exits,
+/// giving up after 30 s.
+pub fn mosquitto_sub_once(
+    port: u16,
+    device: &str,
+    token: &str,
+    filter: &str,
+    with_topic: bool,
+) -> tokio::process::Child {
+    tokio::process::Command::new("mosquitto_sub")
+        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-u", device, "-P", token, "-i", device])
+        .args(["-t", filter, "-q", "1", "-C", "1", "-W", "30"])
+        .args(with_topic.then_some("-v"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub is installed (mosquitto-clients; .ci/run installs it)")
+}
+
 fn v5_suback_code(code: &rumqttc::v5::mqttbytes::v5::SubscribeReasonCode) -> u8 {
     use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as Code;
     match code {

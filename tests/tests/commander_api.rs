@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use wharf_events::Event;
 use wharf_tests::http;
-use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, raw};
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, mosquitto_sub_once, raw};
 use wharf_tests::wharf::TestWharf;
 use wharf_tests::{WsDevice, unique, wait_until};
 
@@ -747,23 +747,13 @@ async fn mosquitto_sub_receives_a_command_sent_through_the_api() {
     let api = wharf.api();
     let id = unique("thermo");
     let token = api.register(&id, json!({})).await;
-    let subscriber = tokio::process::Command::new("mosquitto_sub")
-        .args(["-V", "5", "-h", "127.0.0.1"])
-        .args(["-p", &wharf.addresses.mqtt.unwrap().port().to_string()])
-        .args(["-u", &id, "-P", &token, "-i", &id])
-        .args([
-            "-t",
-            &format!("devices/{id}/commands/#"),
-            "-q",
-            "1",
-            "-C",
-            "1",
-            "-v",
-        ])
-        .args(["-W", "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub is installed (mosquitto-clients; .ci/run installs it)");
+    let subscriber = mosquitto_sub_once(
+        wharf.addresses.mqtt.unwrap().port(),
+        &id,
+        &token,
+        &format!("devices/{id}/commands/#"),
+        true,
+    );
     // Sent once the subscriber is connected: before, it would wait queued.
     wait_until(PATIENCE, "mosquitto_sub to connect", || async {
         let twin = api.get(&format!("/v1/devices/{id}/twin")).await.result();

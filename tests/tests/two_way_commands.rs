@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use wharf_events::Event;
 use wharf_tests::api::{Answer, ApiClient};
-use wharf_tests::mqtt::{Flavor, MqttDevice, Seen};
+use wharf_tests::mqtt::{Flavor, MqttDevice, Seen, mosquitto_sub_once};
 use wharf_tests::wharf::TestWharf;
 use wharf_tests::{WsDevice, http, unique};
 
@@ -53,6 +53,31 @@ async fn mqtt_device(wharf: &TestWharf, flavor: Flavor, id: &str, token: &str) -
         })
         .await;
     device
+}
+
+/// `device` answers command `id` with `result`: the command ends
+/// `succeeded`, with `result` as its reply.
+async fn answers_and_succeeds(api: &ApiClient, device: &mut WsDevice, id: &str, result: Value) {
+    device
+        .send_text(&json!({"reply": id, "ok": true, "result": result}).to_string())
+        .await;
+    let row = api
+        .get(&format!("/v1/commands/{id}?wait=10s"))
+        .await
+        .result();
+    assert_eq!(
+        (&row["status"], &row["reply"]),
+        (&json!("succeeded"), &result)
+    );
+}
+
+/// Waits until the metrics at `ops` hold `line`.
+async fn metric_shows(ops: std::net::SocketAddr, line: &str) {
+    wharf_tests::wait_until(PATIENCE, line, || async {
+        let (_, metrics) = http::get(ops, "/metrics").await?;
+        metrics.contains(line).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -256,29 +281,16 @@ async fn a_device_cannot_answer_another_devices_command() {
     other
         .send_text(&json!({"reply": id, "ok": true, "result": "forged"}).to_string())
         .await;
-    let ops = wharf.ops();
-    wharf_tests::wait_until(PATIENCE, "the forged answer to be counted", || async {
-        let (_, metrics) = http::get(ops, "/metrics").await?;
-        metrics
-            .contains("wharf_commander_replies_total{outcome=\"not_its_command\"} 1")
-            .then_some(())
-    })
+    metric_shows(
+        wharf.ops(),
+        "wharf_commander_replies_total{outcome=\"not_its_command\"} 1",
+    )
     .await;
     let row = api.get(&format!("/v1/commands/{id}")).await.result();
     assert_eq!(row["status"], json!("awaiting_reply"), "{row}");
 
     // The owner's own answer settles it.
-    owner
-        .send_text(&json!({"reply": id, "ok": true, "result": "genuine"}).to_string())
-        .await;
-    let row = api
-        .get(&format!("/v1/commands/{id}?wait=10s"))
-        .await
-        .result();
-    assert_eq!(
-        (&row["status"], &row["reply"]),
-        (&json!("succeeded"), &json!("genuine"))
-    );
+    answers_and_succeeds(&api, &mut owner, &id, json!("genuine")).await;
     wharf.stop().await;
 }
 
@@ -348,22 +360,14 @@ async fn mosquitto_clients_answer_as_the_readme_shows() {
     let api = wharf.api();
     let id = unique("thermo");
     let token = api.register(&id, json!({})).await;
-    let port = wharf.addresses.mqtt.unwrap().port().to_string();
-    let device = tokio::process::Command::new("mosquitto_sub")
-        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port])
-        .args(["-u", &id, "-P", &token, "-i", &id])
-        .args([
-            "-t",
-            &format!("devices/{id}/commands/#"),
-            "-q",
-            "1",
-            "-C",
-            "1",
-        ])
-        .args(["-W", "30"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub is installed (mosquitto-clients; .ci/run installs it)");
+    let port = wharf.addresses.mqtt.unwrap().port();
+    let device = mosquitto_sub_once(
+        port,
+        &id,
+        &token,
+        &format!("devices/{id}/commands/#"),
+        false,
+    );
     let asked = tokio::spawn({
         let (api, id) = (api.clone(), id.clone());
         async move {
@@ -380,7 +384,7 @@ async fn mosquitto_clients_answer_as_the_readme_shows() {
     assert_eq!(command["cmd"], json!("read_config"));
     let command_id = command["id"].as_str().unwrap();
     let answered = tokio::process::Command::new("mosquitto_pub")
-        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port])
+        .args(["-V", "5", "-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-u", &id, "-P", &token, "-q", "1"])
         .args(["-t", &format!("devices/{id}/replies/{command_id}")])
         .args(["-m", r#"{"ok":true,"result":{"interval_s":30}}"#])
@@ -461,28 +465,15 @@ async fn waiting_requests_and_answers_are_bounded() {
     device.next_text(PATIENCE).await;
     let large = json!({"reply": id, "ok": true, "result": "x".repeat(300)});
     device.send_text(&large.to_string()).await;
-    let ops = wharf.ops();
-    wharf_tests::wait_until(PATIENCE, "the large answer to be counted", || async {
-        let (_, metrics) = http::get(ops, "/metrics").await?;
-        metrics
-            .contains("wharf_socket_replies_total{outcome=\"too_large\"} 1")
-            .then_some(())
-    })
+    metric_shows(
+        wharf.ops(),
+        "wharf_socket_replies_total{outcome=\"too_large\"} 1",
+    )
     .await;
     // Refused: the command is still awaiting an answer (had the large one
     // been taken, it would have ended succeeded).
     api.command_with_status(&id, "awaiting_reply", PATIENCE)
         .await;
-    device
-        .send_text(&json!({"reply": id, "ok": true, "result": "fits"}).to_string())
-        .await;
-    let row = api
-        .get(&format!("/v1/commands/{id}?wait=10s"))
-        .await
-        .result();
-    assert_eq!(
-        (&row["status"], &row["reply"]),
-        (&json!("succeeded"), &json!("fits"))
-    );
+    answers_and_succeeds(&api, &mut device, &id, json!("fits")).await;
     wharf.stop().await;
 }
