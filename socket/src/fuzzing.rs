@@ -104,3 +104,19 @@ pub fn websocket_frames(bytes: &[u8], chunk: usize, max: usize) {
         }
     }
 }
+
+/// A frame from device `t-1` as the Socket tells answers to commands from
+/// other frames: on an MQTT topic (`topic` set) or as a JSON frame. What
+/// comes out is an answer only within `max_reply_bytes`, with a result only
+/// when it says `ok` and an error only when it does not.
+pub fn device_answer(topic: Option<&str>, bytes: &[u8], max_reply_bytes: usize) {
+    use crate::replies::{Inbound, recognise};
+    match recognise("t-1", topic, bytes, max_reply_bytes) {
+        Inbound::Reply(answer) => {
+            assert!(bytes.len() <= max_reply_bytes, "an answer over the limit");
+            assert!(answer.result.is_none() || answer.ok, "a result without ok");
+            assert!(answer.error.is_none() || !answer.ok, "an error with ok");
+        }
+        Inbound::Frame | Inbound::Refused(_) => {}
+    }
+}
