@@ -1,7 +1,8 @@
 //! Wharf's device gateway. It holds device connections over WebSocket, MQTT
 //! (3.1.1 and 5, over TCP and WebSocket), raw TCP and UDP, authenticates
-//! them, turns every inbound frame into a `FrameReceived` event, and writes
-//! the command frames it is told to deliver. It keeps no business logic, so
+//! them, turns every inbound frame into a `FrameReceived` event (or, for a
+//! device's answer to a command, a `CommandReplied`), and writes the command
+//! frames it is told to deliver. It keeps no business logic, so
 //! it is rarely redeployed and connections survive deploys of everything
 //! else. See `docs/socket.md` for the wire formats.
 //!
@@ -18,6 +19,8 @@
 //! - `live`: the connection each device holds, and its command mailbox.
 //! - `limits`: the per-device rate limit.
 //! - `events_out`: builds and publishes the Socket's events.
+//! - `replies`: tells a device's answers to commands from its other frames,
+//!   for every transport (MQTT reply topics, `{"reply": …}` JSON frames).
 //! - `stream`: a byte stream over TCP or WebSocket messages.
 //! - `websocket`, `mqtt`, `tcp`, `udp`: one module per transport, each a
 //!   codec (pure), a handshake that opens the session, and a `Link`.
