@@ -139,7 +139,11 @@ impl Commander {
                 keys: parts.api_keys,
                 waker: waker.clone(),
                 cache: api::coalesce::Coalescer::new(config.api.read_cache),
-                waiting: api::waiting::Waiting::new(config.api.max_waiting, config.api.max_wait),
+                waiting: api::waiting::Waiting::new(
+                    config.api.max_waiting,
+                    config.api.max_wait,
+                    metrics.api_waiting.clone(),
+                ),
                 metrics: metrics.clone(),
                 config: config.api.clone(),
             },

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
@@ -38,6 +39,20 @@ pub(crate) struct Waiting {
     slots: Semaphore,
     max_wait: Duration,
     shared: Mutex<HashMap<String, Shared>>,
+    /// `wharf_commander_api_waiting`: the slots taken.
+    waiting: Gauge,
+}
+
+/// A request's place among the waiting ones, given back when dropped.
+pub(crate) struct WaitSlot<'a> {
+    _permit: SemaphorePermit<'a>,
+    waiting: Gauge,
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.waiting.dec();
+    }
 }
 
 /// An idempotent command identical requests share.
@@ -65,11 +80,12 @@ pub(crate) enum Sharing {
 }
 
 impl Waiting {
-    pub(crate) fn new(max_waiting: usize, max_wait: Duration) -> Self {
+    pub(crate) fn new(max_waiting: usize, max_wait: Duration, waiting: Gauge) -> Self {
         Waiting {
             slots: Semaphore::new(max_waiting),
             max_wait,
             shared: Mutex::new(HashMap::new()),
+            waiting,
         }
     }
 
@@ -92,13 +108,18 @@ impl Waiting {
     }
 
     /// A place among the waiting requests, or 503 when they are all taken.
-    pub(crate) fn slot(&self) -> Result<SemaphorePermit<'_>, ApiError> {
-        self.slots.try_acquire().map_err(|_| {
+    pub(crate) fn slot(&self) -> Result<WaitSlot<'_>, ApiError> {
+        let permit = self.slots.try_acquire().map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "too_many_waiting",
                 "too many requests are waiting for commands (commander.api.max_waiting); retry, or ask without wait and poll",
             )
+        })?;
+        self.waiting.inc();
+        Ok(WaitSlot {
+            _permit: permit,
+            waiting: self.waiting.clone(),
         })
     }
 
@@ -207,7 +228,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn identical_requests_share_one_command_until_its_reuse_ends() {
-        let waiting = Waiting::new(10, Duration::from_secs(60));
+        let waiting = Waiting::new(10, Duration::from_secs(60), Gauge::default());
         let reuse = Duration::from_secs(5);
         let Sharing::Ask(first) =
             waiting.share("t-1", "read", &args(json!({"a": 1, "b": 2})), reuse)
@@ -245,7 +266,8 @@ mod tests {
 
     #[test]
     fn waits_are_bounded_and_slots_run_out() {
-        let waiting = Waiting::new(1, Duration::from_secs(60));
+        let gauge = Gauge::default();
+        let waiting = Waiting::new(1, Duration::from_secs(60), gauge.clone());
         assert_eq!(waiting.parse_wait("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(waiting.parse_wait("2h").unwrap(), Duration::from_secs(60));
         assert_eq!(
@@ -257,10 +279,15 @@ mod tests {
             "invalid_wait"
         );
         let held = waiting.slot().unwrap();
-        let refused = waiting.slot().unwrap_err();
+        assert_eq!(gauge.get(), 1, "the gauge counts the waiting requests");
+        let Err(refused) = waiting.slot() else {
+            panic!("a second slot past max_waiting");
+        };
         assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.detail.code, "too_many_waiting");
+        assert_eq!(gauge.get(), 1);
         drop(held);
+        assert_eq!(gauge.get(), 0);
         assert!(waiting.slot().is_ok());
     }
 }
