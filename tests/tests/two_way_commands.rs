@@ -475,3 +475,39 @@ async fn waiting_requests_and_answers_are_bounded() {
     answers_and_succeeds(&api, &mut device, &id, json!("fits")).await;
     wharf.stop().await;
 }
+
+/// An idempotent command asked for without `wait` ends unseen by the API;
+/// a later identical request still gets a command of its own, and a fresh
+/// answer, not the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_nobody_waited_for_is_not_shared_later() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let id = unique("late");
+    let token = api.register(&id, json!({})).await;
+    let mut device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    let first = api
+        .post(
+            &format!("/v1/devices/{id}/commands/read_config"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(first.status, 202, "{}", first.body);
+    let first_id = first.result()["id"].as_str().unwrap().to_owned();
+    device.next_text(PATIENCE).await;
+    answers_and_succeeds(&api, &mut device, &first_id, json!("old")).await;
+
+    let asked = tokio::spawn({
+        let (api, id) = (api.clone(), id.clone());
+        async move { read_config(&api, &id).await }
+    });
+    let frame: Value = serde_json::from_str(&device.next_text(PATIENCE).await).unwrap();
+    assert_ne!(frame["id"], json!(first_id), "a command of its own");
+    device
+        .send_text(&json!({"reply": frame["id"], "ok": true, "result": "new"}).to_string())
+        .await;
+    let answer = asked.await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.result()["reply"], json!("new"));
+    wharf.stop().await;
+}

@@ -16,6 +16,7 @@ use super::devices::{active_device, no_device};
 use super::envelope::{ApiError, ApiJson, ApiOk, ApiPath, ApiQuery, ApiResult, Reply};
 use super::waiting::Sharing;
 use super::{Api, CommandPageQuery, Page, page_limit, rfc3339, unknown_cursor};
+use crate::clock;
 use crate::desk::Desk;
 
 /// A command to send.
@@ -144,8 +145,20 @@ pub(super) async fn send_command(
             .share(&device.id, &name, &request.args, reply.cache)
         {
             Sharing::Join(shared) => {
-                api.metrics.coalesced_commands.inc();
-                return answer_shared(&api, shared, wait).await;
+                // Nobody waited for it to end (asked without `wait`), so the
+                // entry could not know: an answer older than reply_cache is
+                // not shared.
+                let ended_long_ago = api.store.command(shared).await?.is_some_and(|row| {
+                    row.status.is_terminal()
+                        && clock::now_ms() > clock::after(row.updated_at_ms, reply.cache)
+                });
+                if ended_long_ago {
+                    api.waiting
+                        .ask_again(&device.id, &name, &request.args, reply.cache)
+                } else {
+                    api.metrics.coalesced_commands.inc();
+                    return answer_shared(&api, shared, wait).await;
+                }
             }
             Sharing::Ask(id) => id,
         },

@@ -30,9 +30,13 @@ use crate::desk::Desk;
 /// How often a waiting request looks at its command on its own.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
-/// Above this many remembered shared commands, ended ones past their reuse
-/// are swept out.
+/// Above this many remembered shared commands, ended ones past their reuse,
+/// and any asked for longer ago than [`FORGET_AFTER`], are swept out.
 const SWEEP_ABOVE: usize = 1024;
+
+/// A shared command no request saw end is forgotten this long after it was
+/// asked for (at the next sweep): an identical request then asks anew.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Requests waiting now, and the idempotent commands they may share.
 pub(crate) struct Waiting {
@@ -59,6 +63,7 @@ impl Drop for WaitSlot<'_> {
 #[derive(Clone, Copy)]
 struct Shared {
     command_id: Uuid,
+    asked_at: Instant,
     /// When it ended, once a request saw it end.
     ended_at: Option<Instant>,
     reuse_for: Duration,
@@ -68,6 +73,10 @@ impl Shared {
     fn reusable(&self, now: Instant) -> bool {
         self.ended_at
             .is_none_or(|ended| now.duration_since(ended) <= self.reuse_for)
+    }
+
+    fn worth_keeping(&self, now: Instant) -> bool {
+        self.reusable(now) && now.duration_since(self.asked_at) <= FORGET_AFTER
     }
 }
 
@@ -136,23 +145,27 @@ impl Waiting {
         let now = Instant::now();
         let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if shared.len() > SWEEP_ABOVE {
-            shared.retain(|_, entry| entry.reusable(now));
+            shared.retain(|_, entry| entry.worth_keeping(now));
         }
         match shared.get(&key) {
             Some(entry) if entry.reusable(now) => Sharing::Join(entry.command_id),
-            _ => {
-                let command_id = wharf_events::new_id();
-                shared.insert(
-                    key,
-                    Shared {
-                        command_id,
-                        ended_at: None,
-                        reuse_for,
-                    },
-                );
-                Sharing::Ask(command_id)
-            }
+            _ => Sharing::Ask(remember(&mut shared, key, now, reuse_for)),
         }
+    }
+
+    /// The request found the shared command ended longer ago than its
+    /// reuse: it asks for a new one, which identical requests share from
+    /// now on.
+    pub(crate) fn ask_again(
+        &self,
+        device: &str,
+        command: &str,
+        args: &Map<String, Value>,
+        reuse_for: Duration,
+    ) -> Uuid {
+        let key = sharing_key(device, command, args);
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        remember(&mut shared, key, Instant::now(), reuse_for)
     }
 
     /// Forgets that the shared command with `key`'s parts is being asked
@@ -207,6 +220,26 @@ impl Waiting {
             }
         }
     }
+}
+
+/// A new command id, shared under `key` from `now`.
+fn remember(
+    shared: &mut HashMap<String, Shared>,
+    key: String,
+    now: Instant,
+    reuse_for: Duration,
+) -> Uuid {
+    let command_id = wharf_events::new_id();
+    shared.insert(
+        key,
+        Shared {
+            command_id,
+            asked_at: now,
+            ended_at: None,
+            reuse_for,
+        },
+    );
+    command_id
 }
 
 /// What makes two requests identical: the device, the command and the
