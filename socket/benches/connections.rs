@@ -164,6 +164,10 @@ async fn clients(ws: SocketAddr, mqtt: SocketAddr, tcp: SocketAddr, count: usize
         panic!("an IPv4 source")
     };
     let mut held = Vec::with_capacity(count);
+    let wave: usize = std::env::var("BENCH_WAVE")
+        .ok()
+        .and_then(|wave| wave.parse().ok())
+        .unwrap_or(500);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..count {
         let device = format!("dev-{source}-{i}");
@@ -223,8 +227,9 @@ async fn clients(ws: SocketAddr, mqtt: SocketAddr, tcp: SocketAddr, count: usize
             }
             stream
         });
-        // Connect in waves: the accept queue is finite.
-        if tasks.len() >= 500 {
+        // Connect in waves: the accept queue is finite (BENCH_WAVE: how many
+        // connections are opening at once; 500 by default).
+        if tasks.len() >= wave {
             held.push(tasks.join_next().await.unwrap().unwrap());
         }
     }
