@@ -120,3 +120,23 @@ pub fn device_answer(topic: Option<&str>, bytes: &[u8], max_reply_bytes: usize) 
         Inbound::Frame | Inbound::Refused(_) => {}
     }
 }
+
+/// A WebSocket upgrade request arriving in reads of `chunk` bytes, through
+/// the Socket's own handshake parser: a request is taken only whole, and
+/// the bytes after it are kept, never more than came.
+pub fn websocket_upgrade(bytes: &[u8], chunk: usize) {
+    use crate::websocket::upgrade::{MAX_REQUEST_BYTES, parse};
+    let mut buf = BytesMut::new();
+    for piece in bytes.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        match parse(&mut buf) {
+            Ok(None) if buf.len() < MAX_REQUEST_BYTES => continue,
+            Ok(None) | Err(_) => return,
+            Ok(Some(request)) => {
+                assert!(request.early.len() < buf.len(), "kept more than came");
+                assert!(request.path.len() < buf.len());
+                return;
+            }
+        }
+    }
+}

@@ -34,7 +34,9 @@
 //! - A device has at most one live connection on an instance; a newer one
 //!   replaces the older, which is closed with "session taken over".
 //! - `DeviceConnected` is durable on the bus before the first frame of a
-//!   connection is read, so presence is known before any reply can need it.
+//!   connection is read, so presence is known before any reply can need it;
+//!   a device is told it is connected (MQTT CONNACK, WebSocket `101`, TCP
+//!   status 0) only then.
 //! - Frames on their way to the bus are bounded per connection: when the
 //!   bus is slow, the Socket stops reading (UDP: drops and counts).
 //! - An MQTT QoS 1 PUBACK is sent only after the bus acknowledged the event.

@@ -2,9 +2,9 @@
 //! WebSocket messages and authenticate at the handshake
 //! (`Authorization: Bearer <token>` or `?token=<token>`); `/mqtt` serves
 //! MQTT over WebSocket (subprotocol `mqtt`), authenticated by its CONNECT.
-//! The handshake is tungstenite's, and so is MQTT over WebSocket; a `/v1/ws`
-//! device's frames are then read with our own decoder ([`frames`]), which
-//! keeps an idle connection small.
+//! The upgrade handshake is our own ([`upgrade`]) and so is the decoder of a
+//! `/v1/ws` device's frames ([`frames`]), which keeps an idle connection
+//! small; MQTT over WebSocket runs on tungstenite after the handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +16,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, debug_span};
 use wharf_events::{Payload, Transport};
@@ -39,16 +36,11 @@ pub const WS_PATH: &str = "/v1/ws";
 pub const MQTT_PATH: &str = "/mqtt";
 
 pub(crate) mod frames;
+pub(crate) mod upgrade;
+
+use upgrade::UpgradeError;
 
 const TRANSPORT: [(&str, &str); 1] = [("transport", "websocket")];
-
-type WsStream = WebSocketStream<TcpStream>;
-
-/// What the handshake decided.
-enum Route {
-    Device(Admitted),
-    Mqtt,
-}
 
 /// Serves WebSocket connections from `listener` until `stop`.
 pub(crate) async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: CancellationToken) {
@@ -62,34 +54,45 @@ pub(crate) async fn serve(gateway: Arc<Gateway>, listener: TcpListener, stop: Ca
 
 async fn connection(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut route = None;
-    #[allow(clippy::result_large_err)] // tungstenite's callback signature
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        |request: &Request, response: Response| {
-            route_request(&gateway, request, response, &mut route)
-        },
-        Some(ws_config(gateway.config.max_frame_bytes)),
-    );
-    // Boxed: the handshake's state is large and gone once it completes.
-    let ws = match tokio::time::timeout(gateway.config.handshake_timeout, Box::pin(handshake)).await
-    {
+    let read = upgrade::read_request(&mut stream);
+    let request = match tokio::time::timeout(gateway.config.handshake_timeout, read).await {
         Err(_) => return gateway.handshake_failed("websocket", "timeout"),
-        Ok(Err(WsError::Http(_))) => return, // refused by `route_request`, already counted
-        Ok(Err(error)) => {
-            debug!(%error, "handshake failed");
+        Ok(Err(UpgradeError::TooLarge)) => {
+            return gateway.handshake_failed("websocket", "too_large");
+        }
+        Ok(Err(UpgradeError::Closed)) => return gateway.handshake_failed("websocket", "protocol"),
+        Ok(Err(UpgradeError::Malformed(why))) => {
+            debug!(why, "not a WebSocket upgrade");
+            refuse(&mut stream, 400, why).await;
             return gateway.handshake_failed("websocket", "protocol");
         }
-        Ok(Ok(ws)) => ws,
+        Ok(Ok(request)) => request,
     };
-    // Boxed: the handshake's locals need not stay in the task.
-    match route.expect("a completed handshake was routed") {
-        Route::Mqtt => {
+    match request.path.as_str() {
+        MQTT_PATH if gateway.config.mqtt.enabled => {
+            if !request.offers_mqtt {
+                let why = "MQTT over WebSocket needs the subprotocol \"mqtt\"";
+                return refuse(&mut stream, 400, why).await;
+            }
+            let answer = upgrade::switching_protocols(&request.accept, Some("mqtt"));
+            if AsyncWriteExt::write_all(&mut stream, answer.as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let config = Some(ws_config(gateway.config.max_frame_bytes));
+            let ws = if request.early.is_empty() {
+                WebSocketStream::from_raw_socket(stream, Role::Server, config).await
+            } else {
+                let early = request.early.to_vec();
+                WebSocketStream::from_partially_read(stream, early, Role::Server, config).await
+            };
             let mqtt = crate::mqtt::serve(
                 gateway,
                 WsBytes::new(ws),
@@ -99,35 +102,63 @@ async fn connection(
             );
             Box::pin(mqtt).await
         }
-        Route::Device(claims) => Box::pin(device(gateway, ws, claims, peer, slot)).await,
+        WS_PATH => {
+            let token = token_of(request.authorization.as_deref(), request.query.as_deref());
+            let claims = match gateway.authenticate("websocket", token.unwrap_or_default(), None) {
+                Ok(claims) => claims,
+                Err(error) => return refuse(&mut stream, 401, &error.to_string()).await,
+            };
+            let device = device(gateway, stream, request, claims, peer, slot);
+            Box::pin(device).await
+        }
+        path => {
+            let why = format!(
+                "no websocket endpoint at {path}; devices connect to {WS_PATH} (or {MQTT_PATH} for MQTT)"
+            );
+            refuse(&mut stream, 404, &why).await
+        }
     }
 }
 
-/// A `/v1/ws` device: each text or binary message is a frame. Past the
-/// handshake its frames are read with our own decoder ([`frames`]).
+/// Answers the upgrade request with `status` and `message`, and closes.
+async fn refuse(stream: &mut TcpStream, status: u16, message: &str) {
+    let answer = upgrade::refusal(status, message);
+    let _ = AsyncWriteExt::write_all(stream, answer.as_bytes()).await;
+    ByteStream::close(stream).await;
+}
+
+/// A `/v1/ws` device: each text or binary message is a frame, read with
+/// our own decoder ([`frames`]).
+///
+/// The handshake is answered once the session is open (its
+/// `DeviceConnected` durable on the bus), as an MQTT CONNACK is: a device
+/// that is told it is connected is known to be, and devices connecting all
+/// at once wait for the bus instead of piling up half-open sessions.
 async fn device(
     gateway: Arc<Gateway>,
-    ws: WsStream,
+    mut stream: TcpStream,
+    request: upgrade::UpgradeRequest,
     claims: Admitted,
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
     tracing::Span::current().record("device", claims.sub.as_str());
-    // A client sends nothing before it has the handshake's answer (RFC 6455
-    // 4.1), so tungstenite holds no bytes of ours here.
-    let mut stream = ws.into_inner();
     let max_frame_bytes = gateway.config.max_frame_bytes;
     let opened = Session::open(
         &gateway,
         claims,
         Transport::Websocket,
         Some(peer.to_string()),
-    );
-    match opened.await {
+    )
+    .await;
+    let answer = upgrade::switching_protocols(&request.accept, None);
+    // A failed write shows as the session's first read failing.
+    let _ = AsyncWriteExt::write_all(&mut stream, answer.as_bytes()).await;
+    match opened {
         Ok(session) => {
             let link = WsLink {
                 stream,
-                buf: BytesMut::new(),
+                buf: request.early,
                 decoder: FrameDecoder::default(),
                 idle: gateway.config.idle_timeout,
                 max_frame_bytes,
@@ -274,85 +305,19 @@ async fn close(stream: &mut TcpStream, reason: CloseReason, max_frame_bytes: usi
     ByteStream::close(stream).await;
 }
 
-/// Routes the handshake by path; authenticates `/v1/ws` devices.
-// The signature is tungstenite's handshake callback.
-#[allow(clippy::result_large_err)]
-fn route_request(
-    gateway: &Gateway,
-    request: &Request,
-    mut response: Response,
-    route: &mut Option<Route>,
-) -> Result<Response, ErrorResponse> {
-    match request.uri().path() {
-        MQTT_PATH if gateway.config.mqtt.enabled => {
-            let offers_mqtt = request
-                .headers()
-                .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-                .iter()
-                .filter_map(|value| value.to_str().ok())
-                .flat_map(|value| value.split(','))
-                .any(|protocol| protocol.trim() == "mqtt");
-            if !offers_mqtt {
-                return Err(reject(
-                    StatusCode::BAD_REQUEST,
-                    "MQTT over WebSocket needs the subprotocol \"mqtt\"".into(),
-                ));
-            }
-            response.headers_mut().insert(
-                header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("mqtt"),
-            );
-            *route = Some(Route::Mqtt);
-            Ok(response)
-        }
-        WS_PATH => {
-            match gateway.authenticate("websocket", token_of(request).unwrap_or_default(), None) {
-                Ok(claims) => {
-                    *route = Some(Route::Device(claims));
-                    Ok(response)
-                }
-                Err(error) => Err(reject(StatusCode::UNAUTHORIZED, error.to_string())),
-            }
-        }
-        path => Err(reject(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no websocket endpoint at {path}; devices connect to {WS_PATH} (or {MQTT_PATH} for MQTT)"
-            ),
-        )),
-    }
-}
-
 /// The token from `Authorization: Bearer …`, or else from `?token=…`.
-fn token_of(request: &Request) -> Option<&str> {
-    let from_header = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            let (scheme, token) = value.split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then_some(token.trim())
-        });
+fn token_of<'a>(authorization: Option<&'a str>, query: Option<&'a str>) -> Option<&'a str> {
+    let from_header = authorization.and_then(|value| {
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then_some(token.trim())
+    });
     from_header.or_else(|| {
-        request
-            .uri()
-            .query()?
+        query?
             .split('&')
             .find_map(|pair| pair.strip_prefix("token="))
     })
-}
-
-fn reject(status: StatusCode, message: String) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(format!("{message}\n")));
-    *response.status_mut() = status;
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
 }
 
 fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
