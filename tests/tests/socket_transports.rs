@@ -3,7 +3,7 @@
 //! MQTT 3.1.1, 5 and MQTT over WebSocket; the Debian mosquitto clients;
 //! plain TCP (both framings) and UDP sockets. (WebSocket: round_trip.rs;
 //! here, what RFC 6455 lets a WebSocket client do besides one frame per
-//! message.)
+//! message, and the upgrade itself.)
 
 use std::time::Duration;
 
@@ -270,5 +270,66 @@ async fn websocket_pings_fragments_and_the_close_handshake() {
     assert_eq!(state.reported["note"], json!("sent in pieces"));
     // The device closes: the Socket answers with the same code.
     assert_eq!(thermostat.close_with(4000, PATIENCE).await, 4000);
+    wharf.stop().await;
+}
+
+/// Reads an HTTP answer's head (up to its blank line) from `stream`.
+async fn http_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(PATIENCE, stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A client that sends its first frame together with the upgrade request
+/// (RFC 6455 4.1 says to wait for the answer) loses nothing: the frame is
+/// read as the connection's first. A request that is not an upgrade is
+/// answered 400 with what is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_keep_early_frames_and_refuse_what_is_not_one() {
+    let wharf = TestWharf::start(|_| {}).await;
+    let addr = wharf.addresses.websocket.unwrap();
+    let device = unique("eager");
+    let token = wharf.token(&device);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n"
+    )
+    .into_bytes();
+    // One masked text frame, as a client writes it.
+    let payload = br#"{"temperature": 21}"#;
+    let mask = [7u8, 1, 9, 3];
+    bytes.extend([0x81, 0x80 | payload.len() as u8]);
+    bytes.extend(mask);
+    bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&bytes).await.unwrap();
+    let head = http_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{head}"
+    );
+    let state = wharf.state_after(&device, 1).await;
+    assert_eq!(state.reported["temperature"], json!(21));
+
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(format!("GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(PATIENCE, plain.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.ends_with("no Upgrade: websocket header\n"),
+        "{answer}"
+    );
     wharf.stop().await;
 }
