@@ -55,6 +55,9 @@ impl Listener {
                     }
                 },
             };
+            // Commands and acknowledgements are small writes a device
+            // waits on: no Nagle delay, on every TCP-based transport.
+            let _ = stream.set_nodelay(true);
             let Ok(permit) = self.gateway.connection_slots.clone().try_acquire_owned() else {
                 self.gateway
                     .metrics

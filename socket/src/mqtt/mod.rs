@@ -51,11 +51,8 @@ pub(crate) async fn serve_tcp(
 ) {
     Listener::new(gateway, listener, "mqtt")
         .serve(stop, |gateway, stream: TcpStream, peer, permit| {
-            async move {
-                let _ = stream.set_nodelay(true);
-                serve(gateway, stream, peer, Transport::Mqtt, permit).await;
-            }
-            .instrument(debug_span!("mqtt", %peer, device = tracing::field::Empty))
+            serve(gateway, stream, peer, Transport::Mqtt, permit)
+                .instrument(debug_span!("mqtt", %peer, device = tracing::field::Empty))
         })
         .await;
 }

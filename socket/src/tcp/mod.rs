@@ -71,7 +71,6 @@ async fn connection(
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
-    let _ = stream.set_nodelay(true);
     let (framing, max) = (gateway.config.tcp.framing, gateway.config.max_frame_bytes);
     let mut decoder = FrameDecoder::new(framing);
     let mut buf = BytesMut::new();

@@ -58,7 +58,6 @@ async fn connection(
     peer: SocketAddr,
     slot: OwnedSemaphorePermit,
 ) {
-    let _ = stream.set_nodelay(true);
     let read = upgrade::read_request(&mut stream);
     let request = match tokio::time::timeout(gateway.config.handshake_timeout, read).await {
         Err(_) => return gateway.handshake_failed("websocket", "timeout"),
