@@ -234,6 +234,12 @@ impl Desk {
         if row.device != envelope.device {
             return Ok(Recorded::NotItsCommand);
         }
+        if !matches!(
+            row.status,
+            CommandStatus::AwaitingReply | CommandStatus::Dispatched
+        ) {
+            return Ok(Recorded::Ignored);
+        }
         let change = if replied.ok {
             StatusChange {
                 reply: Some(replied.result.clone().unwrap_or(Value::Null)),
@@ -258,13 +264,8 @@ impl Desk {
                 )
             }
         };
-        let mut settled = false;
-        for from in [CommandStatus::AwaitingReply, CommandStatus::Dispatched] {
-            if tx.transition(row.id, from, &change).await? {
-                settled = true;
-                break;
-            }
-        }
+        // From the status just read: a concurrent change makes it miss.
+        let settled = tx.transition(row.id, row.status, &change).await?;
         tx.commit().await?;
         Ok(if settled {
             Recorded::Ended
