@@ -133,9 +133,10 @@ pub(super) async fn send_command(
     // leaves no command behind.
     let _slot = wait.map(|_| api.waiting.slot()).transpose()?;
     let device = active_device(&api.store, &id).await?;
-    let reply = api
-        .profiles
-        .current()
+    // One snapshot of the profiles for the whole request (a reload between
+    // two reads could otherwise share by one profile and check by another).
+    let profiles = api.profiles.current();
+    let reply = profiles
         .command(&device.model, &name)
         .ok()
         .and_then(|profile| profile.reply());
@@ -175,7 +176,7 @@ pub(super) async fn send_command(
         ttl.map(crate::clock::millis),
     );
     let firmware = device.metadata.get("firmware").and_then(Value::as_str);
-    if let Err(rejection) = Desk::check(&api.profiles.current(), &row, firmware) {
+    if let Err(rejection) = Desk::check(&profiles, &row, firmware) {
         api.waiting.unshare(&device.id, &name, &shared_args);
         api.desk
             .record_rejected(&api.store, &row, &rejection)
