@@ -104,21 +104,9 @@ impl ApiState {
     }
 
     fn parse_ttl(&self, text: &str) -> Result<Duration, ApiError> {
-        let ttl = humantime::parse_duration(text).map_err(|error| {
-            ApiError::bad_request(
-                "invalid_ttl",
-                format!("ttl {text:?}: {error} (like \"30s\" or \"2h\")"),
-            )
-        })?;
-        if ttl.is_zero() {
-            return Err(ApiError::bad_request(
-                "invalid_ttl",
-                format!("ttl {text:?} must be more than 0s"),
-            ));
-        }
         // Longer than commander.max_ttl waits max_ttl: the answer's
         // expires_at shows what applies.
-        Ok(ttl.min(self.desk.max_ttl))
+        bounded_duration("ttl", text, "30s", self.desk.max_ttl)
     }
 }
 
@@ -181,6 +169,31 @@ impl<T> Page<T> {
     fn new(items: Vec<T>, next_cursor: Option<String>) -> Self {
         Page { items, next_cursor }
     }
+}
+
+/// A duration parameter `name` (`30s`, `2h`): more than zero, and at most
+/// `max` (a longer one is taken as `max`); refused 400 `invalid_<name>`
+/// with `example` in the message.
+pub(crate) fn bounded_duration(
+    name: &str,
+    text: &str,
+    example: &str,
+    max: Duration,
+) -> Result<Duration, ApiError> {
+    let code = format!("invalid_{name}");
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        ApiError::bad_request(
+            &code,
+            format!("{name} {text:?}: {error} (like \"{example}\")"),
+        )
+    })?;
+    if duration.is_zero() {
+        return Err(ApiError::bad_request(
+            &code,
+            format!("{name} {text:?} must be more than 0s"),
+        ));
+    }
+    Ok(duration.min(max))
 }
 
 /// Unix milliseconds as RFC 3339.

@@ -101,19 +101,7 @@ impl Waiting {
     /// `?wait=` as a duration: at least 1 ms, at most `max_wait` (a longer
     /// one waits `max_wait`).
     pub(crate) fn parse_wait(&self, text: &str) -> Result<Duration, ApiError> {
-        let wait = humantime::parse_duration(text).map_err(|error| {
-            ApiError::bad_request(
-                "invalid_wait",
-                format!("wait {text:?}: {error} (like \"5s\" or \"500ms\")"),
-            )
-        })?;
-        if wait.is_zero() {
-            return Err(ApiError::bad_request(
-                "invalid_wait",
-                format!("wait {text:?} must be more than 0s"),
-            ));
-        }
-        Ok(wait.min(self.max_wait))
+        super::bounded_duration("wait", text, "5s", self.max_wait)
     }
 
     /// A place among the waiting requests, or 503 when they are all taken.
