@@ -71,6 +71,17 @@ async fn answers_and_succeeds(api: &ApiClient, device: &mut WsDevice, id: &str, 
     );
 }
 
+/// A Wharf with one registered WebSocket device connected: the Wharf, its
+/// API, the device's id and the device.
+async fn with_a_websocket_device(name: &str) -> (TestWharf, ApiClient, String, WsDevice) {
+    let wharf = TestWharf::start(|_| {}).await;
+    let api = wharf.api();
+    let id = unique(name);
+    let token = api.register(&id, json!({})).await;
+    let device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    (wharf, api, id, device)
+}
+
 /// Waits until the metrics at `ops` hold `line`.
 async fn metric_shows(ops: std::net::SocketAddr, line: &str) {
     wharf_tests::wait_until(PATIENCE, line, || async {
@@ -296,11 +307,7 @@ async fn a_device_cannot_answer_another_devices_command() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_identical_requests_share_one_command_and_its_answer() {
-    let wharf = TestWharf::start(|_| {}).await;
-    let api = wharf.api();
-    let id = unique("shared");
-    let token = api.register(&id, json!({})).await;
-    let mut device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    let (wharf, api, id, mut device) = with_a_websocket_device("shared").await;
 
     let callers: Vec<_> = (0..50)
         .map(|_| {
@@ -481,11 +488,7 @@ async fn waiting_requests_and_answers_are_bounded() {
 /// answer, not the old one.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_nobody_waited_for_is_not_shared_later() {
-    let wharf = TestWharf::start(|_| {}).await;
-    let api = wharf.api();
-    let id = unique("late");
-    let token = api.register(&id, json!({})).await;
-    let mut device = WsDevice::connect(&ws_url(&wharf), &token).await.unwrap();
+    let (wharf, api, id, mut device) = with_a_websocket_device("late").await;
     let first = api
         .post(
             &format!("/v1/devices/{id}/commands/read_config"),
